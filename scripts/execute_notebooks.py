@@ -1,0 +1,35 @@
+"""Execute chapter notebooks in place, storing outputs and widget state.
+
+    python scripts/execute_notebooks.py book/03_queries_keys_values.ipynb [...]
+
+This is how a chapter's committed outputs are produced (nbval then checks
+that they reproduce). Runs from the repository root with the installed
+package; cells tagged ``skip-execution`` are left as they are.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+
+def execute(path: Path, timeout: int = 1200) -> float:
+    nb = nbformat.read(path, as_version=4)
+    start = time.perf_counter()
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", store_widget_state=True,
+                            resources={"metadata": {"path": str(path.parent)}})
+    client.execute()
+    elapsed = time.perf_counter() - start
+    nbformat.write(nb, path)
+    return elapsed
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    for arg in sys.argv[1:]:
+        seconds = execute(Path(arg))
+        print(f"{arg}: executed in {seconds:.1f} s")
