@@ -21,6 +21,10 @@ def execute(path: Path, timeout: int = 1200) -> float:
     start = time.perf_counter()
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", store_widget_state=True,
                             resources={"metadata": {"path": str(path.parent)}})
+    # Do not imitate a front end's Output widgets: what a widget callback prints is
+    # then stored as the cell's own output, exactly as nbval (which has no front end)
+    # sees it, and the static book shows it under the widget's saved controls.
+    client.widget_registry = {}
     client.execute()
     elapsed = time.perf_counter() - start
     nbformat.write(nb, path)

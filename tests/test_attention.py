@@ -1,0 +1,144 @@
+"""scaled_dot_product_attention and the masks, against PyTorch and float64 loops."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from minitransformer import causal_mask, padding_mask, scaled_dot_product_attention
+from minitransformer.reference import attention_ref, causal_mask_ref
+
+SHAPES = [  # (lead, Lq, Lk, d, dv)
+    ((), 1, 1, 4, 4), ((), 3, 5, 8, 2), ((2,), 7, 7, 16, 16), ((2, 3), 5, 9, 8, 4), ((1, 4), 1, 13, 32, 8),
+]
+
+
+def rand(*shape, seed=0):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+@pytest.mark.parametrize("lead,Lq,Lk,d,dv", SHAPES)
+def test_matches_float64_reference_and_torch(lead, Lq, Lk, d, dv):
+    q, k, v = rand(*lead, Lq, d, seed=1), rand(*lead, Lk, d, seed=2), rand(*lead, Lk, dv, seed=3)
+    out, w = scaled_dot_product_attention(q, k, v, return_weights=True)
+    ref_out, ref_w = attention_ref(q, k, v, return_weights=True)
+    assert torch.allclose(out, torch.from_numpy(ref_out), atol=1e-12)
+    assert torch.allclose(w, torch.from_numpy(ref_w), atol=1e-12)
+    assert torch.allclose(out, F.scaled_dot_product_attention(q, k, v), atol=1e-12)
+
+
+@pytest.mark.parametrize("lead,Lq,Lk,d,dv", SHAPES)
+def test_rows_sum_to_one(lead, Lq, Lk, d, dv):
+    _, w = scaled_dot_product_attention(rand(*lead, Lq, d), rand(*lead, Lk, d, seed=1), rand(*lead, Lk, dv, seed=2),
+                                        return_weights=True)
+    assert torch.allclose(w.sum(-1), torch.ones(w.shape[:-1], dtype=w.dtype))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_masks_match_torch_and_reference(seed):
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = rand(2, 3, 6, 8, seed=seed), rand(2, 3, 9, 8, seed=seed + 10), rand(2, 3, 9, 5, seed=seed + 20)
+    mask = torch.rand(2, 1, 6, 9, generator=g) > 0.5
+    mask[0, 0, 2] = False  # a fully masked row
+    out = scaled_dot_product_attention(q, k, v, mask)
+    assert torch.allclose(out, torch.from_numpy(attention_ref(q, k, v, mask)), atol=1e-12)
+    assert torch.allclose(out, F.scaled_dot_product_attention(q, k, v, attn_mask=mask).nan_to_num(), atol=1e-12)
+
+
+def test_fully_masked_row_is_zero_not_nan_with_zero_gradient():
+    q, k, v = (rand(1, n, 4, seed=s).requires_grad_() for s, n in enumerate((3, 4, 4)))
+    mask = torch.tensor([[True, False, True, True], [False] * 4, [True] * 4])
+    out, w = scaled_dot_product_attention(q, k, v, mask, return_weights=True)
+    assert torch.isfinite(out).all() and torch.isfinite(w).all()
+    assert (out[0, 1] == 0).all() and (w[0, 1] == 0).all()
+    out.sum().backward()
+    assert all(torch.isfinite(t.grad).all() for t in (q, k, v))
+    assert (q.grad[0, 1] == 0).all()
+
+
+def test_masked_keys_get_zero_weight_and_do_not_matter():
+    q, k, v = rand(2, 4, 8), rand(2, 6, 8, seed=1), rand(2, 6, 3, seed=2)
+    tokens = torch.tensor([[4, 5, 6, 0, 0, 0], [1, 2, 3, 4, 5, 0]])
+    mask = padding_mask(tokens, 0)[:, 0]  # (2, 1, 6)
+    out, w = scaled_dot_product_attention(q, k, v, mask, return_weights=True)
+    assert (w[0, :, 3:] == 0).all() and (w[1, :, 5:] == 0).all()
+    v2 = v.clone()
+    v2[0, 3:] = 1e6  # changing padded values changes nothing
+    assert torch.allclose(out, scaled_dot_product_attention(q, k, v2, mask))
+
+
+@pytest.mark.parametrize("Lq,Lk", [(1, 1), (4, 4), (2, 5), (1, 7), (7, 7)])
+def test_causal_mask_matches_reference_and_is_causal(Lq, Lk):
+    assert torch.equal(causal_mask(Lq, Lk), torch.from_numpy(causal_mask_ref(Lq, Lk)))
+    q, k, v = rand(2, Lq, 8), rand(2, Lk, 8, seed=1), rand(2, Lk, 4, seed=2)
+    out = scaled_dot_product_attention(q, k, v, is_causal=True)
+    assert torch.allclose(out, scaled_dot_product_attention(q, k, v, causal_mask(Lq, Lk)))
+    if Lq == Lk:
+        assert torch.allclose(out, F.scaled_dot_product_attention(q, k, v, is_causal=True), atol=1e-12)
+
+
+def test_causal_output_unchanged_by_future_tokens():
+    x = rand(1, 8, 16)
+    out = scaled_dot_product_attention(x, x, x, is_causal=True)
+    y = x.clone()
+    y[:, 5:] = rand(1, 3, 16, seed=9)
+    out2 = scaled_dot_product_attention(y, y, y, is_causal=True)
+    assert torch.allclose(out[:, :5], out2[:, :5]) and not torch.allclose(out[:, 5:], out2[:, 5:])
+
+
+def test_causal_combines_with_mask():
+    q = k = v = rand(1, 5, 4)
+    pad = torch.tensor([True, True, True, False, True])
+    out = scaled_dot_product_attention(q, k, v, pad, is_causal=True)
+    assert torch.allclose(out, torch.from_numpy(attention_ref(q, k, v, pad & causal_mask(5))))
+
+
+def test_permutation_equivariance_without_mask():
+    x = rand(6, 8)
+    perm = torch.tensor([3, 0, 5, 1, 4, 2])
+    out = scaled_dot_product_attention(x, x, x)
+    assert torch.allclose(scaled_dot_product_attention(x[perm], x[perm], x[perm]), out[perm])
+
+
+def test_scale_and_dropout():
+    q, k, v = rand(3, 4), rand(5, 4, seed=1), rand(5, 2, seed=2)
+    assert torch.allclose(scaled_dot_product_attention(q, k, v, scale=0.3),
+                          torch.from_numpy(attention_ref(q, k, v, scale=0.3)))
+    torch.manual_seed(0)
+    _, w = scaled_dot_product_attention(q, k, v, dropout_p=0.5, return_weights=True)
+    assert ((w == 0) | (w > 0)).all() and (w == 0).any()  # some weights dropped, kept ones rescaled
+    assert torch.allclose(scaled_dot_product_attention(q, k, v, dropout_p=0.0), scaled_dot_product_attention(q, k, v))
+
+
+def test_gradcheck():
+    q, k, v = (rand(2, 3, 4, seed=s).requires_grad_() for s in range(3))
+    mask = torch.tensor([[True, True, False], [False, False, False], [True, True, True]])
+    assert torch.autograd.gradcheck(lambda a, b, c: scaled_dot_product_attention(a, b, c, mask), (q, k, v))
+
+
+@pytest.mark.parametrize("args,kwargs,error,match", [
+    ((torch.zeros(2, 3, 8), torch.zeros(2, 4, 4), torch.zeros(2, 4, 4)), {}, ValueError, "q has head dim 8 but k has 4"),
+    ((torch.zeros(3, 8), torch.zeros(4, 8), torch.zeros(5, 8)), {}, ValueError, "k has 4 keys but v has 5"),
+    ((torch.zeros(3, 8), torch.zeros(4, 8), torch.zeros(4, 8), torch.ones(3, 4)), {}, TypeError, "dtype torch.bool"),
+    ((torch.zeros(3, 8), torch.zeros(4, 8), torch.zeros(4, 8), torch.ones(3, 5, dtype=torch.bool)), {}, ValueError,
+     "does not broadcast"),
+    ((torch.zeros(3, 8), torch.zeros(4, 8), torch.zeros(4, 8), torch.ones(2, 3, 4, dtype=torch.bool)), {}, ValueError,
+     "does not broadcast"),
+    ((torch.zeros(8), torch.zeros(4, 8), torch.zeros(4, 8)), {}, ValueError, "at least 2 dims"),
+    ((torch.zeros(3, 8), torch.zeros(4, 8), torch.zeros(4, 8)), {"dropout_p": 1.0}, ValueError, "dropout_p"),
+    ((torch.zeros(2, 3, 8), torch.zeros(3, 4, 8), torch.zeros(3, 4, 8)), {}, ValueError, "do not broadcast"),
+    ((torch.zeros(5, 8), torch.zeros(4, 8), torch.zeros(4, 8)), {"is_causal": True}, ValueError, "Lk=4 < Lq=5"),
+])
+def test_clear_errors(args, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        scaled_dot_product_attention(*args, **kwargs)
+
+
+def test_mask_helper_errors():
+    with pytest.raises(ValueError, match="must be a .B, S. tensor"):
+        padding_mask(torch.zeros(2, 3, 4, dtype=torch.long), 0)
+    with pytest.raises(TypeError, match="integer ids"):
+        padding_mask(torch.zeros(2, 3), 0)
+    with pytest.raises(ValueError, match="non-negative int"):
+        causal_mask(-1)
+    assert padding_mask(torch.tensor([[1, 0]]), 0).shape == (1, 1, 1, 2)
