@@ -1,51 +1,31 @@
 """Every exercise's reference solution passes its checker; plausible wrong answers fail it.
 
-Adding an exercise means adding at least two wrong answers to WRONG below
-(test_every_exercise_has_two_wrong_answers enforces it).
+Adding an exercise means adding at least two wrong answers to the WRONG dict of
+tests/wrong_answers/chNN.py (test_every_exercise_has_two_wrong_answers enforces it).
 """
 from __future__ import annotations
 
-import math
+import importlib.util
+from pathlib import Path
 
 import pytest
-import torch
 
 from minitransformer.exercises import EXERCISES, check, get, solution
 from minitransformer.exercises import chapters  # noqa: F401  (registers all exercises)
 
 
-def _sdpa(q, k, v, axis=-1, scale=True):
-    s = q @ k.transpose(-2, -1)
-    if scale:
-        s = s / math.sqrt(q.shape[-1])
-    return torch.softmax(s, axis) @ v
+def _load_wrong_answers() -> dict:
+    """Collect WRONG from every tests/wrong_answers/chNN.py (one file per chapter)."""
+    wrong = {}
+    for path in sorted((Path(__file__).parent / "wrong_answers").glob("ch[0-9][0-9].py")):
+        spec = importlib.util.spec_from_file_location(f"wrong_answers_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        wrong.update(module.WRONG)
+    return wrong
 
 
-WRONG = {
-    "ch03.softmax": [
-        lambda x: torch.exp(x) / torch.exp(x).sum(-1, keepdim=True),        # overflows at 1000
-        lambda x: torch.softmax(x, dim=0),                                    # wrong axis
-        lambda x: torch.exp(x - x.max()) / torch.exp(x - x.max()).sum(),     # normalised over everything
-        lambda x: x / x.sum(-1, keepdim=True),                                # no exponential
-    ],
-    "ch03.attention": [
-        lambda q, k, v: _sdpa(q, k, v, scale=False),                          # forgot the scale
-        lambda q, k, v: _sdpa(q, k, v, axis=-2),                              # softmax over queries
-        lambda q, k, v: (q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])) @ v,  # raw scores as weights
-        lambda q, k, v: torch.softmax(q @ k.transpose(-2, -1) / q.shape[-1], -1) @ v,  # divided by d_k
-    ],
-    "ch03.causal_mask": [
-        lambda Lq, Lk: torch.triu(torch.ones(Lq, Lk, dtype=torch.bool)),      # inverted (future instead of past)
-        lambda Lq, Lk: torch.tril(torch.ones(Lq, Lk, dtype=torch.bool), -1 + Lk - Lq),  # diagonal dropped
-        lambda Lq, Lk: torch.tril(torch.ones(Lq, Lk, dtype=torch.bool)),      # not shifted when Lk > Lq
-        lambda Lq, Lk: torch.tril(torch.ones(Lq, Lk)).float(),                # float, not bool
-    ],
-    "ch03.masked_attention": [
-        lambda q, k, v, m: (torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), -1) * m) @ v,
-        lambda q, k, v, m: torch.softmax((q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).masked_fill(~m, 0), -1) @ v,
-        lambda q, k, v, m: torch.softmax((q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).masked_fill(~m, float("-inf")), -1) @ v,  # NaN row
-    ],
-}
+WRONG = _load_wrong_answers()
 
 
 def test_every_exercise_has_two_wrong_answers():
