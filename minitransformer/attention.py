@@ -146,18 +146,22 @@ def scaled_dot_product_attention(
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
 
     scores = torch.matmul(q, k.transpose(-2, -1)) * scale  # (..., Lq, Lk)
+    only_causal = is_causal and mask is None
     if is_causal:
         causal = causal_mask(Lq, Lk, device=q.device)  # (Lq, Lk)
         mask = causal if mask is None else mask & causal
-    if mask is not None:
+    if mask is None:
+        weights = torch.softmax(scores, dim=-1)  # (..., Lq, Lk)
+    elif only_causal:
+        # Every query sees at least its own position, so no row is fully masked.
+        weights = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)  # (..., Lq, Lk)
+    else:
         scores = scores.masked_fill(~mask, float("-inf"))
         # A row that sees no key would be softmax of all -inf = NaN. Give it
         # finite scores, then zero its weights after the softmax.
         visible = mask.any(dim=-1, keepdim=True)  # (..., Lq, 1)
         scores = scores.masked_fill(~visible, 0.0)
         weights = torch.softmax(scores, dim=-1) * visible  # (..., Lq, Lk)
-    else:
-        weights = torch.softmax(scores, dim=-1)  # (..., Lq, Lk)
     if dropout_p > 0.0:
         weights = F.dropout(weights, p=dropout_p, training=True)
     out = torch.matmul(weights, v)  # (..., Lq, dv)

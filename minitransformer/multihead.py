@@ -9,6 +9,16 @@ fused ``(d_model + 2 * kv_dim) x d_model`` matrix that computes Q, K and V in a
 single matrix product. With ``num_kv_heads < num_heads`` (grouped-query
 attention; ``num_kv_heads == 1`` is multi-query attention) each key/value head
 is shared by ``num_heads / num_kv_heads`` query heads.
+
+The attention itself (``softmax(q k^T / sqrt(d)) v`` per head) is computed by
+one of several backends, chosen by the ``backend`` attribute:
+
+* ``"minitransformer"`` (default): our :func:`scaled_dot_product_attention`.
+* ``"torch"``: ``torch.nn.functional.scaled_dot_product_attention`` (fused
+  kernels), the same result up to rounding; benchmarks swap it in.
+* ``"flash"``: reserved for :mod:`minitransformer.flash`; not accepted yet.
+
+``need_weights=True`` always uses our implementation, which can return the weights.
 """
 from __future__ import annotations
 
@@ -19,10 +29,39 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .attention import scaled_dot_product_attention
+from .attention import _check_inputs, causal_mask, scaled_dot_product_attention
 from .kv_cache import KVCache
 
-__all__ = ["MultiHeadAttention"]
+__all__ = ["MultiHeadAttention", "ATTENTION_BACKENDS"]
+
+ATTENTION_BACKENDS = ("minitransformer", "torch")
+
+
+def _check_backend(backend: str) -> str:
+    if backend == "flash":
+        raise ValueError("backend 'flash' is wired by minitransformer.flash and is not available yet; "
+                         f"use one of {ATTENTION_BACKENDS}")
+    if backend not in ATTENTION_BACKENDS:
+        raise ValueError(f"backend={backend!r} is not one of {ATTENTION_BACKENDS}")
+    return backend
+
+
+def _torch_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_causal: bool,
+                     dropout_p: float) -> Tensor:
+    """The same attention through ``F.scaled_dot_product_attention`` (True = may attend there too).
+
+    torch's ``is_causal`` aligns the queries with the FIRST keys; ours with the LAST
+    (queries after a KV cache), so when the lengths differ or a mask is given we
+    build the causal mask ourselves.
+    """
+    _check_inputs(q, k, v, mask, dropout_p)
+    T, S = q.shape[-2], k.shape[-2]
+    if is_causal and (mask is not None or T != S):
+        causal = causal_mask(T, S, device=q.device)  # (T, S)
+        mask = causal if mask is None else mask & causal
+        is_causal = False
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
+                                          is_causal=is_causal)  # (B, H, T, hd)
 
 
 class MultiHeadAttention(nn.Module):
@@ -36,6 +75,8 @@ class MultiHeadAttention(nn.Module):
         bias: whether the projections have biases.
         rotary: optional callable ``rotary(x (B, H, T, d_head), positions (T,)) -> x``
             (e.g. :class:`~minitransformer.RotaryEmbedding`) applied to queries and keys.
+        backend: ``"minitransformer"`` (default) or ``"torch"``, see the module docstring;
+            it can be changed later through the ``backend`` attribute.
 
     Parameters: ``qkv`` (fused ``[W_Q; W_K; W_V]``, shape ``(d_model + 2·H_kv·d_head, d_model)``)
     and ``out`` (``W_O``, ``d_model x d_model``): ``4·d_model²`` weights (plus ``4·d_model`` biases)
@@ -44,7 +85,8 @@ class MultiHeadAttention(nn.Module):
 
     def __init__(self, d_model: int, num_heads: int, num_kv_heads: int | None = None,
                  dropout: float = 0.0, bias: bool = True,
-                 rotary: Callable[[Tensor, Tensor], Tensor] | None = None):
+                 rotary: Callable[[Tensor, Tensor], Tensor] | None = None,
+                 backend: str = "minitransformer"):
         super().__init__()
         num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
         if num_heads <= 0 or d_model <= 0:
@@ -62,6 +104,16 @@ class MultiHeadAttention(nn.Module):
         self.qkv = nn.Linear(d_model, d_model + 2 * self.kv_dim, bias=bias)  # fused [W_Q; W_K; W_V]
         self.out = nn.Linear(d_model, d_model, bias=bias)  # W_O
         self.rotary = rotary
+        self.backend = backend
+
+    @property
+    def backend(self) -> str:
+        """Which attention implementation runs: ``"minitransformer"`` or ``"torch"``."""
+        return self._backend
+
+    @backend.setter
+    def backend(self, name: str) -> None:
+        self._backend = _check_backend(name)
 
     # -- projections ---------------------------------------------------------
     def _project(self, x: Tensor, start: int, stop: int) -> Tensor:
@@ -119,11 +171,13 @@ class MultiHeadAttention(nn.Module):
         else:
             k = self._split_heads(k, self.num_kv_heads)  # (B, H_kv, S, hd)
             v = self._split_heads(v, self.num_kv_heads)  # (B, H_kv, S, hd)
-        if self.rotary is not None and not reuse_static:
-            T, S = q.shape[2], k.shape[2]
-            q = self.rotary(q, torch.arange(past, past + T, device=q.device))  # (B, H, T, hd)
-            if self_attention:
-                k = self.rotary(k, torch.arange(past, past + S, device=k.device))  # (B, H_kv, S, hd)
+        if self.rotary is not None and self_attention:
+            # RoPE rotates queries and keys of the SAME sequence by their positions;
+            # cross-attention (two sequences, no shared positions) is left unrotated.
+            T = q.shape[2]
+            positions = torch.arange(past, past + T, device=q.device)  # (T,)
+            q = self.rotary(q, positions)  # (B, H, T, hd)
+            k = self.rotary(k, positions)  # (B, H_kv, T, hd)
         if kv_cache is not None and not reuse_static:
             k, v = kv_cache.append(k, v)  # (B, H_kv, S_total, hd) each
 
@@ -132,10 +186,13 @@ class MultiHeadAttention(nn.Module):
             k = k.repeat_interleave(group, dim=1)  # (B, H_kv, S, hd) -> (B, H, S, hd)
             v = v.repeat_interleave(group, dim=1)  # (B, H_kv, S, hd) -> (B, H, S, hd)
 
-        out, weights = scaled_dot_product_attention(
-            q, k, v, mask, is_causal=is_causal,
-            dropout_p=self.dropout if self.training else 0.0, return_weights=True,
-        )  # (B, H, T, hd), (B, H, T, S)
+        dropout_p = self.dropout if self.training else 0.0
+        if need_weights or self.backend == "minitransformer":
+            out, weights = scaled_dot_product_attention(
+                q, k, v, mask, is_causal=is_causal, dropout_p=dropout_p, return_weights=True,
+            )  # (B, H, T, hd), (B, H, T, S)
+        else:
+            out, weights = _torch_attention(q, k, v, mask, is_causal, dropout_p), None  # (B, H, T, hd)
         B, H, T, hd = out.shape
         out = out.transpose(1, 2).reshape(B, T, H * hd)  # (B, H, T, hd) -> (B, T, d)
         out = self.out(out)  # (B, T, d)
@@ -162,6 +219,8 @@ class MultiHeadAttention(nn.Module):
         s = f"d_model={self.d_model}, num_heads={self.num_heads}, head_dim={self.head_dim}"
         if self.num_kv_heads != self.num_heads:
             s += f", num_kv_heads={self.num_kv_heads}"
+        if self.backend != "minitransformer":
+            s += f", backend={self.backend!r}"
         return s
 
     @classmethod
