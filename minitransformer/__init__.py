@@ -6,6 +6,7 @@ lazily on first use.
 """
 from . import notebook
 from .attention import causal_mask, padding_mask, scaled_dot_product_attention
+from .flash import flash_attention, flash_decode
 from .configs import GPTConfig, TransformerConfig, count_block_params, count_gpt_params, count_transformer_params
 from .gpt import GPT, sample_next_token, sampling_probs
 from .kv_cache import KVCache, kv_cache_bytes, kv_cache_report
@@ -35,7 +36,7 @@ __all__ = [
     "FeedForward", "EncoderLayer", "DecoderLayer", "Encoder", "Decoder", "Transformer", "GPT",
     "TransformerConfig", "GPTConfig", "count_block_params", "count_transformer_params", "count_gpt_params",
     "sampling_probs", "sample_next_token",
-    # decoding
-    "KVCache", "kv_cache_bytes", "kv_cache_report",
+    # decoding and efficient attention
+    "KVCache", "kv_cache_bytes", "kv_cache_report", "flash_attention", "flash_decode",
     "notebook",
 ]

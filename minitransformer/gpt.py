@@ -98,8 +98,10 @@ class GPT(nn.Module):
             or ``"rotary"`` (RoPE on queries and keys, nothing added to the embeddings).
         tie_weights: the output projection shares the token embedding matrix.
         bias: biases in linear layers and LayerNorms.
-        attn_backend: ``"minitransformer"`` or ``"torch"``
-            (``F.scaled_dot_product_attention``); see :attr:`attn_backend`.
+        attn_backend: ``"minitransformer"``, ``"torch"`` (``F.scaled_dot_product_attention``)
+            or ``"flash"`` (:mod:`minitransformer.flash`: the CuPy kernels on a GPU for
+            training, and the split-KV decode kernel in ``generate(use_cache=True)``;
+            needs ``dropout=0``); see :attr:`attn_backend`.
 
     Weights are initialised as GPT-2: normal(0, 0.02), zero biases, and the
     projections that write into the residual stream scaled by ``1/sqrt(2 n_layer)``.

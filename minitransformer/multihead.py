@@ -16,7 +16,12 @@ one of several backends, chosen by the ``backend`` attribute:
 * ``"minitransformer"`` (default): our :func:`scaled_dot_product_attention`.
 * ``"torch"``: ``torch.nn.functional.scaled_dot_product_attention`` (fused
   kernels), the same result up to rounding; benchmarks swap it in.
-* ``"flash"``: reserved for :mod:`minitransformer.flash`; not accepted yet.
+* ``"flash"``: :func:`minitransformer.flash.flash_attention` (the CuPy CUDA kernels
+  for CUDA tensors with CuPy installed, else the tiled torch twin), and for
+  decoding steps with a KV cache (fewer queries than keys)
+  :func:`minitransformer.flash.flash_decode`, the split-KV decode kernel on a GPU.
+  It handles grouped-query heads without repeating K/V, has no attention dropout,
+  and takes no explicit mask (a call with a mask uses our implementation).
 
 ``need_weights=True`` always uses our implementation, which can return the weights.
 """
@@ -34,13 +39,10 @@ from .kv_cache import KVCache
 
 __all__ = ["MultiHeadAttention", "ATTENTION_BACKENDS"]
 
-ATTENTION_BACKENDS = ("minitransformer", "torch")
+ATTENTION_BACKENDS = ("minitransformer", "torch", "flash")
 
 
 def _check_backend(backend: str) -> str:
-    if backend == "flash":
-        raise ValueError("backend 'flash' is wired by minitransformer.flash and is not available yet; "
-                         f"use one of {ATTENTION_BACKENDS}")
     if backend not in ATTENTION_BACKENDS:
         raise ValueError(f"backend={backend!r} is not one of {ATTENTION_BACKENDS}")
     return backend
@@ -64,6 +66,19 @@ def _torch_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_ca
                                           is_causal=is_causal)  # (B, H, T, hd)
 
 
+def _flash_attention(q: Tensor, k: Tensor, v: Tensor, is_causal: bool, dropout_p: float) -> Tensor:
+    """Attention through :mod:`minitransformer.flash` (GQA-aware: k, v keep H_kv heads)."""
+    from .flash import flash_attention, flash_decode  # lazy: flash loads CuPy only when used
+
+    if dropout_p > 0.0:
+        raise ValueError(f"backend 'flash' has no attention dropout (dropout={dropout_p}); "
+                         "build the model with dropout=0.0 or use backend='minitransformer'")
+    T, S = q.shape[2], k.shape[2]
+    if is_causal and T < S:  # new tokens against a KV cache: the split-KV decode kernel
+        return flash_decode(q, k, v, is_causal=True)  # (B, H, T, hd)
+    return flash_attention(q, k, v, is_causal=is_causal)  # (B, H, T, hd)
+
+
 class MultiHeadAttention(nn.Module):
     """Multi-head (and grouped-query) attention.
 
@@ -75,7 +90,7 @@ class MultiHeadAttention(nn.Module):
         bias: whether the projections have biases.
         rotary: optional callable ``rotary(x (B, H, T, d_head), positions (T,)) -> x``
             (e.g. :class:`~minitransformer.RotaryEmbedding`) applied to queries and keys.
-        backend: ``"minitransformer"`` (default) or ``"torch"``, see the module docstring;
+        backend: ``"minitransformer"`` (default), ``"torch"`` or ``"flash"``, see the module docstring;
             it can be changed later through the ``backend`` attribute.
 
     Parameters: ``qkv`` (fused ``[W_Q; W_K; W_V]``, shape ``(d_model + 2·H_kv·d_head, d_model)``)
@@ -181,13 +196,17 @@ class MultiHeadAttention(nn.Module):
         if kv_cache is not None and not reuse_static:
             k, v = kv_cache.append(k, v)  # (B, H_kv, S_total, hd) each
 
+        dropout_p = self.dropout if self.training else 0.0
+        if self.backend == "flash" and mask is None and not need_weights:
+            out = _flash_attention(q, k, v, is_causal, dropout_p)  # (B, H, T, hd)
+            return self.out(out.transpose(1, 2).reshape(q.shape[0], q.shape[2], self.d_model))
+
         if self.num_kv_heads != self.num_heads:
             group = self.num_heads // self.num_kv_heads
             k = k.repeat_interleave(group, dim=1)  # (B, H_kv, S, hd) -> (B, H, S, hd)
             v = v.repeat_interleave(group, dim=1)  # (B, H_kv, S, hd) -> (B, H, S, hd)
 
-        dropout_p = self.dropout if self.training else 0.0
-        if need_weights or self.backend == "minitransformer":
+        if need_weights or self.backend != "torch":
             out, weights = scaled_dot_product_attention(
                 q, k, v, mask, is_causal=is_causal, dropout_p=dropout_p, return_weights=True,
             )  # (B, H, T, hd), (B, H, T, S)

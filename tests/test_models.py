@@ -150,8 +150,24 @@ def test_torch_attention_backend_gives_the_same_logits():
     loss_theirs.backward()
     assert torch.equal(model.generate(idx[:, :3], 6, temperature=0.0),
                        model.generate(idx[:, :3], 6, temperature=0.0, use_cache=False))
-    with pytest.raises(ValueError, match="backend 'flash' is wired by minitransformer.flash"):
-        tiny_gpt(attn_backend="flash")
+
+
+def test_flash_backend_trains_and_generates_like_ours():
+    # On the CPU "flash" runs the tiled torch twin (training) and the exact decode path.
+    model = tiny_gpt(num_kv_heads=2)
+    idx, targets = prompt(T=12), prompt(T=12, seed=1)
+    ours, loss_ours = model(idx, targets)
+    loss_ours.backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    model.attn_backend = "flash"
+    theirs, loss_flash = model(idx, targets)
+    assert torch.allclose(ours, theirs, atol=1e-10) and torch.isclose(loss_ours, loss_flash)
+    loss_flash.backward()
+    assert all(torch.allclose(g, p.grad, atol=1e-10) for g, p in zip(grads, model.parameters()))
+    flash_cached = model.generate(idx[:, :3], 6, temperature=0.0)
+    model.attn_backend = "minitransformer"
+    assert torch.equal(flash_cached, model.generate(idx[:, :3], 6, temperature=0.0, use_cache=False))
 
 
 def test_gradients_reach_every_parameter_and_weights_are_tied():

@@ -12,4 +12,10 @@ The pieces (each module imports only what it needs; nothing here loads CuPy):
 * ``kernels/teaching_*.cu`` -- the fp32 teaching kernels read in chapter 8.
 * ``cpu_cuda`` -- runs those exact ``.cu`` sources on the CPU (g++, fibers,
   NaN-poisoned shared memory), so they are executed and tested without a GPU.
+* ``kernels/fast_*.cu``, ``kernels/decode.cu`` -- the fp16/bf16 tensor-core kernels
+  and the split-KV decode kernel; ``cupy_bridge`` compiles and launches them.
+* ``api`` -- ``flash_attention`` and ``flash_decode``, the entry points.
 """
+from .api import flash_attention, flash_decode
+
+__all__ = ["flash_attention", "flash_decode"]

@@ -1,0 +1,178 @@
+// decode.cu -- flash-decoding: a few new queries against a long KV cache.
+//
+// Chapter 8, "decoding with a KV cache". During generation each step has only
+// T = 1..4 new queries per sequence but S = thousands of cached keys. One
+// block per (sequence, head) would leave most of the GPU idle and walk the
+// whole cache serially, so the cache is cut into n_splits pieces:
+//
+//   pass 1 (flash_decode_partial): block (split, b, kv head) reads its piece
+//     of K and V once for *all* query heads of the group (grouped-query
+//     attention: query head h reads kv head h / (H / H_kv)) and keeps, per
+//     query row, a partial softmax: max m_s, sum l_s and the unnormalized
+//     output o_s = sum_j exp(s_j - m_s) v_j;
+//   pass 2 (flash_decode_combine): per query row, M = max_s m_s,
+//     L = sum_s l_s exp(m_s - M), O = sum_s o_s exp(m_s - M) / L -- the same
+//     rescaling as the online softmax, one level up.
+//
+// Inside a block, a key is handled by a group of GS = D / 8 lanes, each lane
+// owning 8 of the D components (one 16-byte load in fp16); the dot product is
+// summed over the group with shuffles. Each key group keeps its own running
+// softmax; groups are merged with shuffles, then warps through shared memory.
+//
+// Layouts (contiguous): Q (B, H, T, D); K, V caches (B, H_kv, S_max, D) of
+// which the first lengths[b] positions are valid (they include the T new
+// tokens); O (B, H, T, D) in the input type; LSE (B, H, T) fp32; partials
+// Opart (B*H*T, n_splits, D), Mpart/Lpart (B*H*T, n_splits) fp32, m in log2
+// units. Causal (the default for generation): new query t sits at position
+// lengths[b] - T + t and sees keys up to it.
+// Types: DT = MT_F32, MT_F16 or MT_BF16; R = query rows per block (1, 2, 4, 8).
+#include "fast_common.cuh"
+
+// Eight consecutive elements starting at element idx, widened to float.
+template <int DT> MT_DEV void load8(const void* base, long long idx, float x[8]) {
+  if (DT == MT_F32) {
+    const mt_u4* p = (const mt_u4*)((const float*)base + idx);
+    const mt_u4 a = p[0], b = p[1];
+    x[0] = __uint_as_float(a.x); x[1] = __uint_as_float(a.y);
+    x[2] = __uint_as_float(a.z); x[3] = __uint_as_float(a.w);
+    x[4] = __uint_as_float(b.x); x[5] = __uint_as_float(b.y);
+    x[6] = __uint_as_float(b.z); x[7] = __uint_as_float(b.w);
+  } else {
+    const mt_u4 a = *(const mt_u4*)((const mt_u16*)base + idx);
+    x[0] = lo_f<DT>(a.x); x[1] = hi_f<DT>(a.x); x[2] = lo_f<DT>(a.y); x[3] = hi_f<DT>(a.y);
+    x[4] = lo_f<DT>(a.z); x[5] = hi_f<DT>(a.z); x[6] = lo_f<DT>(a.w); x[7] = hi_f<DT>(a.w);
+  }
+}
+
+template <int D, int DT, int R>
+__global__ void __launch_bounds__(128)
+flash_decode_partial(const void* __restrict__ Q, const void* __restrict__ Kc,
+                     const void* __restrict__ Vc, const int* __restrict__ lengths,
+                     float* __restrict__ Opart, float* __restrict__ Mpart, float* __restrict__ Lpart,
+                     int H, int H_kv, int T, int S_max, int n_splits, int split_len,
+                     float scale, int causal) {
+  constexpr int GS = D / 8;          // lanes per key
+  constexpr int KPW = 32 / GS;       // keys per warp per step
+  constexpr int KG = 4 * KPW;        // keys per block per step (4 warps)
+  __shared__ float sM[4][R];                     // per warp: max, sum and output of each row
+  __shared__ float sL[4][R];
+  __shared__ float sAcc[4][R][D];
+
+  const int split = blockIdx.x, b = blockIdx.y / H_kv, hk = blockIdx.y % H_kv;
+  const int G = H / H_kv;                                  // query heads per kv head
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int grp = warp * KPW + lane / GS, e0 = (lane % GS) * 8;
+  const int len = lengths[b];
+  const int s0 = split * split_len, s1 = min(len, s0 + split_len);
+  const long long kv_base = (long long)(b * H_kv + hk) * S_max;
+
+  // The R query rows of this block: rho-th row of the group (head-major, then t).
+  float q[R][8], acc[R][8], m[R], l[R];
+  int qpos[R];
+  bool row_ok[R];
+  const float sl2 = scale * 1.4426950408889634f;
+  for (int r = 0; r < R; ++r) {
+    const int rho = blockIdx.z * R + r;
+    row_ok[r] = rho < G * T;
+    const int h = hk * G + rho / T, t = rho % T;
+    qpos[r] = len - T + t;
+    if (row_ok[r]) load8<DT>(Q, ((long long)(b * H + h) * T + t) * D + e0, q[r]);
+    for (int e = 0; e < 8; ++e) { q[r][e] = row_ok[r] ? q[r][e] * sl2 : 0.f; acc[r][e] = 0.f; }
+    m[r] = mt_neg_inf();
+    l[r] = 0.f;
+  }
+
+  // ---- pass over this split's keys, KG at a time (same trip count for every lane) ----
+  for (int base = s0; base < s1; base += KG) {
+    const int j = base + grp;
+    const bool k_ok = j < s1;
+    float kx[8], vx[8];
+    if (k_ok) {
+      load8<DT>(Kc, (kv_base + j) * D + e0, kx);
+      load8<DT>(Vc, (kv_base + j) * D + e0, vx);
+    } else {
+      for (int e = 0; e < 8; ++e) kx[e] = vx[e] = 0.f;
+    }
+    for (int r = 0; r < R; ++r) {
+      float dot = 0.f;
+      for (int e = 0; e < 8; ++e) dot += q[r][e] * kx[e];
+      for (int o = GS / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
+      const bool visible = k_ok && row_ok[r] && (!causal || j <= qpos[r]);
+      if (visible) {                                       // online softmax, one key
+        const float m_new = fmaxf(m[r], dot);
+        const float alpha = exp2f(m[r] - m_new), p = exp2f(dot - m_new);
+        l[r] = l[r] * alpha + p;
+        for (int e = 0; e < 8; ++e) acc[r][e] = acc[r][e] * alpha + p * vx[e];
+        m[r] = m_new;
+      }
+    }
+  }
+
+  // ---- merge the key groups of a warp (lanes GS, 2 GS, ... apart) ----
+  for (int o = GS; o < 32; o <<= 1) {
+    for (int r = 0; r < R; ++r) {
+      const float mo = __shfl_xor_sync(0xffffffffu, m[r], o);
+      const float lo = __shfl_xor_sync(0xffffffffu, l[r], o);
+      float ao[8];
+      for (int e = 0; e < 8; ++e) ao[e] = __shfl_xor_sync(0xffffffffu, acc[r][e], o);
+      const float mn = fmaxf(m[r], mo);
+      if (mn != mt_neg_inf()) {                            // both empty: nothing to do
+        const float a = exp2f(m[r] - mn), c = exp2f(mo - mn);
+        l[r] = l[r] * a + lo * c;
+        for (int e = 0; e < 8; ++e) acc[r][e] = acc[r][e] * a + ao[e] * c;
+        m[r] = mn;
+      }
+    }
+  }
+  if (lane < GS) {
+    for (int r = 0; r < R; ++r) {
+      for (int e = 0; e < 8; ++e) sAcc[warp][r][e0 + e] = acc[r][e];
+      if (lane == 0) { sM[warp][r] = m[r]; sL[warp][r] = l[r]; }
+    }
+  }
+  __syncthreads();
+
+  // ---- merge the 4 warps, write this split's partials ----
+  for (int idx = threadIdx.x; idx < R * D; idx += 128) {
+    const int r = idx / D, d = idx % D, rho = blockIdx.z * R + r;
+    if (rho >= G * T) continue;
+    float M = mt_neg_inf();
+    for (int w = 0; w < 4; ++w) M = fmaxf(M, sM[w][r]);
+    float o = 0.f, lsum = 0.f;
+    if (M != mt_neg_inf()) {
+      for (int w = 0; w < 4; ++w) {
+        const float wgt = exp2f(sM[w][r] - M);
+        o += wgt * sAcc[w][r][d];
+        lsum += wgt * sL[w][r];
+      }
+    }
+    const int h = hk * G + rho / T, t = rho % T;
+    const long long row = (long long)(b * H + h) * T + t;
+    Opart[(row * n_splits + split) * D + d] = o;
+    if (d == 0) { Mpart[row * n_splits + split] = M; Lpart[row * n_splits + split] = lsum; }
+  }
+}
+
+// Pass 2: one block of D threads per query row merges the n_splits partials.
+template <int D, int DT>
+__global__ void __launch_bounds__(128)
+flash_decode_combine(const float* __restrict__ Opart, const float* __restrict__ Mpart,
+                     const float* __restrict__ Lpart, void* __restrict__ O, float* __restrict__ LSE,
+                     int n_splits) {
+  const long long row = blockIdx.x;
+  const int d = threadIdx.x;
+  float M = mt_neg_inf();
+  for (int s = 0; s < n_splits; ++s) M = fmaxf(M, Mpart[row * n_splits + s]);
+  float lsum = 0.f, o = 0.f;
+  for (int s = 0; s < n_splits; ++s) {
+    const float ms = Mpart[row * n_splits + s];
+    if (ms == mt_neg_inf()) continue;                      // a split past the valid length
+    const float wgt = exp2f(ms - M);
+    lsum += wgt * Lpart[row * n_splits + s];
+    o += wgt * Opart[(row * n_splits + s) * D + d];
+  }
+  o /= lsum;
+  if (DT == MT_F32) ((float*)O)[row * D + d] = o;
+  else ((mt_u16*)O)[row * D + d] = from_float<DT>(o);
+  if (d == 0) LSE[row] = (M + log2f(lsum)) * 0.6931471805599453f;
+}

@@ -1,0 +1,64 @@
+"""The benchmark scripts run on a CPU: --help, and a --dry-run end to end."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name", ["bench_flash", "bench_decode"])
+def test_help(name, capsys):
+    with pytest.raises(SystemExit) as info:
+        _load(name).main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--dry-run" in out and "--out" in out
+
+
+def test_flops_convention():
+    bench = _load("bench_flash")
+    assert bench.attention_flops(2, 16, 4096, 128, False) == 4 * 2 * 16 * 4096 ** 2 * 128
+    assert bench.attention_flops(2, 16, 4096, 128, True) == 2 * 2 * 16 * 4096 ** 2 * 128
+    assert bench.attention_flops(1, 1, 10, 8, False, backward=True) == 2.5 * 4 * 100 * 8
+    configs = bench.grid([512, 16384], [64, 128])
+    assert all(c["B"] * c["N"] == 16384 and c["H"] * c["d"] == 2048 for c in configs)
+    assert len(configs) == 8                                      # 2 N x 2 d x causal and not
+
+
+def test_flash_dry_run_writes_json(tmp_path, capsys):
+    out = tmp_path / "flash.json"
+    assert _load("bench_flash").main(["--dry-run", "--out", str(out), "--ns", "512", "--ds", "64"]) == 0
+    data = json.loads(out.read_text())
+    assert data["dry_run"] and data["environment"]["device"] == "cpu"
+    methods = {r["method"] for r in data["grid"]}
+    assert {"torch-twin", "sdpa-math", "sdpa-default"} <= methods
+    assert all(r["fwd_ms"] > 0 for r in data["grid"])
+    assert "| d | N | causal |" in data["table"] and "| 16 | 64 | 1 |" in data["table"]
+    assert "B= 32 H= 32 N=   512 d= 64" in capsys.readouterr().out      # the planned GPU grid
+
+
+def test_decode_dry_run_writes_json(tmp_path):
+    out = tmp_path / "decode.json"
+    assert _load("bench_decode").main(["--dry-run", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["splits"][0]["split_ms"] > 0 and data["splits"][0]["one_block_ms"] > 0
+    assert data["generate"]["same_tokens"] is True                 # cached == recomputed, greedy
+
+
+def test_gpu_mode_refuses_without_gpu():
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("has a GPU")
+    assert _load("bench_flash").main(["--ns", "512"]) == 2
+    assert _load("bench_decode").main([]) == 2
