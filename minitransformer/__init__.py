@@ -12,6 +12,19 @@ from .gpt import GPT, sample_next_token, sampling_probs
 from .kv_cache import KVCache, kv_cache_bytes, kv_cache_report
 from .layers import DecoderLayer, EncoderLayer, FeedForward
 from .multihead import MultiHeadAttention
+from .data import (
+    Example,
+    Seq2SeqBatch,
+    Tokenizer,
+    batch_iterator,
+    char_lm_splits,
+    collate,
+    get_batch,
+    load_shakespeare,
+    make_pairs,
+    task_tokenizer,
+    train_test_pairs,
+)
 from .positional import (
     LearnedPositionalEmbedding,
     SinusoidalPositionalEncoding,
@@ -20,7 +33,24 @@ from .positional import (
     transition_matrix,
 )
 from .relative import RelativePositionBias, alibi_bias, alibi_slopes, relative_position_bucket
+from .rnn import Seq2Seq, Seq2SeqConfig, hidden_jacobian_norms
+from .rnn_attention import AdditiveAttention, LuongAttention
 from .rotary import RotaryEmbedding, half_to_interleaved, interleaved_to_half
+from .train import (
+    History,
+    NoamSchedule,
+    accuracy_by_length,
+    fit,
+    label_smoothing_loss,
+    noam_lr,
+    noam_scheduler,
+    seq2seq_loss,
+    set_seed,
+    smoothed_targets,
+    train_seq2seq,
+    warmup_cosine_lr,
+    warmup_cosine_scheduler,
+)
 from .transformer import Decoder, Encoder, Transformer
 
 __version__ = "0.1.0"
@@ -28,6 +58,9 @@ __version__ = "0.1.0"
 __all__ = [
     # attention
     "scaled_dot_product_attention", "causal_mask", "padding_mask", "MultiHeadAttention",
+    "AdditiveAttention", "LuongAttention",
+    # recurrent seq2seq (chapters 1-2)
+    "Seq2Seq", "Seq2SeqConfig", "hidden_jacobian_norms",
     # positions
     "sinusoidal_encoding", "sinusoidal_encoding_2d", "transition_matrix", "SinusoidalPositionalEncoding",
     "LearnedPositionalEmbedding", "RotaryEmbedding", "interleaved_to_half", "half_to_interleaved",
@@ -38,5 +71,12 @@ __all__ = [
     "sampling_probs", "sample_next_token",
     # decoding and efficient attention
     "KVCache", "kv_cache_bytes", "kv_cache_report", "flash_attention", "flash_decode",
+    # data
+    "Tokenizer", "Example", "make_pairs", "train_test_pairs", "task_tokenizer", "collate", "batch_iterator",
+    "Seq2SeqBatch", "load_shakespeare", "char_lm_splits", "get_batch",
+    # training
+    "set_seed", "noam_lr", "NoamSchedule", "noam_scheduler", "warmup_cosine_lr", "warmup_cosine_scheduler",
+    "smoothed_targets", "label_smoothing_loss", "fit", "History", "train_seq2seq", "seq2seq_loss",
+    "accuracy_by_length",
     "notebook",
 ]

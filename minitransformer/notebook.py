@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import os
-import random
 import sys
 
 import numpy as np
 import torch
+
+from .train import set_seed
 
 __all__ = ["setup", "set_seed", "pick_device", "in_colab", "show_source"]
 
@@ -14,13 +15,6 @@ __all__ = ["setup", "set_seed", "pick_device", "in_colab", "show_source"]
 def in_colab() -> bool:
     """True inside Google Colab."""
     return "google.colab" in sys.modules
-
-
-def set_seed(seed: int = 0) -> None:
-    """Seed Python's, NumPy's and PyTorch's (CPU and CUDA) random generators."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)  # also seeds every CUDA device
 
 
 def pick_device(prefer: str | None = None) -> torch.device:

