@@ -7,6 +7,7 @@ lazily on first use.
 from . import notebook
 from .attention import causal_mask, padding_mask, scaled_dot_product_attention
 from .flash import flash_attention, flash_decode
+from .efficient import (favor_attention, global_token_mask, linear_attention, sliding_window_attention, sliding_window_mask, sparse_attention, strided_mask)
 from .configs import GPTConfig, TransformerConfig, count_block_params, count_gpt_params, count_transformer_params
 from .gpt import GPT, sample_next_token, sampling_probs
 from .kv_cache import KVCache, kv_cache_bytes, kv_cache_report
@@ -71,6 +72,8 @@ __all__ = [
     "sampling_probs", "sample_next_token",
     # decoding and efficient attention
     "KVCache", "kv_cache_bytes", "kv_cache_report", "flash_attention", "flash_decode",
+    "sliding_window_mask", "strided_mask", "global_token_mask", "sparse_attention", "sliding_window_attention",
+    "linear_attention", "favor_attention",
     # data
     "Tokenizer", "Example", "make_pairs", "train_test_pairs", "task_tokenizer", "collate", "batch_iterator",
     "Seq2SeqBatch", "load_shakespeare", "char_lm_splits", "get_batch",
