@@ -1,0 +1,184 @@
+"""Chapter 8 exercises: the online-softmax update, KV-cache memory, the sliding-window mask,
+linear attention."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .core import Case, Exercise, Mistake, register
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+# -- 1. one step of the online softmax ---------------------------------------------------------
+
+def online_step_solution(m: torch.Tensor, o: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """The un-normalised output after one more key tile.
+
+    m: (r,) running max of each row's scores so far (-inf before the first tile);
+    o: (r, dv) = sum over the keys seen so far of exp(s_j - m) v_j;
+    s: (r, c) the new tile's scores; v: (c, dv) the new tile's values.
+    Returns o_new = sum over all keys seen of exp(s_j - m_new) v_j, m_new = max(m, rowmax(s)).
+    """
+    m_new = torch.maximum(m, s.max(dim=-1).values)           # (r,)
+    alpha = torch.exp(m - m_new)                             # (r,) rescales the old terms; 0 when m = -inf
+    p = torch.exp(s - m_new.unsqueeze(-1))                   # (r, c), every entry <= 1
+    return alpha.unsqueeze(-1) * o + p @ v                   # (r, dv)
+
+
+def _online_cases() -> list[Case]:
+    g = _gen(8)
+    r = lambda *sh: torch.randn(*sh, generator=g, dtype=torch.float64)  # noqa: E731
+    m0 = torch.full((3,), float("-inf"), dtype=torch.float64)
+    s1, v1 = r(3, 4), r(4, 2)
+    o1 = online_step_solution(m0, torch.zeros(3, 2, dtype=torch.float64), s1, v1)
+    m1 = s1.max(-1).values
+    return [
+        Case("3 rows, a second tile of 4 keys whose scores are LARGER than the running max (m must grow)",
+             (m1, o1, s1 + 3.0 + r(3, 5)[:, :4].abs(), r(4, 2))),
+        Case("a second tile whose scores are all SMALLER than the running max",
+             (m1, o1, s1 - 5.0, r(4, 2))),
+        Case("the first tile: m = -inf, o = 0", (m0, torch.zeros(3, 2, dtype=torch.float64), s1, v1)),
+        Case("scores around 1000 (the overflow test)",
+             (torch.tensor([998.0, 1000.0], dtype=torch.float64), r(2, 3),
+              torch.tensor([[1000.0, 999.0], [1001.0, 1002.0]], dtype=torch.float64), r(2, 3))),
+    ]
+
+
+register(Exercise(
+    "ch08.online_step", "one online-softmax step: rescale the old output, add the new tile",
+    online_step_solution, _online_cases,
+    hint="m_new = max(m, s.max(-1)); the old terms were relative to m, so multiply o by exp(m - m_new); "
+         "the new terms are exp(s - m_new[:, None]) @ v.",
+    mistakes=[
+        Mistake(lambda m, o, s, v: o + torch.exp(s - torch.maximum(m, s.max(-1).values)[:, None]) @ v,
+                "you did not rescale the old output: o was computed relative to the OLD max m, "
+                "so multiply it by exp(m - m_new) before adding the new tile."),
+        Mistake(lambda m, o, s, v: torch.exp(torch.maximum(m, s.max(-1).values) - m)[:, None] * o
+                + torch.exp(s - torch.maximum(m, s.max(-1).values)[:, None]) @ v,
+                "the rescaling factor is upside down: it is exp(m_old - m_new) <= 1, not exp(m_new - m_old)."),
+        Mistake(lambda m, o, s, v: o + torch.exp(s - m[:, None]) @ v,
+                "you used the OLD max for the new tile: when the tile holds a larger score, m must grow "
+                "(m_new = max(m, rowmax(s))) and everything is expressed relative to m_new."),
+    ],
+))
+
+
+# -- 2. the bytes of a KV cache ------------------------------------------------------------------
+
+def kv_cache_bytes_solution(n_layers: int, n_heads: int, n_kv_heads: int, head_dim: int, tokens: int,
+                            batch_size: int, bytes_per_element: int) -> int:
+    """Bytes of a whole model's KV cache: keys AND values, for every layer and kv head."""
+    # n_heads (the QUERY heads) does not matter: only the kv heads are cached.
+    return 2 * n_layers * n_kv_heads * head_dim * tokens * batch_size * bytes_per_element
+
+
+def _kv_cases() -> list[Case]:
+    return [
+        Case("GPT-2 small: 12 layers, 12 heads (all kv), d_head 64, 1024 tokens, batch 1, fp16",
+             (12, 12, 12, 64, 1024, 1, 2)),
+        Case("Llama-2 70B: 80 layers, 64 query heads, 8 kv heads (GQA), d_head 128, 4096 tokens, batch 1, fp16",
+             (80, 64, 8, 128, 4096, 1, 2)),
+        Case("multi-query attention: 32 layers, 32 heads, 1 kv head, d_head 128, 2048 tokens, batch 8, fp32",
+             (32, 32, 1, 128, 2048, 8, 4)),
+    ]
+
+
+register(Exercise(
+    "ch08.kv_cache_bytes", "the memory of a KV cache",
+    kv_cache_bytes_solution, _kv_cases,
+    hint="2 (keys and values) x layers x KV heads x head dim x tokens x batch x bytes per number.",
+    mistakes=[
+        Mistake(lambda L, H, Hkv, d, T, B, b: 2 * L * H * d * T * B * b,
+                "you counted the QUERY heads; only the key/value heads are cached (fewer under GQA/MQA)."),
+        Mistake(lambda L, H, Hkv, d, T, B, b: L * Hkv * d * T * B * b,
+                "you are off by a factor 2: the cache holds keys AND values."),
+        Mistake(lambda L, H, Hkv, d, T, B, b: 2 * L * Hkv * d * T * b,
+                "every sequence of the batch has its own cache: multiply by the batch size."),
+    ],
+))
+
+
+# -- 3. the sliding-window mask ----------------------------------------------------------------------
+
+def sliding_window_mask_solution(n: int, window: int, causal: bool) -> torch.Tensor:
+    """Bool (n, n), True = may attend: |i - j| <= window (causal: 0 <= i - j <= window)."""
+    i = torch.arange(n).unsqueeze(1)  # (n, 1) query positions
+    j = torch.arange(n).unsqueeze(0)  # (1, n) key positions
+    if causal:
+        return (i - j >= 0) & (i - j <= window)
+    return (i - j).abs() <= window
+
+
+def _window_cases() -> list[Case]:
+    return [
+        Case("n = 6, window = 1, not causal", (6, 1, False)),
+        Case("n = 6, window = 2, causal", (6, 2, True)),
+        Case("n = 4, window = 0 (only itself), not causal", (4, 0, False)),
+        Case("n = 5, window = 10 (wider than the sequence), causal", (5, 10, True)),
+    ]
+
+
+register(Exercise(
+    "ch08.sliding_window_mask", "the sliding-window (local) mask",
+    sliding_window_mask_solution, _window_cases,
+    hint="with i the query and j the key position: |i - j| <= window; causal: 0 <= i - j <= window. "
+         "Build i and j with torch.arange and broadcast them.",
+    mistakes=[
+        Mistake(lambda n, w, c: sliding_window_mask_solution(n, w - 1, c) if w > 0
+                else torch.zeros(n, n, dtype=torch.bool),
+                "off by one: a key exactly `window` positions away is still inside the window (use <=)."),
+        Mistake(lambda n, w, c: sliding_window_mask_solution(n, w, c).T if c else sliding_window_mask_solution(n, w, c),
+                "your causal mask looks into the FUTURE: query i may see keys j <= i, i.e. i - j >= 0."),
+        Mistake(lambda n, w, c: sliding_window_mask_solution(n, w, False),
+                "with causal=True a query may not see later keys: also require i - j >= 0."),
+    ],
+))
+
+
+# -- 4. linear attention ------------------------------------------------------------------------------
+
+def linear_attention_solution(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Non-causal linear attention with phi(x) = elu(x) + 1, computed right to left."""
+    phi_q, phi_k = F.elu(q) + 1, F.elu(k) + 1          # (..., n, r), (..., m, r) positive features
+    kv = phi_k.transpose(-2, -1) @ v                    # (..., r, dv): the keys' summary, built once
+    z = phi_k.sum(dim=-2)                               # (..., r)
+    num = phi_q @ kv                                    # (..., n, dv)
+    den = (phi_q @ z.unsqueeze(-1))                     # (..., n, 1): each query's total weight
+    return num / den
+
+
+def _linear_cases() -> list[Case]:
+    g = _gen(9)
+    r = lambda *sh: torch.randn(*sh, generator=g, dtype=torch.float64)  # noqa: E731
+    return [
+        Case("q (4, 3), k (6, 3), v (6, 2)", (r(4, 3), r(6, 3), r(6, 2))),
+        Case("batched q (2, 5, 8), k (2, 7, 8), v (2, 7, 4)", (r(2, 5, 8), r(2, 7, 8), r(2, 7, 4))),
+        Case("strongly negative inputs (where elu(x) + 1 is close to 0 but positive)",
+             (r(3, 4) - 3.0, r(5, 4) - 3.0, r(5, 2))),
+    ]
+
+
+def _elu1(x):
+    return F.elu(x) + 1
+
+
+register(Exercise(
+    "ch08.linear_attention", "linear attention phi(Q) (phi(K)^T V), normalised",
+    linear_attention_solution, _linear_cases,
+    hint="phi(x) = F.elu(x) + 1; kv = phi(k)^T @ v (r x dv); z = phi(k).sum over keys; "
+         "out = (phi(q) @ kv) / (phi(q) @ z)[..., None].",
+    mistakes=[
+        Mistake(lambda q, k, v: _elu1(q) @ (_elu1(k).transpose(-2, -1) @ v),
+                "you forgot the normaliser: divide each query's output by phi(q_i) . sum_j phi(k_j) "
+                "so that its weights sum to 1."),
+        Mistake(lambda q, k, v: (F.elu(q) @ (F.elu(k).transpose(-2, -1) @ v))
+                / (F.elu(q) @ F.elu(k).sum(-2).unsqueeze(-1)),
+                "the feature map is elu(x) + 1, not elu(x): without the +1 the features can be negative "
+                "and the 'weights' are no longer positive."),
+        Mistake(lambda q, k, v: torch.softmax(q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5, -1) @ v,
+                "that is softmax attention; here the similarity is phi(q) . phi(k) with phi(x) = elu(x) + 1."),
+    ],
+))
