@@ -82,12 +82,13 @@ def _check_inputs(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout_
         raise ValueError(f"k has {k.shape[-2]} keys but v has {v.shape[-2]} values (shapes {tuple(k.shape)} and {tuple(v.shape)})")
     if k.shape[:-2] != v.shape[:-2]:
         raise ValueError(f"k and v must share their leading (batch, head) dims, got {tuple(k.shape)} and {tuple(v.shape)}")
-    try:
-        batch = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2])
-    except RuntimeError:
-        raise ValueError(f"the leading dims of q {tuple(q.shape)} and k {tuple(k.shape)} do not broadcast") from None
-    if batch != q.shape[:-2]:
-        raise ValueError(f"k's leading dims {tuple(k.shape[:-2])} would enlarge q's {tuple(q.shape[:-2])}")
+    if k.shape[:-2] != q.shape[:-2]:  # equal leading dims (the usual case) need no broadcasting check
+        try:
+            batch = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2])
+        except RuntimeError:
+            raise ValueError(f"the leading dims of q {tuple(q.shape)} and k {tuple(k.shape)} do not broadcast") from None
+        if batch != q.shape[:-2]:
+            raise ValueError(f"k's leading dims {tuple(k.shape[:-2])} would enlarge q's {tuple(q.shape[:-2])}")
     if q.dtype != k.dtype or q.dtype != v.dtype:
         raise TypeError(f"q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
     if mask is not None:
@@ -146,6 +147,8 @@ def scaled_dot_product_attention(
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
 
     scores = torch.matmul(q, k.transpose(-2, -1)) * scale  # (..., Lq, Lk)
+    if is_causal and Lq == 1:
+        is_causal = False  # one query is the LAST position (see causal_mask): it sees every key
     only_causal = is_causal and mask is None
     if is_causal:
         causal = causal_mask(Lq, Lk, device=q.device)  # (Lq, Lk)

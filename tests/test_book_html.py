@@ -56,17 +56,25 @@ def _dump_dom(page: Path) -> str:
         shutil.rmtree(profile, ignore_errors=True)
 
 
+CHAPTERS = sorted(p.stem for p in (ROOT / "book").glob("[0-9][0-9]_*.ipynb"))
+
+
+def _stored_outputs(stem: str) -> list:
+    nb = nbformat.read(ROOT / "book" / f"{stem}.ipynb", as_version=4)
+    return [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+
+
 @pytest.mark.browser
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (make test installs it with apt where it can)")
-def test_pilot_chapter_draws_charts_widgets_and_math_offline(built_html):
-    nb = nbformat.read(ROOT / (PILOT + ".ipynb"), as_version=4)
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+@pytest.mark.parametrize("stem", CHAPTERS)
+def test_chapter_draws_charts_widgets_and_math_offline(built_html, stem):
+    outputs = _stored_outputs(stem)
     charts = sum(any(k.startswith("application/vnd.vegalite") for k in o.get("data", {})) for o in outputs)
     widgets = sum("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs)
-    assert charts >= 1 and widgets >= 1
-    dom = _dump_dom(built_html / (PILOT + ".html"))
+    assert charts >= 1 and widgets >= 1, "every chapter has at least one chart and one widget"
+    dom = _dump_dom(built_html / "book" / f"{stem}.html")
     drawn = len(re.findall(r'class="marks"', dom))  # vega's drawn root element, one per chart
     assert drawn == charts, f"{drawn} of {charts} charts drawn"
     assert "chart failed to draw" not in dom.replace("'chart failed to draw: '", "")
-    assert len(re.findall(r"widget-slider", dom)) >= widgets, "widgets did not render from their saved state"
+    assert len(re.findall(r'class="[^"]*widget-', dom)) >= widgets, "widgets did not render from their saved state"
     assert "mjx-container" in dom, "MathJax did not typeset the formulas"
