@@ -62,3 +62,11 @@ def test_gpu_mode_refuses_without_gpu():
         pytest.skip("has a GPU")
     assert _load("bench_flash").main(["--ns", "512"]) == 2
     assert _load("bench_decode").main([]) == 2
+
+
+def test_kv_cache_cpu_benchmark_asserts_same_tokens(tmp_path):
+    out = tmp_path / "kv.json"
+    assert _load("bench_kv_cache_cpu").main(["--lengths", "4", "9", "--repeats", "1", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["new_tokens"] for r in rows] == [4, 9]
+    assert all(r["same_tokens"] and r["cached_s"] > 0 and r["recompute_s"] > 0 for r in rows)
