@@ -31,7 +31,7 @@ from torch import Tensor
 
 __all__ = ["score_variance", "softmax_saturation", "saturation_table", "attention_entropy",
            "normalized_entropy", "entropy_by_head", "grad_norms", "global_grad_norm", "loss_spikes",
-           "causal_leak", "permutation_sensitivity", "saved_activation_bytes"]
+           "causal_leak", "permutation_sensitivity", "saved_activation_bytes", "tracked_training"]
 
 
 def score_variance(d_k: int, n_samples: int = 20000, seed: int = 0) -> float:
@@ -200,3 +200,30 @@ def saved_activation_bytes(fn: Callable[[], Tensor], model: nn.Module | None = N
         out = fn()
     del out
     return int(sum(seen.values()))
+
+
+
+def tracked_training(model: nn.Module, loss_fn: Callable[[int], Tensor], optimizer: torch.optim.Optimizer,
+                     steps: int, scheduler=None, clip_norm: float | None = None) -> pd.DataFrame:
+    """A bare training loop that records, at every step, the loss, the global gradient
+    norm BEFORE clipping and the learning rate: the three curves to look at first.
+
+    Returns:
+        a table with columns ``step, loss, grad_norm, lr``.
+    """
+    rows = []
+    model.train()
+    for step in range(steps):
+        loss = loss_fn(step)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = global_grad_norm(model)
+        if clip_norm is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+        lr = optimizer.param_groups[0]["lr"]
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        rows.append({"step": step, "loss": loss.item(), "grad_norm": norm, "lr": lr})
+    model.eval()
+    return pd.DataFrame(rows)
