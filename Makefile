@@ -4,6 +4,9 @@
 PY ?= python3
 PIP = $(PY) -m pip
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
+# MKL's strict reproducible mode: the same notebook prints the same digits on every run
+# (otherwise MKL's results depend on memory alignment); see minitransformer/notebook.py.
+export MKL_CBWR ?= AUTO,STRICT
 
 .PHONY: book test install install-browser vendor clean
 

@@ -25,7 +25,7 @@ def pick_device(prefer: str | None = None) -> torch.device:
 
 
 def setup(seed: int = 0, *, threads: int | None = None, quiet: bool = False) -> torch.device:
-    """Prepare a chapter: seeds, device, print options, deterministic CPU threads.
+    """Prepare a chapter: seeds, device, print options, reproducible CPU arithmetic.
 
     Args:
         seed: the seed of every random generator.
@@ -35,6 +35,11 @@ def setup(seed: int = 0, *, threads: int | None = None, quiet: bool = False) -> 
     Returns:
         the device to use.
     """
+    # MKL's results can depend on how its inputs happen to be aligned in memory, so the
+    # same cell could print a different last digit from one run to the next. Its strict
+    # "conditional numerical reproducibility" mode removes that (it must be set before
+    # the first matrix product; `make` and scripts/execute_notebooks.py set it earlier).
+    os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
     set_seed(seed)
     torch.set_printoptions(precision=4, sci_mode=False)
     np.set_printoptions(precision=4, suppress=True)

@@ -8,12 +8,20 @@ package; cells tagged ``skip-execution`` are left as they are.
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
+
+
+# The kernel inherits these: MKL's strict reproducible mode (results independent of
+# memory alignment, see minitransformer.notebook.setup), and threads that sleep
+# rather than spin while they wait (a loaded machine otherwise crawls).
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def execute(path: Path, timeout: int = 1200) -> float:
