@@ -1,0 +1,158 @@
+"""The digit-reversal experiment of chapters 1 and 2, in one place.
+
+Chapter 1 trains the GRU encoder-decoder *without* attention and plots its
+exact-match accuracy against input length; chapter 2 trains the same model
+with Bahdanau and Luong attention on the same data, with the same recipe, and
+draws every curve on one chart. Both chapters call :func:`run_reversal`, so
+the no-attention curve of chapter 2 is chapter 1's curve, re-trained from the
+same seed (training is deterministic on the CPU), not a cached copy.
+
+The recipe (:data:`REVERSAL`): 20,000 training strings of 5-30 digits, a
+held-out set balanced over lengths 5-35 (50 strings per length, none in the
+training set; lengths 31-35 never occur in training), the ``"small"`` model
+(embeddings 32, hidden 64, bidirectional encoder), batches of 128, Adam with
+peak learning rate 1e-2, warmup and cosine decay, 600 steps.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+
+from .data import Example, Tokenizer, make_pairs, task_tokenizer
+from .rnn import ATTENTION_KINDS, Seq2Seq, Seq2SeqConfig
+from .train import History, accuracy_by_length, train_seq2seq
+
+__all__ = ["ReversalSetup", "REVERSAL", "ReversalRun", "reversal_data", "run_reversal",
+           "model_label", "decode_examples"]
+
+
+@dataclass(frozen=True)
+class ReversalSetup:
+    """Everything that defines one run of the reversal experiment (except the attention kind)."""
+    train_lengths: tuple[int, int] = (5, 30)     # inclusive range of training lengths
+    test_lengths: tuple[int, int] = (5, 35)      # inclusive range of held-out lengths
+    n_train: int = 20_000
+    n_test_per_length: int = 50
+    preset: str = "small"
+    steps: int = 600
+    batch_size: int = 128
+    lr: float = 1e-2
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("train_lengths", "test_lengths"):
+            lo, hi = getattr(self, name)
+            if not 1 <= lo <= hi:
+                raise ValueError(f"{name} must be (lo, hi) with 1 <= lo <= hi, got {(lo, hi)}")
+        if min(self.n_train, self.n_test_per_length, self.steps, self.batch_size) < 1:
+            raise ValueError("n_train, n_test_per_length, steps and batch_size must be >= 1")
+
+
+#: The setting both chapters use.
+REVERSAL = ReversalSetup()
+
+
+def model_label(attention: str | None, setup: ReversalSetup = REVERSAL) -> str:
+    """The name a model gets in tables and chart legends; a run with fewer or more
+    training steps than :data:`REVERSAL` says so (``"Luong general (300 steps)"``)."""
+    label = {None: "no attention", "bahdanau": "Bahdanau (additive)", "luong-dot": "Luong dot",
+             "luong-general": "Luong general", "luong-concat": "Luong concat"}[attention]
+    return label if setup.steps == REVERSAL.steps else f"{label} ({setup.steps} steps)"
+
+
+def reversal_data(setup: ReversalSetup = REVERSAL) -> tuple[list[Example], list[Example], Tokenizer]:
+    """The training set, the held-out set (balanced over ``test_lengths``, disjoint
+    from training) and the tokenizer. Same ``setup`` -> same data."""
+    lo, hi = setup.train_lengths
+    train = make_pairs("reverse", setup.n_train, range(lo, hi + 1), seed=setup.seed)
+    tlo, thi = setup.test_lengths
+    n_lengths = thi - tlo + 1
+    test = make_pairs("reverse", setup.n_test_per_length * n_lengths, range(tlo, thi + 1),
+                      seed=setup.seed + 1_000_003, exclude={e.src for e in train}, balanced=True)
+    return train, test, task_tokenizer("reverse")
+
+
+@dataclass
+class ReversalRun:
+    """The result of :func:`run_reversal`."""
+    attention: str | None
+    model: Seq2Seq
+    history: History
+    accuracy: pd.DataFrame      # length, n, exact_match, char_accuracy, model, trained_length
+    cpu_seconds: float          # process CPU time of the training (all threads)
+    setup: ReversalSetup
+
+    @property
+    def label(self) -> str:
+        return model_label(self.attention, self.setup)
+
+    def summary(self) -> dict:
+        """One row for a results table: mean exact match on trained and on longer lengths."""
+        acc = self.accuracy
+        seen, unseen = acc[acc.trained_length], acc[~acc.trained_length]
+        row = {"model": self.label, "params": sum(p.numel() for p in self.model.parameters()),
+               "exact_match_trained": seen.exact_match.mean(),
+               "min_exact_match_trained": seen.exact_match.min()}
+        if len(unseen):
+            row["exact_match_longer"] = unseen.exact_match.mean()
+        row[f"exact_match_at_{int(acc.length.max())}"] = acc.exact_match.iloc[-1]
+        return row
+
+
+def run_reversal(attention: str | None, setup: ReversalSetup = REVERSAL, *, data=None,
+                 device: torch.device | str = "cpu", progress: bool = False) -> ReversalRun:
+    """Train one GRU encoder-decoder on digit reversal and measure it per length.
+
+    Args:
+        attention: ``None``, ``"bahdanau"``, ``"luong-dot"``, ``"luong-general"``
+            or ``"luong-concat"``.
+        setup: the data sizes and training recipe (default :data:`REVERSAL`).
+        data: ``reversal_data(setup)``, if already made (saves a second or two).
+        device: where to train.
+        progress: show a progress bar (off in the book: nbval compares outputs).
+
+    Returns:
+        a :class:`ReversalRun`. The model's weights are initialised from
+        ``torch.manual_seed(setup.seed)`` and the batches drawn from
+        ``setup.seed``, so the same call gives the same model.
+    """
+    if attention not in ATTENTION_KINDS:
+        raise ValueError(f"attention must be one of {ATTENTION_KINDS}, got {attention!r}")
+    train, test, tok = data if data is not None else reversal_data(setup)
+    torch.manual_seed(setup.seed)
+    model = Seq2Seq(Seq2SeqConfig.preset(setup.preset, len(tok), attention=attention)).to(device)
+    start = time.process_time()
+    history = train_seq2seq(model, train, tok, setup.steps, batch_size=setup.batch_size,
+                            lr=setup.lr, seed=setup.seed, progress=progress)
+    cpu = time.process_time() - start
+    model.cpu().eval()
+    acc = accuracy_by_length(model, test, tok)
+    acc["model"] = model_label(attention, setup)
+    lo, hi = setup.train_lengths
+    acc["trained_length"] = acc.length.between(lo, hi)
+    return ReversalRun(attention, model, history, acc, cpu, setup)
+
+
+@torch.no_grad()
+def decode_examples(model: Seq2Seq, examples: list[Example], tokenizer: Tokenizer):
+    """Greedy outputs of ``model`` for ``examples``.
+
+    Returns:
+        ``(outputs, weights)``: the decoded strings, and per example the
+        alignment weights ``(T_out, S)`` cut to the real output and input
+        lengths (None for the model without attention).
+    """
+    from .data import collate
+    model.eval()
+    batch = collate(examples, tokenizer)
+    tokens, weights = model.greedy_decode(batch.src, batch.tgt_out.shape[1] + 1, batch.src_lengths)
+    outputs, cut = [], []
+    for i, ex in enumerate(examples):
+        text = tokenizer.decode(tokens[i])
+        outputs.append(text)
+        if weights is not None:
+            cut.append(weights[i, :len(text) + 1, :len(ex.src)].clone())   # (T_out incl. eos, S)
+    return outputs, (cut if weights is not None else None)
