@@ -303,8 +303,11 @@ def test_measure_cost_and_time_call():
     cost = measure_cost(torch.matmul, x, x, repeats=2, warmup=0)
     assert cost.seconds > 0 and cost.peak_bytes == 64 * 64 * 4
     assert time_call(lambda: None, repeats=1, warmup=0) >= 0
+    assert time_call(lambda: None, repeats=2, warmup=0, statistic="min") >= 0
     with pytest.raises(ValueError, match="repeats"):
         time_call(lambda: None, repeats=0)
+    with pytest.raises(ValueError, match="statistic"):
+        time_call(lambda: None, statistic="mean")
 
 
 def test_loglog_slope():
