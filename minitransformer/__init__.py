@@ -10,6 +10,7 @@ from .flash import flash_attention, flash_decode
 from .efficient import (favor_attention, global_token_mask, linear_attention, sliding_window_attention, sliding_window_mask, sparse_attention, strided_mask)
 from .configs import GPTConfig, TransformerConfig, count_block_params, count_gpt_params, count_transformer_params
 from .gpt import GPT, sample_next_token, sampling_probs
+from .char_lm import CharLMRecipe, load_char_lm, train_char_lm
 from .kv_cache import KVCache, kv_cache_bytes, kv_cache_report
 from .layers import DecoderLayer, EncoderLayer, FeedForward
 from .multihead import MultiHeadAttention

@@ -1,0 +1,357 @@
+"""A character-level GPT on Shakespeare: the recipe, a resumable trainer, and the book's checkpoint.
+
+One training function serves three users: chapter 7's Lab 2 (a few hundred
+iterations in the notebook), ``scripts/train_char_lm.py`` (the checkpoint the
+book loads) and ``benchmarks/bench_char_lm.py`` (validation loss and speed,
+our attention against ``F.scaled_dot_product_attention``).
+
+The recipe (:attr:`CharLMRecipe.CPU`) is the well-known CPU setting for
+"tiny Shakespeare" character models (nanoGPT's README): 4 layers, 4 heads,
+``d_model`` 128, context 64, batch 12, no dropout, AdamW (betas 0.9/0.99,
+weight decay 0.1 on matrices), learning rate 1e-3 with 100 warmup iterations
+and cosine decay to 1e-4 at iteration 2000, gradient clipping at 1.0, on a
+90/10 split of the ~1.1 MB corpus. Published: validation loss about 1.88.
+:attr:`CharLMRecipe.GPU` is the larger GPU setting (6 x 6 heads x 384,
+context 256, batch 64, dropout 0.2, 5000 iterations; published about 1.47).
+
+Training is deterministic on the CPU: the weights come from
+``torch.manual_seed(recipe.seed)`` and the batches from a generator seeded with
+the same seed, so two runs of the same recipe give the same model.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from .configs import GPTConfig
+from .data import CharLMData, Tokenizer, char_lm_splits, get_batch, load_shakespeare
+from .gpt import GPT
+from .train import History, warmup_cosine_lr
+
+__all__ = ["CharLMRecipe", "CharLMTrainer", "CharLMRun", "train_char_lm", "estimate_loss",
+           "save_char_lm", "load_char_lm", "LoadedCharLM", "sample_text", "shakespeare_data",
+           "CHECKPOINT_PATH", "save_trained_char_lm"]
+
+#: Where ``scripts/train_char_lm.py`` writes the book's checkpoint (package data).
+CHECKPOINT_PATH = Path(__file__).resolve().parent / "checkpoints" / "char_lm.pt"
+
+
+@dataclass(frozen=True)
+class CharLMRecipe:
+    """Model size and training schedule of a character-level GPT (see the module docstring)."""
+
+    n_layer: int = 4
+    n_head: int = 4
+    d_model: int = 128
+    block_size: int = 64
+    dropout: float = 0.0
+    bias: bool = True
+    batch_size: int = 12
+    max_iters: int = 2000
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_iters: int = 100
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.99)
+    grad_clip: float = 1.0
+    train_frac: float = 0.9
+    seed: int = 1337
+
+    CPU: ClassVar["CharLMRecipe"]
+    GPU: ClassVar["CharLMRecipe"]
+
+    def __post_init__(self):
+        for name in ("n_layer", "n_head", "d_model", "block_size", "batch_size", "max_iters"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not 0 <= self.warmup_iters <= self.max_iters:
+            raise ValueError(f"warmup_iters={self.warmup_iters} must be in [0, max_iters={self.max_iters}]")
+        if not 0 < self.min_lr <= self.lr:
+            raise ValueError(f"need 0 < min_lr <= lr, got min_lr={self.min_lr}, lr={self.lr}")
+
+    def replace(self, **changes) -> "CharLMRecipe":
+        """A copy with some fields changed, e.g. ``CharLMRecipe.CPU.replace(max_iters=300)``."""
+        return dataclasses.replace(self, **changes)
+
+    def gpt_config(self, vocab_size: int) -> GPTConfig:
+        """The :class:`GPTConfig` of the model (learned positions, tied embeddings, GELU)."""
+        return GPTConfig(vocab_size=vocab_size, block_size=self.block_size, n_layer=self.n_layer,
+                         n_head=self.n_head, d_model=self.d_model, dropout=self.dropout, bias=self.bias)
+
+    def lr_at(self, iteration: int) -> float:
+        """Learning rate of the ``iteration``-th update (0-based): warmup, then cosine to ``min_lr``."""
+        return self.lr * warmup_cosine_lr(iteration, self.warmup_iters, self.max_iters, self.min_lr / self.lr)
+
+
+CharLMRecipe.CPU = CharLMRecipe()
+CharLMRecipe.GPU = CharLMRecipe(n_layer=6, n_head=6, d_model=384, block_size=256, dropout=0.2,
+                                batch_size=64, max_iters=5000)
+
+
+def shakespeare_data(train_frac: float = 0.9) -> CharLMData:
+    """The Shakespeare corpus (:func:`~minitransformer.data.load_shakespeare`), encoded and split 90/10."""
+    return char_lm_splits(load_shakespeare(), train_frac)
+
+
+@torch.no_grad()
+def estimate_loss(model: GPT, data: Tensor, n_batches: int = 200, batch_size: int = 12,
+                  block_size: int | None = None, seed: int = 0) -> float:
+    """Mean cross-entropy (nats per character) over ``n_batches`` random windows of ``data``.
+
+    The windows are drawn from a generator seeded with ``seed``, so two models
+    evaluated with the same arguments see exactly the same text. Runs in eval
+    mode (no dropout) and restores the mode.
+    """
+    if n_batches < 1:
+        raise ValueError(f"n_batches must be >= 1, got {n_batches}")
+    block_size = model.block_size if block_size is None else block_size
+    device = next(model.parameters()).device
+    g = torch.Generator().manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    for _ in range(n_batches):
+        x, y = get_batch(data, block_size, batch_size, g)  # (B, T), (B, T)
+        _, loss = model(x.to(device), y.to(device))
+        total += loss.item()
+    model.train(was_training)
+    return total / n_batches
+
+
+class CharLMTrainer:
+    """A GPT, its optimizer and its batch generator, advanced a few iterations at a time.
+
+    ``step(n)`` runs ``n`` more iterations of the recipe and returns their wall
+    time, so a benchmark can interleave two trainers chunk by chunk.
+
+    Args:
+        recipe: a :class:`CharLMRecipe`.
+        data: from :func:`shakespeare_data` (or any :class:`CharLMData`).
+        attn_backend: ``"minitransformer"``, ``"torch"`` or ``"flash"`` (see :class:`GPT`).
+        device: where to train.
+        log_every: record the training loss every this many iterations.
+    """
+
+    def __init__(self, recipe: CharLMRecipe, data: CharLMData, *, attn_backend: str = "minitransformer",
+                 device: torch.device | str = "cpu", log_every: int = 10):
+        self.recipe, self.data, self.device, self.log_every = recipe, data, torch.device(device), log_every
+        torch.manual_seed(recipe.seed)
+        self.model = GPT.from_config(recipe.gpt_config(len(data.tokenizer)),
+                                     attn_backend=attn_backend).to(self.device)
+        self.optimizer = self.model.configure_optimizers(recipe.lr, recipe.weight_decay, recipe.betas)
+        self.generator = torch.Generator().manual_seed(recipe.seed)  # the training batches
+        self.iteration = 0
+        self.seconds = 0.0
+        self.history = History()
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        return self.data.tokenizer
+
+    def step(self, n: int = 1) -> float:
+        """Run ``n`` iterations (never past ``recipe.max_iters``); returns their wall-clock seconds."""
+        r, model = self.recipe, self.model
+        model.train()
+        cuda = self.device.type == "cuda"
+        start = time.perf_counter()
+        for _ in range(min(n, r.max_iters - self.iteration)):
+            lr = r.lr_at(self.iteration)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            x, y = get_batch(self.data.train, r.block_size, r.batch_size, self.generator)  # (B, T), (B, T)
+            _, loss = model(x.to(self.device), y.to(self.device))
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if r.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), r.grad_clip)
+            self.optimizer.step()
+            self.iteration += 1
+            if self.iteration % self.log_every == 0 or self.iteration in (1, r.max_iters):
+                self.history.append({"step": self.iteration, "loss": loss.item(), "lr": lr,
+                                     "time": self.seconds + time.perf_counter() - start})
+        if cuda:
+            torch.cuda.synchronize()
+        elapsed = time.perf_counter() - start
+        self.seconds += elapsed
+        return elapsed
+
+    def evaluate(self, n_batches: int = 200, seed: int = 0) -> dict:
+        """Training and validation loss over ``n_batches`` fixed batches each; recorded in the history."""
+        r = self.recipe
+        row = {"step": self.iteration,
+               "train_loss": estimate_loss(self.model, self.data.train, n_batches, r.batch_size, r.block_size, seed),
+               "val_loss": estimate_loss(self.model, self.data.val, n_batches, r.batch_size, r.block_size, seed),
+               "time": self.seconds}
+        self.history.append(row)
+        return row
+
+    @property
+    def last_loss(self) -> float:
+        """The most recently recorded training loss (NaN before the first iteration)."""
+        return next((r["loss"] for r in reversed(self.history) if "loss" in r), float("nan"))
+
+    def warm_up(self, n: int = 2) -> None:
+        """Run ``n`` forward/backward passes on a COPY of the model (first-call overheads, outside
+        any timing); the trainer's model, optimizer and batch generator are left untouched."""
+        import copy
+        model = copy.deepcopy(self.model).train()
+        g = torch.Generator().manual_seed(self.recipe.seed + 1)
+        for _ in range(n):
+            x, y = get_batch(self.data.train, self.recipe.block_size, self.recipe.batch_size, g)
+            model(x.to(self.device), y.to(self.device))[1].backward()
+
+    @property
+    def done(self) -> bool:
+        return self.iteration >= self.recipe.max_iters
+
+
+class CharLMRun(NamedTuple):
+    """What :func:`train_char_lm` returns."""
+    model: GPT
+    tokenizer: Tokenizer
+    history: History
+    recipe: CharLMRecipe
+    seconds: float      # wall time of the training iterations (evaluation not included)
+
+
+def train_char_lm(recipe: CharLMRecipe = CharLMRecipe.CPU, *, data: CharLMData | None = None,
+                  attn_backend: str = "minitransformer", device: torch.device | str = "cpu",
+                  eval_every: int | None = None, eval_batches: int = 200, log_every: int = 10,
+                  progress: bool = True) -> CharLMRun:
+    """Train a character-level GPT with ``recipe`` (a tqdm bar shows progress).
+
+    Args:
+        recipe: e.g. :attr:`CharLMRecipe.CPU`, or ``CharLMRecipe.CPU.replace(max_iters=300)``
+            (the cosine schedule then decays over those 300 iterations).
+        data: the encoded corpus (default: :func:`shakespeare_data` with ``recipe.train_frac``).
+        attn_backend, device: see :class:`CharLMTrainer`.
+        eval_every: evaluate training and validation loss every this many iterations
+            (and at the end); ``None``: only at the end.
+        eval_batches: batches per evaluation.
+        log_every: record the training loss every this many iterations.
+        progress: show a progress bar.
+
+    Returns:
+        a :class:`CharLMRun`; ``history.to_frame()`` has columns ``step, loss, lr, time``
+        (training) and ``train_loss, val_loss`` (evaluations).
+    """
+    from tqdm.auto import tqdm
+
+    data = shakespeare_data(recipe.train_frac) if data is None else data
+    trainer = CharLMTrainer(recipe, data, attn_backend=attn_backend, device=device, log_every=log_every)
+    with tqdm(total=recipe.max_iters, desc="char LM", disable=not progress) as bar:
+        while not trainer.done:
+            n = log_every if eval_every is None else min(log_every, eval_every - trainer.iteration % eval_every)
+            trainer.step(n)
+            bar.update(n)
+            bar.set_postfix(loss=f"{trainer.last_loss:.3f}")
+            if eval_every is not None and trainer.iteration % eval_every == 0 and not trainer.done:
+                trainer.evaluate(eval_batches)
+    trainer.evaluate(eval_batches)
+    trainer.model.eval()
+    return CharLMRun(trainer.model, trainer.tokenizer, trainer.history, recipe, trainer.seconds)
+
+
+# ------------------------------------------------------------------ the checkpoint
+class LoadedCharLM(NamedTuple):
+    """What :func:`load_char_lm` returns: the model (eval mode), its tokenizer and how it was trained."""
+    model: GPT
+    tokenizer: Tokenizer
+    info: dict
+
+
+def save_char_lm(model: GPT, tokenizer: Tokenizer, path: str | Path, info: dict | None = None,
+                 half: bool = True) -> Path:
+    """Save a character GPT: weights (float16 when ``half``, to halve the file), config, vocabulary, ``info``.
+
+    ``info`` is stored as plain JSON types (tuples become lists), so the file loads with
+    ``torch.load(..., weights_only=True)``.
+    """
+    cfg = {k: getattr(model, k) for k in ("vocab_size", "block_size", "n_layer", "n_head", "d_model", "positional")}
+    cfg["bias"] = model.ln_f.bias is not None
+    state = {k: (v.half() if half and v.is_floating_point() else v).cpu().clone()
+             for k, v in model.state_dict().items()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"format": "minitransformer.char_lm/1", "config": cfg, "chars": "".join(tokenizer.itos),
+                "state_dict": state, "info": json.loads(json.dumps(info or {}, default=str))}, path)
+    return path
+
+
+def load_char_lm(path: str | Path | None = None, device: torch.device | str = "cpu") -> LoadedCharLM:
+    """Load the character GPT that ``scripts/train_char_lm.py`` trained (or any :func:`save_char_lm` file).
+
+    Args:
+        path: default :data:`CHECKPOINT_PATH` (shipped with the package).
+        device: where to put the model.
+
+    Returns:
+        :class:`LoadedCharLM` ``(model, tokenizer, info)``; the model is float32 and in
+        eval mode; ``info`` holds the recipe, iterations, losses and training time.
+    """
+    path = CHECKPOINT_PATH if path is None else Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}; make it with:  python scripts/train_char_lm.py")
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(blob, dict) or blob.get("format") != "minitransformer.char_lm/1":
+        raise ValueError(f"{path} is not a minitransformer char-LM checkpoint")
+    cfg = dict(blob["config"])
+    tokenizer = Tokenizer(blob["chars"], specials=())
+    if len(tokenizer) != cfg["vocab_size"]:
+        raise ValueError(f"{path}: vocabulary has {len(tokenizer)} characters but vocab_size={cfg['vocab_size']}")
+    model = GPT(cfg.pop("vocab_size"), cfg.pop("block_size"), cfg.pop("n_layer"), cfg.pop("n_head"),
+                cfg.pop("d_model"), **cfg)
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob["state_dict"].items()})
+    return LoadedCharLM(model.to(device).eval(), tokenizer, blob["info"])
+
+
+def sample_text(model: GPT, tokenizer: Tokenizer, prompt: str = "\n", max_new_tokens: int = 200,
+                temperature: float = 1.0, top_k: int | None = None, seed: int = 0) -> str:
+    """Generate text after ``prompt`` (returned without the prompt); ``seed`` fixes the draws."""
+    device = next(model.parameters()).device
+    idx = torch.tensor([tokenizer.encode(prompt)], dtype=torch.long, device=device)  # (1, T0)
+    g = torch.Generator(device=device).manual_seed(seed)
+    out = model.generate(idx, max_new_tokens, temperature=temperature, top_k=top_k, generator=g)
+    return tokenizer.decode(out[0, idx.shape[1]:])
+
+
+def save_trained_char_lm(model: GPT, data: CharLMData, recipe: CharLMRecipe, history: History,
+                         seconds: float, path: str | Path = CHECKPOINT_PATH, eval_batches: int = 200,
+                         **extra) -> dict:
+    """Save a trained model with :func:`save_char_lm`, then measure what was STORED.
+
+    The float32 model's losses and the training curve go into ``info``; the file
+    is loaded back (float16 weights -> float32) and its training and validation
+    losses over ``eval_batches`` fixed batches are recorded as ``info["val_loss"]``
+    and ``info["train_loss"]``. Both training routes (``scripts/train_char_lm.py``
+    and ``benchmarks/bench_char_lm.py --save-checkpoint``) call this.
+
+    Returns:
+        the ``info`` dict stored in the file.
+    """
+    r = recipe
+    evals = [{k: round(v, 4) for k, v in row.items()} for row in history if "val_loss" in row]
+    info = {"recipe": dataclasses.asdict(recipe), "iterations": max((row["step"] for row in history), default=0),
+            "train_seconds": round(seconds, 1), "device": str(next(model.parameters()).device),
+            "threads": torch.get_num_threads(), "torch": str(torch.__version__), "date": dt.date.today().isoformat(),
+            "evaluations": evals,
+            "train_curve": [{"step": row["step"], "loss": round(row["loss"], 4)} for row in history if "loss" in row],
+            **extra}
+    if evals:
+        info["float32_val_loss"], info["float32_train_loss"] = evals[-1]["val_loss"], evals[-1]["train_loss"]
+    path = save_char_lm(model, data.tokenizer, path, info)
+    stored = load_char_lm(path).model
+    info["val_loss"] = round(estimate_loss(stored, data.val, eval_batches, r.batch_size, r.block_size), 4)
+    info["train_loss"] = round(estimate_loss(stored, data.train, eval_batches, r.batch_size, r.block_size), 4)
+    info["eval_batches"] = eval_batches
+    save_char_lm(model, data.tokenizer, path, info)
+    return info

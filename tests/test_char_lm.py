@@ -1,0 +1,132 @@
+"""The character-level GPT of chapter 7: recipe, trainer, checkpoint, and the benchmark/script CLIs (tiny runs)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from minitransformer import CharLMRecipe, GPT, load_char_lm, train_char_lm
+from minitransformer.char_lm import (CHECKPOINT_PATH, CharLMTrainer, estimate_loss, sample_text, save_char_lm,
+                                     shakespeare_data)
+from minitransformer.data import char_lm_splits
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = CharLMRecipe(n_layer=1, n_head=2, d_model=16, block_size=8, batch_size=4, max_iters=6, warmup_iters=2)
+
+
+@pytest.fixture(scope="module")
+def small_data():
+    return char_lm_splits("To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n" * 20)
+
+
+def test_recipes_are_the_published_settings():
+    cpu, gpu = CharLMRecipe.CPU, CharLMRecipe.GPU
+    assert (cpu.n_layer, cpu.n_head, cpu.d_model, cpu.block_size, cpu.batch_size, cpu.dropout, cpu.max_iters) \
+        == (4, 4, 128, 64, 12, 0.0, 2000)
+    assert (gpu.n_layer, gpu.n_head, gpu.d_model, gpu.block_size, gpu.batch_size, gpu.dropout, gpu.max_iters) \
+        == (6, 6, 384, 256, 64, 0.2, 5000)
+    assert cpu.lr_at(0) == pytest.approx(1e-5) and cpu.lr_at(99) == pytest.approx(1e-3)
+    assert cpu.lr_at(2000) == pytest.approx(1e-4) and cpu.lr_at(1050) == pytest.approx(5.5e-4)
+    with pytest.raises(ValueError, match="warmup_iters"):
+        CharLMRecipe(max_iters=10, warmup_iters=20)
+
+
+def test_training_is_deterministic_and_chunking_does_not_matter(small_data):
+    a = CharLMTrainer(TINY, small_data)
+    a.step(6)
+    b = CharLMTrainer(TINY, small_data)
+    b.warm_up()                                   # on a copy: must not disturb the trainer
+    for n in (1, 2, 3, 5):                        # never past max_iters
+        b.step(n)
+    assert a.iteration == b.iteration == 6 and b.done
+    for p, q in zip(a.model.parameters(), b.model.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+    run = train_char_lm(TINY, data=small_data, eval_every=3, eval_batches=2, progress=False)
+    for p, q in zip(a.model.parameters(), run.model.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+    evals = [r for r in run.history if "val_loss" in r]
+    assert [r["step"] for r in evals] == [3, 6] and all(r["val_loss"] > 0 for r in evals)
+
+
+def test_backends_train_the_same_model(small_data):
+    ours, theirs = CharLMTrainer(TINY, small_data), CharLMTrainer(TINY, small_data, attn_backend="torch")
+    ours.step(6), theirs.step(6)
+    assert abs(ours.last_loss - theirs.last_loss) < 1e-4
+
+
+def test_training_lowers_the_loss(small_data):
+    recipe = TINY.replace(max_iters=60, lr=1e-2, min_lr=1e-3)
+    model = GPT.from_config(recipe.gpt_config(len(small_data.tokenizer)))
+    before = estimate_loss(model, small_data.val, 5, 4, 8)
+    after = estimate_loss(train_char_lm(recipe, data=small_data, progress=False).model, small_data.val, 5, 4, 8)
+    assert after < before - 0.5
+
+
+def test_save_and_load_round_trip(tmp_path, small_data):
+    run = train_char_lm(TINY.replace(bias=False), data=small_data, progress=False)
+    path = save_char_lm(run.model, run.tokenizer, tmp_path / "m.pt", {"note": "tiny", "betas": (0.9, 0.99)})
+    loaded = load_char_lm(path)
+    assert loaded.info == {"note": "tiny", "betas": [0.9, 0.99]} and loaded.tokenizer.itos == run.tokenizer.itos
+    assert not loaded.model.training and loaded.model.ln_f.bias is None
+    x = small_data.val[None, :8]
+    torch.testing.assert_close(loaded.model(x)[0], run.model(x)[0], atol=2e-2, rtol=0)  # float16 storage
+    assert sample_text(loaded.model, loaded.tokenizer, "To", 20, seed=3) == \
+        sample_text(loaded.model, loaded.tokenizer, "To", 20, seed=3)
+    with pytest.raises(FileNotFoundError, match="train_char_lm.py"):
+        load_char_lm(tmp_path / "missing.pt")
+    torch.save({"something": 1}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not a minitransformer char-LM checkpoint"):
+        load_char_lm(tmp_path / "other.pt")
+
+
+@pytest.mark.skipif(not CHECKPOINT_PATH.exists(), reason="checkpoint not built")
+def test_shipped_checkpoint_is_the_recipe_and_well_trained():
+    lm = load_char_lm()
+    assert lm.model.num_parameters() < 1_000_000 and CHECKPOINT_PATH.stat().st_size < 4 * 2**20
+    assert lm.info["iterations"] == 2000 and lm.info["recipe"]["d_model"] == 128
+    assert lm.info["val_loss"] < 2.0 and lm.info["eval_batches"] >= 200
+    data = shakespeare_data()
+    assert lm.tokenizer.itos == data.tokenizer.itos
+    assert abs(estimate_loss(lm.model, data.val, 10) - lm.info["val_loss"]) < 0.1
+
+
+def _load_bench():
+    spec = importlib.util.spec_from_file_location("bench_char_lm", ROOT / "benchmarks" / "bench_char_lm.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_help(capsys):
+    with pytest.raises(SystemExit) as info:
+        _load_bench().main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--dry-run" in out and "--out" in out and "--preset" in out
+
+
+def test_benchmark_dry_run_interleaves_both_backends(tmp_path):
+    out, ckpt = tmp_path / "bench.json", tmp_path / "c.pt"
+    assert _load_bench().main(["--dry-run", "--out", str(out), "--save-checkpoint", str(ckpt)]) == 0
+    data = json.loads(out.read_text())
+    assert data["dry_run"] and data["recipe"]["max_iters"] == 4 and data["eval_batches"] == 2
+    assert set(data["backends"]) == {"minitransformer", "torch"}
+    for r in data["backends"].values():
+        assert len(r["chunk_s"]) == 2 and r["it_per_s"] > 0 and r["val_loss"] > 0
+    assert data["time_ratio"] > 0 and data["median_chunk_ratio"] > 0
+    assert load_char_lm(ckpt).info["iterations"] == 4
+
+
+def test_train_script_runs(tmp_path):
+    out = tmp_path / "x.pt"
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "train_char_lm.py"), "--iters", "3",
+                             "--eval-batches", "2", "--eval-every", "2", "--out", str(out), "--no-progress"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    info = load_char_lm(out).info
+    assert info["iterations"] == 3 and [e["step"] for e in info["evaluations"]] == [2, 3]
