@@ -1,0 +1,179 @@
+"""Chapter 7's Lab 1: an encoder-decoder transformer on the digit-reversal task of chapters 1-2.
+
+The data are exactly those of chapters 1-2 (:func:`~minitransformer.seq2seq_experiments.reversal_data`
+with :data:`~minitransformer.seq2seq_experiments.REVERSAL`: 20,000 strings of 5-30
+digits, a held-out set balanced over 5-35 digits), and accuracy is measured the
+same way (:func:`~minitransformer.train.accuracy_by_length`, greedy decoding,
+exact match per length), so the curves can be drawn on one chart.
+
+* :class:`ReversalTransformerSetup` — the model size and training recipe.
+* :func:`run_transformer_reversal` — train a :class:`~minitransformer.Transformer`
+  with teacher forcing and measure it per length.
+* :func:`stored_rnn_curves` — the RNN models' curves of chapters 1-2, read from
+  ``minitransformer/results/reversal_rnn.json``, which ``scripts/reversal_rnn_curves.py``
+  writes by calling :func:`~minitransformer.seq2seq_experiments.run_reversal` (the
+  RNN runs take minutes of CPU; the book reads their stored results).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .data import Example, Seq2SeqBatch, Tokenizer, batch_iterator, collate
+from .seq2seq_experiments import REVERSAL, ReversalSetup, reversal_data
+from .train import History, accuracy_by_length, fit, warmup_cosine_scheduler
+from .transformer import Transformer
+
+__all__ = ["ReversalTransformerSetup", "TransformerReversalRun", "transformer_seq2seq_loss",
+           "run_transformer_reversal", "transformer_decode", "stored_rnn_curves", "RNN_CURVES_PATH"]
+
+#: Where ``scripts/reversal_rnn_curves.py`` stores the RNN models' accuracy curves.
+RNN_CURVES_PATH = Path(__file__).resolve().parent / "results" / "reversal_rnn.json"
+
+
+@dataclass(frozen=True)
+class ReversalTransformerSetup:
+    """A small encoder-decoder transformer and how it is trained on reversal.
+
+    Pre-LN layers (stable without a long warmup), sinusoidal positions, shared
+    source/target embeddings (one digit vocabulary). Adam (betas 0.9/0.98) with
+    warmup and cosine decay, gradient clipping at 1, batches of 128 bucketed by
+    length. 1000 steps: with 600 (the GRUs' budget) the model still fails on most
+    strings longer than about 12 digits. ``src_eos`` appends an end token to each
+    source (as translation models do); off by default, so the inputs are exactly
+    those of chapters 1-2.
+    """
+
+    d_model: int = 64
+    num_heads: int = 4
+    num_encoder_layers: int = 2
+    num_decoder_layers: int = 2
+    d_ff: int = 256
+    dropout: float = 0.0
+    norm_first: bool = True
+    steps: int = 1000
+    batch_size: int = 128
+    lr: float = 3e-3
+    warmup: int = 100
+    seed: int = 0
+    src_eos: bool = False
+
+    def build(self, vocab_size: int, pad_id: int, max_len: int = 64) -> Transformer:
+        """The model, initialised from ``torch.manual_seed(self.seed)``."""
+        torch.manual_seed(self.seed)
+        return Transformer(vocab_size, vocab_size, self.d_model, self.num_heads, self.num_encoder_layers,
+                           self.num_decoder_layers, self.d_ff, self.dropout, self.norm_first, "relu",
+                           max_len=max_len, share_embeddings=True, tie_output=True, pad_id=pad_id)
+
+
+def with_source_eos(src: Tensor, src_lengths: Tensor, eos_id: int, pad_id: int) -> Tensor:
+    """``src (B, S)`` with an end token written after each source's last real token: ``(B, S + 1)``."""
+    out = torch.cat([src, torch.full_like(src[:, :1], pad_id)], dim=1)  # (B, S + 1)
+    out[torch.arange(src.shape[0]), src_lengths] = eos_id
+    return out
+
+
+def transformer_seq2seq_loss(model: Transformer, batch: Seq2SeqBatch, pad_id: int) -> Tensor:
+    """Teacher forcing: feed ``tgt_in`` (BOS + target, i.e. the target shifted right) and
+    score every position's prediction of ``tgt_out`` (target + EOS) in ONE parallel pass."""
+    logits = model(batch.src, batch.tgt_in)  # (B, T, V)
+    return F.cross_entropy(logits.flatten(0, 1), batch.tgt_out.flatten(), ignore_index=pad_id)  # (B*T, V), (B*T,)
+
+
+def transformer_decode(model: Transformer, tokenizer: Tokenizer, src_eos: bool = False):
+    """A ``decode_fn`` for :func:`~minitransformer.train.accuracy_by_length`: greedy, with KV caches."""
+    def decode(batch: Seq2SeqBatch, max_len: int) -> Tensor:
+        src = with_source_eos(batch.src, batch.src_lengths, tokenizer.eos_id, tokenizer.pad_id) if src_eos else batch.src
+        return model.greedy_decode(src, max_len, tokenizer.bos_id, tokenizer.eos_id)  # (B, n)
+    return decode
+
+
+@dataclass
+class TransformerReversalRun:
+    """The result of :func:`run_transformer_reversal`."""
+    model: Transformer
+    history: History
+    accuracy: pd.DataFrame      # length, n, exact_match, char_accuracy, model, trained_length
+    cpu_seconds: float          # process CPU time of the training (all threads)
+    wall_seconds: float
+    setup: ReversalTransformerSetup
+    data_setup: ReversalSetup
+
+    def summary(self) -> dict:
+        """One row for a results table, with the same columns as ``ReversalRun.summary``."""
+        acc = self.accuracy
+        seen, unseen = acc[acc.trained_length], acc[~acc.trained_length]
+        row = {"model": "transformer", "params": self.model.num_parameters(),
+               "exact_match_trained": seen.exact_match.mean(),
+               "min_exact_match_trained": seen.exact_match.min()}
+        if len(unseen):
+            row["exact_match_longer"] = unseen.exact_match.mean()
+        row[f"exact_match_at_{int(acc.length.max())}"] = acc.exact_match.iloc[-1]
+        return row
+
+
+def run_transformer_reversal(setup: ReversalTransformerSetup = ReversalTransformerSetup(),
+                             data_setup: ReversalSetup = REVERSAL, *, data=None,
+                             device: torch.device | str = "cpu", progress: bool = True) -> TransformerReversalRun:
+    """Train the encoder-decoder transformer on chapters 1-2's reversal data; accuracy per length.
+
+    Args:
+        setup: model and recipe.
+        data_setup: the data (default :data:`REVERSAL`, the chapters 1-2 setting).
+        data: ``reversal_data(data_setup)``, if already made.
+        device: where to train (evaluation runs on the CPU).
+        progress: show a progress bar.
+
+    Returns:
+        a :class:`TransformerReversalRun`. Same arguments -> same model on the CPU.
+    """
+    train, test, tok = data if data is not None else reversal_data(data_setup)
+    model = setup.build(len(tok), tok.pad_id).to(device)
+    batches = batch_iterator(train, tok, setup.batch_size, seed=setup.seed, forever=True)
+    optimizer = torch.optim.Adam(model.parameters(), lr=setup.lr, betas=(0.9, 0.98), eps=1e-9)
+    scheduler = warmup_cosine_scheduler(optimizer, min(setup.warmup, setup.steps), setup.steps)
+    cpu, wall = time.process_time(), time.perf_counter()
+    def prepare(batch: Seq2SeqBatch) -> Seq2SeqBatch:
+        if setup.src_eos:
+            batch = dataclasses.replace(batch, src=with_source_eos(batch.src, batch.src_lengths, tok.eos_id, tok.pad_id))
+        return batch.to(device)
+
+    history = fit(model, lambda step: transformer_seq2seq_loss(model, prepare(next(batches)), tok.pad_id),
+                  optimizer, setup.steps, scheduler=scheduler, clip_norm=1.0, progress=progress,
+                  desc="transformer")
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    model.cpu().eval()
+    acc = accuracy_by_length(model, test, tok, decode_fn=transformer_decode(model, tok, setup.src_eos))
+    acc["model"] = "transformer"
+    lo, hi = data_setup.train_lengths
+    acc["trained_length"] = acc.length.between(lo, hi)
+    return TransformerReversalRun(model, history, acc, cpu, wall, setup, data_setup)
+
+
+def stored_rnn_curves(path: str | Path | None = None) -> tuple[pd.DataFrame, dict]:
+    """The RNN models' accuracy-versus-length curves stored by ``scripts/reversal_rnn_curves.py``.
+
+    Returns:
+        ``(accuracy, meta)``: a DataFrame like ``ReversalRun.accuracy`` (columns
+        ``length, n, exact_match, char_accuracy, model, trained_length``) for every
+        stored model, and ``meta`` with the setup, CPU seconds per model, date and command.
+    """
+    path = RNN_CURVES_PATH if path is None else Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no stored curves at {path}; make them with:  python scripts/reversal_rnn_curves.py")
+    blob = json.loads(path.read_text())
+    acc = pd.DataFrame(blob["accuracy"])
+    return acc, {k: v for k, v in blob.items() if k != "accuracy"}
+
+
+def reversal_setup_dict(setup: ReversalSetup = REVERSAL) -> dict:
+    """The data setup as plain JSON types (to store with the curves and compare later)."""
+    return json.loads(json.dumps(asdict(setup)))

@@ -1,0 +1,59 @@
+"""Store the RNN models' accuracy-versus-length curves of chapters 1-2 for chapter 7.
+
+    python scripts/reversal_rnn_curves.py        # -> minitransformer/results/reversal_rnn.json
+
+Chapter 7 draws the encoder-decoder transformer's curve next to the GRU
+models' of chapters 1-2. Re-training those takes minutes of CPU, so this
+script runs :func:`minitransformer.seq2seq_experiments.run_reversal` (the
+chapters' own function and setup, :data:`REVERSAL`) once and stores the
+per-length accuracies, the CPU seconds of each training and the setup; the
+chapter reads them with :func:`minitransformer.encdec_experiments.stored_rnn_curves`.
+Rerun it whenever chapters 1-2's setup changes (a test compares the stored
+setup with :data:`REVERSAL`).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from minitransformer.encdec_experiments import RNN_CURVES_PATH, reversal_setup_dict  # noqa: E402
+from minitransformer.seq2seq_experiments import REVERSAL, model_label, reversal_data, run_reversal  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", default="none,bahdanau",
+                   help="comma-separated attention kinds ('none' = no attention); default none,bahdanau")
+    p.add_argument("--out", default=str(RNN_CURVES_PATH))
+    args = p.parse_args(argv)
+    kinds = [None if k.strip() == "none" else k.strip() for k in args.models.split(",")]
+    data = reversal_data(REVERSAL)
+    rows, seconds = [], {}
+    for kind in kinds:
+        run = run_reversal(kind, REVERSAL, data=data)
+        acc = run.accuracy.copy()
+        acc["exact_match"] = acc.exact_match.round(4)
+        acc["char_accuracy"] = acc.char_accuracy.round(4)
+        rows += acc.to_dict(orient="records")
+        seconds[model_label(kind)] = round(run.cpu_seconds, 1)
+        print(f"{model_label(kind)}: {run.cpu_seconds:.0f} CPU s; exact match on trained lengths "
+              f"{run.summary()['exact_match_trained']:.3f}", flush=True)
+    blob = {"setup": reversal_setup_dict(REVERSAL), "cpu_seconds": seconds, "threads": torch.get_num_threads(),
+            "torch": str(torch.__version__), "date": dt.date.today().isoformat(),
+            "command": "python scripts/reversal_rnn_curves.py " + " ".join(sys.argv[1:] if argv is None else argv),
+            "accuracy": rows}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(blob, indent=1, default=bool) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""Plausible wrong answers to chapter 7's exercises (each must fail its checker)."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def _cross(x, m, wq, wk, wv, mask=None, *, scale=True, causal=False, use_mask=True, axis=-1, kv_from_x=False):
+    src = x if kv_from_x else m
+    s = (x @ wq) @ (src @ wk).transpose(-2, -1)
+    if scale:
+        s = s / math.sqrt(wq.shape[1])
+    if causal:
+        s = s.masked_fill(~torch.ones(s.shape[-2], s.shape[-1], dtype=torch.bool).tril(), float("-inf"))
+    if use_mask and mask is not None and not kv_from_x:
+        s = s.masked_fill(~mask[:, None, :], float("-inf"))
+    return torch.softmax(s, axis) @ (src @ wv)
+
+
+def _probs(logits, temperature, top_k, *, multiply=False, renormalise=True, keep_extra=0):
+    if temperature == 0:
+        return torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype)
+    t = max(temperature, 1e-9)
+    z = logits * t if multiply else logits / t
+    if top_k is not None and top_k + keep_extra < z.shape[-1]:
+        kth = torch.topk(z, top_k + keep_extra, -1).values[:, -1:]
+        if renormalise:
+            z = z.masked_fill(z < kth, float("-inf"))
+        else:
+            return torch.softmax(z, -1).masked_fill(z < kth, 0.0)
+    return torch.softmax(z, -1)
+
+
+def _null(V, r, *, ones=True, values=True, complement=True):
+    rows = ([V.T] if values else []) + ([torch.ones(1, V.shape[0], dtype=V.dtype)] if ones else [])
+    A = torch.cat(rows)
+    part = A.T @ torch.linalg.pinv(A @ A.T) @ (A @ r)
+    return r - part if complement else part
+
+
+WRONG = {
+    "ch07.cross_attention": [
+        lambda x, m, wq, wk, wv, mask=None: _cross(x, m, wq, wk, wv, mask, kv_from_x=True),    # self-attention
+        lambda x, m, wq, wk, wv, mask=None: _cross(x, m, wq, wk, wv, mask, scale=False),       # no 1/sqrt(d_k)
+        lambda x, m, wq, wk, wv, mask=None: _cross(x, m, wq, wk, wv, mask, causal=True),       # causal cross-attn
+        lambda x, m, wq, wk, wv, mask=None: _cross(x, m, wq, wk, wv, mask, use_mask=False),    # padding not masked
+        lambda x, m, wq, wk, wv, mask=None: _cross(x, m, wq, wk, wv, mask, axis=-2),           # softmax over targets
+        lambda x, m, wq, wk, wv, mask=None: torch.softmax((m @ wq) @ (x @ wk).transpose(-2, -1)
+                                                          / math.sqrt(wq.shape[1]), -1) @ (x @ wv),  # roles swapped
+    ],
+    "ch07.sampling_probs": [
+        lambda l, t, k: _probs(l, t, k, multiply=True),          # temperature multiplies
+        lambda l, t, k: _probs(l, t, k, renormalise=False),      # top-k zeroed after softmax, not renormalised
+        lambda l, t, k: _probs(l, t, None),                      # top-k ignored
+        lambda l, t, k: _probs(l, t, k, keep_extra=1),           # off by one in k
+        lambda l, t, k: torch.softmax(l, -1) if t == 0 else _probs(l, t, k),  # temperature 0 treated as 1
+    ],
+    "ch07.null_space_projection": [
+        lambda V, r: _null(V, r, ones=False),                    # forgot sum(u) = 0
+        lambda V, r: _null(V, r, values=False),                  # forgot V^T u = 0
+        lambda V, r: _null(V, r, complement=False),              # projected onto the row space
+        lambda V, r: r - V @ torch.linalg.lstsq(V, r[:, None]).solution[:, 0],  # least squares: V-column space only
+    ],
+}
