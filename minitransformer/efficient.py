@@ -19,7 +19,7 @@ The builders return boolean ``(n, n)`` masks with the package's convention
 optionally ANDed with the causal mask. :func:`sparse_attention` applies any
 of them through the package's attention, which still computes all ``n^2``
 scores (a mask alone saves nothing); :func:`sliding_window_attention`
-computes only the band, with ``O(n * window)`` time and memory.
+computes only blocks along the diagonal, with ``O(n * window)`` time and memory.
 
 Linear attention and random features (FAVOR+) live in
 :mod:`minitransformer.linear_attention`.
@@ -197,19 +197,24 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, *, scale: fl
 
 
 def sliding_window_attention(q: Tensor, k: Tensor, v: Tensor, window: int, *, causal: bool = False,
-                             scale: float | None = None) -> Tensor:
-    """Local attention that computes only the band: ``O(n * window * d)`` time and memory.
+                             scale: float | None = None, block_size: int | None = None) -> Tensor:
+    """Local attention that computes only blocks along the diagonal: ``O(n * window * d)``.
 
     Equal to ``sparse_attention(q, k, v, sliding_window_mask(n, window, causal=causal))``
-    but never forms the ``n x n`` scores. The keys are padded by ``window`` on
-    each side and cut into overlapping windows with ``unfold`` (a view); each
-    query meets its ``W = 2 * window + 1`` (causal: ``window + 1``) neighbours.
+    but never forms the ``n x n`` scores. The sequence is cut into blocks of
+    ``b >= window`` positions ("sliding chunks", as in Longformer's
+    implementation); the keys a query of block ``i`` may see all lie in blocks
+    ``i - 1``, ``i`` and ``i + 1``, so each block of queries meets one
+    ``b x 3b`` tile of scores -- a dense matrix product -- and the keys outside
+    the window are masked inside that tile. ``unfold`` presents the three
+    blocks of keys of every query block as a view, without copying.
 
     Args:
         q, k: ``(..., n, d)``; v: ``(..., n, dv)`` (queries and keys are the same positions).
         window: the reach, as in :func:`sliding_window_mask`.
         causal: only the past and the present.
         scale: default ``1 / sqrt(d)``.
+        block_size: ``b`` (default ``max(window, 16)``); must be ``>= window``.
 
     Returns:
         ``(..., n, dv)``.
@@ -224,19 +229,24 @@ def sliding_window_attention(q: Tensor, k: Tensor, v: Tensor, window: int, *, ca
                          f"k has {k.shape[-2]}, v has {v.shape[-2]}")
     if k.shape[-1] != d:
         raise ValueError(f"q has head dim {d} but k has {k.shape[-1]}")
+    b = max(window, 16) if block_size is None else block_size
+    if not isinstance(b, int) or b < max(window, 1):
+        raise ValueError(f"block_size={block_size!r} must be an int >= window={window} (and >= 1)")
     scale = 1.0 / math.sqrt(d) if scale is None else scale
-    right = 0 if causal else window
-    W = window + right + 1                                         # keys per query
-    kp = F.pad(k, (0, 0, window, right))                           # (..., n + W - 1, d)
-    vp = F.pad(v, (0, 0, window, right))                           # (..., n + W - 1, dv)
-    kw = kp.unfold(-2, W, 1)                                       # (..., n, d, W)  a view
-    vw = vp.unfold(-2, W, 1)                                       # (..., n, dv, W) a view
-    scores = (q.unsqueeze(-2) @ kw).squeeze(-2) * scale            # (..., n, W)
-    pos = torch.arange(n, device=q.device).unsqueeze(1) - window + torch.arange(W, device=q.device)  # (n, W)
-    valid = (pos >= 0) & (pos < n)                                 # padding is not a key
-    scores = scores.masked_fill(~valid, float("-inf"))
-    weights = torch.softmax(scores, dim=-1)                        # (..., n, W); the centre is always valid
-    return (vw @ weights.unsqueeze(-1)).squeeze(-1)                # (..., n, dv)
+    nb = -(-n // b)                                                # number of blocks
+    extra = nb * b - n                                             # padding at the end
+    qb = F.pad(q, (0, 0, 0, extra)).unflatten(-2, (nb, b))         # (..., nb, b, d)
+    k3 = F.pad(k, (0, 0, b, b + extra)).unfold(-2, 3 * b, b)       # (..., nb, d, 3b): blocks i-1, i, i+1
+    v3 = F.pad(v, (0, 0, b, b + extra)).unfold(-2, 3 * b, b)       # (..., nb, dv, 3b)
+    scores = (qb @ k3) * scale                                     # (..., nb, b, 3b)
+    qpos = torch.arange(nb * b, device=q.device).view(nb, b, 1)    # query positions
+    kpos = (torch.arange(nb, device=q.device).view(nb, 1, 1) - 1) * b + torch.arange(3 * b, device=q.device)
+    offset = qpos - kpos                                           # (nb, b, 3b): i - j
+    allowed = (kpos >= 0) & (kpos < n) & (offset <= window) & (offset >= (0 if causal else -window))
+    allowed = allowed | ((qpos >= n) & (offset == 0))              # padded queries see their own (zero) key
+    weights = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)  # (..., nb, b, 3b)
+    out = weights @ v3.transpose(-1, -2)                           # (..., nb, b, dv)
+    return out.flatten(-3, -2)[..., :n, :]                         # (..., n, dv)
 
 
 # Part 2 (linear attention, FAVOR+) lives in its own module; its names are also importable from here.

@@ -126,6 +126,26 @@ def test_sliding_window_attention_equals_masked_reference(n, w, causal):
     assert np.allclose(got.numpy(), ref, atol=1e-12)
 
 
+@pytest.mark.parametrize("block", [4, 5, 64])
+def test_sliding_window_attention_block_sizes(block):
+    q, k, v = rand(3, 30, 8, seed=19), rand(3, 30, 8, seed=20), rand(3, 30, 2, seed=21)
+    for causal in (False, True):
+        got = sliding_window_attention(q, k, v, 4, causal=causal, block_size=block)
+        ref = attention_ref(q, k, v, sliding_window_mask(30, 4, causal=causal).numpy())
+        assert np.allclose(got.numpy(), ref, atol=1e-12)
+
+
+def test_sliding_window_attention_gradients_are_finite_and_match():
+    q, k, v = (rand(2, 21, 8, seed=s).requires_grad_() for s in (22, 23, 24))
+    sliding_window_attention(q, k, v, 3, causal=True).sum().backward()
+    got = [t.grad.clone() for t in (q, k, v)]
+    for t in (q, k, v):
+        t.grad = None
+    sparse_attention(q, k, v, sliding_window_mask(21, 3, causal=True)).sum().backward()
+    for g_, t in zip(got, (q, k, v)):
+        assert torch.isfinite(g_).all() and torch.allclose(g_, t.grad, atol=1e-12)
+
+
 def test_sliding_window_attention_custom_scale_and_float32():
     q, k, v = (rand(3, 20, 16, seed=s).float() for s in (7, 8, 9))
     got = sliding_window_attention(q, k, v, 3, scale=0.5)
@@ -141,6 +161,8 @@ def test_sliding_window_attention_rejects_bad_arguments():
         sliding_window_attention(q, rand(6, 3), rand(6, 4), 2)
     with pytest.raises(ValueError, match="window"):
         sliding_window_attention(q, q, q, -1)
+    with pytest.raises(ValueError, match="block_size"):
+        sliding_window_attention(q, q, q, 4, block_size=3)
 
 
 def test_sliding_window_memory_is_linear_in_n():
