@@ -97,6 +97,8 @@ def time_call(fn: Callable, *args, repeats: int = 3, warmup: int = 1, statistic:
 
     ``statistic="min"`` is the better estimate of what the code itself costs on a
     busy machine: other processes can only make a run slower, never faster.
+    With CUDA tensors among the arguments the runs are timed with CUDA events;
+    without, by the wall clock (synchronising the GPU first and after, if CUDA is in use).
     """
     if not isinstance(repeats, int) or repeats < 1 or not isinstance(warmup, int) or warmup < 0:
         raise ValueError(f"repeats must be >= 1 and warmup >= 0; got {repeats!r}, {warmup!r}")
@@ -104,10 +106,14 @@ def time_call(fn: Callable, *args, repeats: int = 3, warmup: int = 1, statistic:
         raise ValueError(f"statistic={statistic!r}; choose 'median' or 'min'")
     tensors = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)]
     cuda = bool(tensors) and tensors[0].is_cuda
+    # A closure without tensor arguments may still launch GPU work: wait for it around the clock.
+    sync = (not cuda) and torch.cuda.is_available() and torch.cuda.is_initialized()
     for _ in range(warmup):
         fn(*args, **kwargs)
     times = []
     for _ in range(repeats):
+        if sync:
+            torch.cuda.synchronize()
         if cuda:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
@@ -118,6 +124,8 @@ def time_call(fn: Callable, *args, repeats: int = 3, warmup: int = 1, statistic:
         else:
             t0 = time.perf_counter()
             fn(*args, **kwargs)
+            if sync:
+                torch.cuda.synchronize()
             times.append(time.perf_counter() - t0)
     return statistics.median(times) if statistic == "median" else min(times)
 
