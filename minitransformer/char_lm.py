@@ -248,12 +248,13 @@ def train_char_lm(recipe: CharLMRecipe = CharLMRecipe.CPU, *, data: CharLMData |
 
     data = shakespeare_data(recipe.train_frac) if data is None else data
     trainer = CharLMTrainer(recipe, data, attn_backend=attn_backend, device=device, log_every=log_every)
-    with tqdm(total=recipe.max_iters, desc="char LM", disable=not progress) as bar:
+    # few, slow refreshes: each one is a widget message in a notebook
+    with tqdm(total=recipe.max_iters, desc="char LM", disable=not progress, mininterval=1.0) as bar:
         while not trainer.done:
             n = log_every if eval_every is None else min(log_every, eval_every - trainer.iteration % eval_every)
             trainer.step(n)
             bar.update(n)
-            bar.set_postfix(loss=f"{trainer.last_loss:.3f}")
+            bar.set_postfix(loss=f"{trainer.last_loss:.3f}", refresh=False)
             if eval_every is not None and trainer.iteration % eval_every == 0 and not trainer.done:
                 trainer.evaluate(eval_batches)
     trainer.evaluate(eval_batches)
