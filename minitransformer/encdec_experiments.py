@@ -47,7 +47,7 @@ class ReversalTransformerSetup:
     source/target embeddings (one digit vocabulary). Adam (betas 0.9/0.98) with
     warmup and cosine decay, gradient clipping at 1, batches of 128 bucketed by
     length. 1000 steps: with 600 (the GRUs' budget) the model still fails on most
-    strings longer than about 12 digits. ``src_eos`` appends an end token to each
+    strings longer than about 15 digits. ``src_eos`` appends an end token to each
     source (as translation models do); off by default, so the inputs are exactly
     those of chapters 1-2.
     """
