@@ -7,7 +7,8 @@ lazily on first use.
 from . import notebook
 from .attention import causal_mask, padding_mask, scaled_dot_product_attention
 from .flash import flash_attention, flash_decode
-from .efficient import (favor_attention, global_token_mask, linear_attention, sliding_window_attention, sliding_window_mask, sparse_attention, strided_mask)
+from .efficient import (favor_attention, global_token_mask, linear_attention, sliding_window_attention,
+                        sliding_window_mask, sparse_attention, strided_mask)
 from .configs import GPTConfig, TransformerConfig, count_block_params, count_gpt_params, count_transformer_params
 from .gpt import GPT, sample_next_token, sampling_probs
 from .char_lm import CharLMRecipe, load_char_lm, train_char_lm
@@ -78,6 +79,8 @@ __all__ = [
     # data
     "Tokenizer", "Example", "make_pairs", "train_test_pairs", "task_tokenizer", "collate", "batch_iterator",
     "Seq2SeqBatch", "load_shakespeare", "char_lm_splits", "get_batch",
+    # the character language model of chapter 7
+    "CharLMRecipe", "train_char_lm", "load_char_lm",
     # training
     "set_seed", "noam_lr", "NoamSchedule", "noam_scheduler", "warmup_cosine_lr", "warmup_cosine_scheduler",
     "smoothed_targets", "label_smoothing_loss", "fit", "History", "train_seq2seq", "seq2seq_loss",
