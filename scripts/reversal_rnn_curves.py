@@ -16,10 +16,15 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import sys
 from pathlib import Path
 
-import torch
+# The same arithmetic as the chapters' notebooks (see minitransformer.notebook.setup):
+# MKL's strict reproducible mode, set before the first matrix product.
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
+
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from minitransformer.encdec_experiments import RNN_CURVES_PATH, reversal_setup_dict  # noqa: E402
