@@ -30,3 +30,15 @@ def test_bad_names_and_markers_raise():
         kernel_listing("teaching_forward.cu", "no such line")
     with pytest.raises(ValueError, match="begins with stop"):
         kernel_listing("teaching_forward.cu", "// ---- Epilogue", "// ---- Shared memory")
+
+
+def test_listings_highlight_without_lexing_errors():
+    # the book is built with -W: a listing the CUDA highlighter cannot lex fails the build
+    from pygments.lexers import CudaLexer
+    from pygments.token import Error
+
+    for path in sorted(KERNEL_DIR.iterdir()):
+        md = kernel_listing(path.name)._repr_markdown_()
+        code = md.split("```cuda\n", 1)[1].rsplit("\n```", 1)[0]
+        errors = [v for tok, v in CudaLexer().get_tokens(code) if tok is Error]
+        assert not errors, f"{path.name}: the CUDA lexer fails on {errors[:3]}"

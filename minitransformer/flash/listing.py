@@ -31,7 +31,10 @@ class Listing:
         return f"{self.filename}, lines {self.first}-{self.last}:\n{self.text()}"
 
     def _repr_markdown_(self) -> str:
-        return f"`{self.filename}`, lines {self.first}–{self.last}:\n\n```cuda\n{self.text()}\n```\n"
+        # Line numbers as C comments: a bare number before a ``#if`` would be a lexing
+        # error for the CUDA highlighter (a directive must start its line, comments aside).
+        numbered = "\n".join(f"/*{self.first + i:4d} */  {line}" for i, line in enumerate(self.lines))
+        return f"`{self.filename}`, lines {self.first}–{self.last}:\n\n```cuda\n{numbered}\n```\n"
 
 
 def kernel_listing(filename: str, start: str | None = None, stop: str | None = None) -> Listing:
