@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .data import Example, Seq2SeqBatch, Tokenizer, batch_iterator, collate, task_tokenizer
-from .seq2seq_experiments import REVERSAL, ReversalSetup, reversal_data
+from .seq2seq_experiments import REVERSAL, ReversalSetup, reversal_data, summary_row
 from .train import History, accuracy_by_length, fit, warmup_cosine_scheduler
 from .transformer import Transformer
 
@@ -122,15 +122,7 @@ class TransformerReversalRun:
 
     def summary(self) -> dict:
         """One row for a results table, with the same columns as ``ReversalRun.summary``."""
-        acc = self.accuracy
-        seen, unseen = acc[acc.trained_length], acc[~acc.trained_length]
-        row = {"model": "transformer", "params": self.model.num_parameters(),
-               "exact_match_trained": seen.exact_match.mean(),
-               "min_exact_match_trained": seen.exact_match.min()}
-        if len(unseen):
-            row["exact_match_longer"] = unseen.exact_match.mean()
-        row[f"exact_match_at_{int(acc.length.max())}"] = acc.exact_match.iloc[-1]
-        return row
+        return summary_row("transformer", self.model.num_parameters(), self.accuracy)
 
 
 def run_transformer_reversal(setup: ReversalTransformerSetup = ReversalTransformerSetup(),

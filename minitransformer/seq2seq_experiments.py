@@ -25,7 +25,7 @@ from .data import Example, Tokenizer, make_pairs, task_tokenizer
 from .rnn import ATTENTION_KINDS, Seq2Seq, Seq2SeqConfig
 from .train import History, accuracy_by_length, train_seq2seq
 
-__all__ = ["ReversalSetup", "REVERSAL", "ReversalRun", "reversal_data", "run_reversal",
+__all__ = ["ReversalSetup", "REVERSAL", "ReversalRun", "reversal_data", "run_reversal", "summary_row",
            "model_label", "decode_examples"]
 
 
@@ -91,15 +91,21 @@ class ReversalRun:
 
     def summary(self) -> dict:
         """One row for a results table: mean exact match on trained and on longer lengths."""
-        acc = self.accuracy
-        seen, unseen = acc[acc.trained_length], acc[~acc.trained_length]
-        row = {"model": self.label, "params": sum(p.numel() for p in self.model.parameters()),
-               "exact_match_trained": seen.exact_match.mean(),
-               "min_exact_match_trained": seen.exact_match.min()}
-        if len(unseen):
-            row["exact_match_longer"] = unseen.exact_match.mean()
-        row[f"exact_match_at_{int(acc.length.max())}"] = acc.exact_match.iloc[-1]
-        return row
+        return summary_row(self.label, sum(p.numel() for p in self.model.parameters()), self.accuracy)
+
+
+def summary_row(model: str, params: int, accuracy: pd.DataFrame) -> dict:
+    """One row of a results table from a per-length accuracy frame (columns ``length``,
+    ``exact_match``, ``trained_length``): mean and worst exact match on the trained lengths,
+    mean on the longer ones, and the value at the longest length."""
+    seen, unseen = accuracy[accuracy.trained_length], accuracy[~accuracy.trained_length]
+    row = {"model": model, "params": params,
+           "exact_match_trained": seen.exact_match.mean(),
+           "min_exact_match_trained": seen.exact_match.min()}
+    if len(unseen):
+        row["exact_match_longer"] = unseen.exact_match.mean()
+    row[f"exact_match_at_{int(accuracy.length.max())}"] = accuracy.exact_match.iloc[-1]
+    return row
 
 
 def run_reversal(attention: str | None, setup: ReversalSetup = REVERSAL, *, data=None,
