@@ -1,4 +1,4 @@
-"""Chapter 8 exercises: the online-softmax update, KV-cache memory, the sliding-window mask,
+"""Chapter 8 exercises: the online-softmax update, the sliding-window mask,
 linear attention."""
 from __future__ import annotations
 
@@ -66,42 +66,7 @@ register(Exercise(
 ))
 
 
-# -- 2. the bytes of a KV cache ------------------------------------------------------------------
-
-def kv_cache_bytes_solution(n_layers: int, n_heads: int, n_kv_heads: int, head_dim: int, tokens: int,
-                            batch_size: int, bytes_per_element: int) -> int:
-    """Bytes of a whole model's KV cache: keys AND values, for every layer and kv head."""
-    # n_heads (the QUERY heads) does not matter: only the kv heads are cached.
-    return 2 * n_layers * n_kv_heads * head_dim * tokens * batch_size * bytes_per_element
-
-
-def _kv_cases() -> list[Case]:
-    return [
-        Case("GPT-2 small: 12 layers, 12 heads (all kv), d_head 64, 1024 tokens, batch 1, fp16",
-             (12, 12, 12, 64, 1024, 1, 2)),
-        Case("Llama-2 70B: 80 layers, 64 query heads, 8 kv heads (GQA), d_head 128, 4096 tokens, batch 1, fp16",
-             (80, 64, 8, 128, 4096, 1, 2)),
-        Case("multi-query attention: 32 layers, 32 heads, 1 kv head, d_head 128, 2048 tokens, batch 8, fp32",
-             (32, 32, 1, 128, 2048, 8, 4)),
-    ]
-
-
-register(Exercise(
-    "ch08.kv_cache_bytes", "the memory of a KV cache",
-    kv_cache_bytes_solution, _kv_cases,
-    hint="2 (keys and values) x layers x KV heads x head dim x tokens x batch x bytes per number.",
-    mistakes=[
-        Mistake(lambda L, H, Hkv, d, T, B, b: 2 * L * H * d * T * B * b,
-                "you counted the QUERY heads; only the key/value heads are cached (fewer under GQA/MQA)."),
-        Mistake(lambda L, H, Hkv, d, T, B, b: L * Hkv * d * T * B * b,
-                "you are off by a factor 2: the cache holds keys AND values."),
-        Mistake(lambda L, H, Hkv, d, T, B, b: 2 * L * Hkv * d * T * b,
-                "every sequence of the batch has its own cache: multiply by the batch size."),
-    ],
-))
-
-
-# -- 3. the sliding-window mask ----------------------------------------------------------------------
+# -- 2. the sliding-window mask ----------------------------------------------------------------------
 
 def sliding_window_mask_solution(n: int, window: int, causal: bool) -> torch.Tensor:
     """Bool (n, n), True = may attend: |i - j| <= window (causal: 0 <= i - j <= window)."""
@@ -138,7 +103,7 @@ register(Exercise(
 ))
 
 
-# -- 4. linear attention ------------------------------------------------------------------------------
+# -- 3. linear attention ------------------------------------------------------------------------------
 
 def linear_attention_solution(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Non-causal linear attention with phi(x) = elu(x) + 1, computed right to left."""

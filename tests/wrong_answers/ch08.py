@@ -29,12 +29,6 @@ WRONG = {
         lambda m, o, s, v: torch.exp(m - s.max(-1).values)[:, None] * o
         + torch.exp(s - s.max(-1).values[:, None]) @ v,                                       # max of the tile only
     ],
-    "ch08.kv_cache_bytes": [
-        lambda L, H, Hkv, d, T, B, b: 2 * L * H * d * T * B * b,        # query heads instead of kv heads
-        lambda L, H, Hkv, d, T, B, b: L * Hkv * d * T * B * b,          # keys only
-        lambda L, H, Hkv, d, T, B, b: 2 * L * Hkv * d * T * B * b * 8,  # bits, not bytes
-        lambda L, H, Hkv, d, T, B, b: 2 * Hkv * d * T * B * b,          # one layer
-    ],
     "ch08.sliding_window_mask": [
         lambda n, w, c: _window(n, w, c, strict=True),                  # < instead of <=
         lambda n, w, c: _window(n, w, c).T,                             # causal towards the future
