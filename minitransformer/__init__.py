@@ -5,7 +5,7 @@ minitransformer`` needs only PyTorch and NumPy: the CuPy GPU kernels load
 lazily on first use.
 """
 from . import notebook
-from .attention import causal_mask, padding_mask, scaled_dot_product_attention
+from .attention import causal_bias, causal_mask, padding_mask, scaled_dot_product_attention
 from .flash import flash_attention, flash_decode
 from .efficient import (favor_attention, global_token_mask, linear_attention, sliding_window_attention,
                         sliding_window_mask, sparse_attention, strided_mask)
@@ -60,7 +60,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     # attention
-    "scaled_dot_product_attention", "causal_mask", "padding_mask", "MultiHeadAttention",
+    "scaled_dot_product_attention", "causal_mask", "causal_bias", "padding_mask", "MultiHeadAttention",
     "AdditiveAttention", "LuongAttention",
     # recurrent seq2seq (chapters 1-2)
     "Seq2Seq", "Seq2SeqConfig", "hidden_jacobian_norms",

@@ -217,7 +217,8 @@ def train_seq2seq(model: nn.Module, examples: Sequence[Example], tokenizer: Toke
 
     The defaults are the recipe of chapters 1-2: with ``Seq2SeqConfig.preset
     ("small", ...)`` on digit reversal of lengths 5-30, 600 steps take about
-    45 s (no attention) to 80 s (Bahdanau) of one CPU core.
+    30 s (no attention) to 50 s (Bahdanau) on a 2-core CPU (measured
+    2026-11-30; slower when other processes share the cores).
 
     Args:
         model: a :class:`~minitransformer.rnn.Seq2Seq`.

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minitransformer import causal_mask, padding_mask, scaled_dot_product_attention
+from minitransformer import causal_bias, causal_mask, padding_mask, scaled_dot_product_attention
 from minitransformer.reference import attention_ref, causal_mask_ref
 
 SHAPES = [  # (lead, Lq, Lk, d, dv)
@@ -142,3 +142,44 @@ def test_mask_helper_errors():
     with pytest.raises(ValueError, match="non-negative int"):
         causal_mask(-1)
     assert padding_mask(torch.tensor([[1, 0]]), 0).shape == (1, 1, 1, 2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("Lq,Lk", [(1, 1), (5, 5), (3, 9), (64, 64)])
+def test_causal_bias_is_masked_fill_bit_for_bit(dtype, Lq, Lk):
+    g = torch.Generator().manual_seed(Lq * 100 + Lk)
+    scores = torch.randn(2, 3, Lq, Lk, generator=g, dtype=dtype)
+    bias = causal_bias(Lq, Lk, dtype=dtype)
+    assert bias.shape == (Lq, Lk) and bias.dtype == dtype
+    assert torch.equal((bias == 0), causal_mask(Lq, Lk)) and bool((bias[~causal_mask(Lq, Lk)] == float("-inf")).all())
+    assert torch.equal(scores + bias, scores.masked_fill(~causal_mask(Lq, Lk), float("-inf")))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_causal_path_equals_masked_fill_path_in_value_and_gradient(dtype):
+    """The causal-only fast path (additive bias) gives exactly what masking gives."""
+    g = torch.Generator().manual_seed(7)
+    q, k, v = (torch.randn(2, 3, 11, 8, generator=g, dtype=dtype, requires_grad=True) for _ in range(3))
+    dout = torch.randn(2, 3, 11, 8, generator=g, dtype=dtype)
+    fast = scaled_dot_product_attention(q, k, v, is_causal=True)
+    grads_fast = torch.autograd.grad(fast, (q, k, v), dout)
+    # the general path: an explicit all-True mask AND the causal mask, with masked_fill
+    slow = scaled_dot_product_attention(q, k, v, torch.ones(11, 11, dtype=torch.bool), is_causal=True)
+    grads_slow = torch.autograd.grad(slow, (q, k, v), dout)
+    assert torch.equal(fast, slow)
+    for a, b in zip(grads_fast, grads_slow):
+        assert torch.equal(a, b)
+
+
+def test_causal_bias_cache_and_inference_mode():
+    assert causal_bias(6, 6) is causal_bias(6, 6)                     # small: cached
+    assert causal_bias(6, 6, dtype=torch.float64) is not causal_bias(6, 6)
+    big = causal_bias(1025, 1025)
+    assert big is not causal_bias(1025, 1025) and big.shape == (1025, 1025)  # large: built each time
+    with torch.inference_mode():
+        first = causal_bias(13, 13)                                   # first built under inference mode
+        scaled_dot_product_attention(*(torch.randn(1, 13, 4) for _ in range(3)), is_causal=True)
+    q = torch.randn(1, 13, 4, requires_grad=True)
+    out = scaled_dot_product_attention(q, q, q, is_causal=True)       # still trains afterwards
+    out.sum().backward()
+    assert not first.is_inference() and torch.isfinite(q.grad).all()
