@@ -52,7 +52,7 @@ def causal_mask(Lq: int, Lk: int | None = None, device=None) -> Tensor:
     return j <= i + (Lk - Lq)  # (Lq, Lk)
 
 
-@lru_cache(maxsize=32)
+@lru_cache(maxsize=16)
 def _cached_causal_bias(Lq: int, Lk: int, device: torch.device, dtype: torch.dtype) -> Tensor:
     with torch.inference_mode(False):            # a normal tensor, usable with autograd later
         bias = torch.zeros(Lq, Lk, device=device, dtype=dtype)
@@ -66,13 +66,14 @@ def causal_bias(Lq: int, Lk: int, device=None, dtype: torch.dtype = torch.float3
     ``scores + causal_bias(...)`` equals ``scores.masked_fill(~causal_mask(...), -inf)``
     bit for bit, and trains faster: an addition passes its gradient through
     untouched, while ``masked_fill`` must mask the gradient again. Small biases
-    (up to 2**20 entries) are cached; treat the result as read-only.
+    (up to 2**18 entries, e.g. 512 x 512; the 16 most recent shapes) are cached,
+    so treat the result as read-only; larger ones are built on each call.
 
     Returns:
         tensor ``(Lq, Lk)`` of ``dtype``.
     """
     device = torch.device("cpu") if device is None else torch.device(device)
-    if Lq * Lk <= 1 << 20:
+    if Lq * Lk <= 1 << 18:
         return _cached_causal_bias(Lq, Lk, device, dtype)
     return _cached_causal_bias.__wrapped__(Lq, Lk, device, dtype)
 
