@@ -13,6 +13,7 @@ both as total time over total time and as the median of per-chunk-pair ratios.
 
     python benchmarks/bench_char_lm.py                        # the CPU recipe, 2000 iterations
     python benchmarks/bench_char_lm.py --preset gpu           # 6 x 384, context 256, 5000 iterations (GPU)
+    python benchmarks/bench_char_lm.py --seed 2 --backends torch             # another seed, one model
     python benchmarks/bench_char_lm.py --iters 4 --eval-batches 2 --chunk 2   # a smoke test
     python benchmarks/bench_char_lm.py --dry-run              # the same smoke test
 """
@@ -43,6 +44,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu",
                    help="cpu: 4x4x128, ctx 64, batch 12, 2000 it; gpu: 6x6x384, ctx 256, batch 64, dropout 0.2, 5000 it")
     p.add_argument("--iters", type=int, default=None, help="override the preset's iterations (the schedule follows)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="override the preset's seed (1337): initial weights and batches")
     p.add_argument("--chunk", type=int, default=50, help="iterations per timing chunk (default 50)")
     p.add_argument("--eval-batches", type=int, default=200, help="batches per loss evaluation (default 200)")
     p.add_argument("--backends", default="minitransformer,torch",
@@ -62,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         args.iters, args.eval_batches, args.chunk, args.device = 4, 2, 2, "cpu"
     if args.iters is not None:
         recipe = recipe.replace(max_iters=args.iters, warmup_iters=min(recipe.warmup_iters, args.iters))
+    if args.seed is not None:
+        recipe = recipe.replace(seed=args.seed)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     if not backends or args.chunk < 1:

@@ -136,6 +136,17 @@ def test_benchmark_dry_run_interleaves_both_backends(tmp_path):
     assert load_char_lm(ckpt).info["iterations"] == 4
 
 
+def test_benchmark_seed_changes_the_run(tmp_path):
+    runs = {}
+    for seed in (None, 7):
+        out = tmp_path / f"bench{seed}.json"
+        args = ["--dry-run", "--backends", "torch", "--out", str(out)] + ([] if seed is None else ["--seed", str(seed)])
+        assert _load_bench().main(args) == 0
+        runs[seed] = json.loads(out.read_text())
+    assert runs[None]["recipe"]["seed"] == 1337 and runs[7]["recipe"]["seed"] == 7
+    assert runs[None]["backends"]["torch"]["val_loss"] != runs[7]["backends"]["torch"]["val_loss"]
+
+
 def test_train_script_runs(tmp_path):
     out = tmp_path / "x.pt"
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "train_char_lm.py"), "--iters", "3",
