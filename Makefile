@@ -5,7 +5,7 @@ PY ?= python3
 PIP = $(PY) -m pip
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 # MKL's strict reproducible mode: the same notebook prints the same digits on every run
-# (otherwise MKL's results depend on memory alignment); see minitransformer/notebook.py.
+# (otherwise MKL's results depend on memory alignment); see minitransformer/book/notebook.py.
 export MKL_CBWR ?= AUTO,STRICT
 # Idle OpenMP threads sleep instead of spinning: on a busy 2-core machine spinning
 # threads slowed training twenty-fold; on an idle one this costs next to nothing.

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from minitransformer.char_lm import (CharLMRecipe, CharLMTrainer, sample_text,  # noqa: E402
+from minitransformer.book.char_lm import (CharLMRecipe, CharLMTrainer, sample_text,  # noqa: E402
                                      save_trained_char_lm, shakespeare_data)
 
 PRESETS = {"cpu": CharLMRecipe.CPU, "gpu": CharLMRecipe.GPU}

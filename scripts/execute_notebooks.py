@@ -18,7 +18,7 @@ from nbclient import NotebookClient
 
 
 # The kernel inherits these: MKL's strict reproducible mode (results independent of
-# memory alignment, see minitransformer.notebook.setup), and threads that sleep
+# memory alignment, see minitransformer.book.notebook.setup), and threads that sleep
 # rather than spin while they wait (a loaded machine otherwise crawls).
 os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -1,13 +1,13 @@
 """Store the RNN models' accuracy-versus-length curves of chapters 1-2 for chapter 7.
 
-    python scripts/reversal_rnn_curves.py        # -> minitransformer/results/reversal_rnn.json
+    python scripts/reversal_rnn_curves.py        # -> minitransformer/book/results/reversal_rnn.json
 
 Chapter 7 draws the encoder-decoder transformer's curve next to the GRU
 models' of chapters 1-2. Re-training those takes minutes of CPU, so this
-script runs :func:`minitransformer.seq2seq_experiments.run_reversal` (the
+script runs :func:`minitransformer.book.seq2seq_experiments.run_reversal` (the
 chapters' own function and setup, :data:`REVERSAL`) once and stores the
 per-length accuracies, the CPU seconds of each training and the setup; the
-chapter reads them with :func:`minitransformer.encdec_experiments.stored_rnn_curves`.
+chapter reads them with :func:`minitransformer.book.encdec_experiments.stored_rnn_curves`.
 Rerun it whenever chapters 1-2's setup changes (a test compares the stored
 setup with :data:`REVERSAL`).
 """
@@ -20,15 +20,15 @@ import os
 import sys
 from pathlib import Path
 
-# The same arithmetic as the chapters' notebooks (see minitransformer.notebook.setup):
+# The same arithmetic as the chapters' notebooks (see minitransformer.book.notebook.setup):
 # MKL's strict reproducible mode, set before the first matrix product.
 os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from minitransformer.encdec_experiments import RNN_CURVES_PATH, reversal_setup_dict  # noqa: E402
-from minitransformer.seq2seq_experiments import REVERSAL, model_label, reversal_data, run_reversal  # noqa: E402
+from minitransformer.book.encdec_experiments import RNN_CURVES_PATH, reversal_setup_dict  # noqa: E402
+from minitransformer.book.seq2seq_experiments import REVERSAL, model_label, reversal_data, run_reversal  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,11 +1,11 @@
 """Train the book's character-level GPT and save it as package data.
 
-    python scripts/train_char_lm.py                    # the CPU recipe (2000 iterations) -> minitransformer/checkpoints/char_lm.pt
+    python scripts/train_char_lm.py                    # the CPU recipe (2000 iterations) -> minitransformer/book/checkpoints/char_lm.pt
     python scripts/train_char_lm.py --preset gpu       # the GPU recipe (6 x 384, context 256, 5000 iterations)
     python scripts/train_char_lm.py --iters 5 --eval-batches 2 --out /tmp/x.pt   # a smoke test
 
 Chapter 7 loads the result with ``minitransformer.load_char_lm()``. The
-training function is :func:`minitransformer.char_lm.train_char_lm`, the one
+training function is :func:`minitransformer.book.char_lm.train_char_lm`, the one
 the notebook and ``benchmarks/bench_char_lm.py`` use. The weights are stored
 in float16 (half the file); the validation loss recorded in the checkpoint is
 measured on the stored weights after loading them back.
@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from minitransformer.char_lm import (CHECKPOINT_PATH, CharLMRecipe, save_trained_char_lm,  # noqa: E402
+from minitransformer.book.char_lm import (CHECKPOINT_PATH, CharLMRecipe, save_trained_char_lm,  # noqa: E402
                                      shakespeare_data, train_char_lm)
 
 PRESETS = {"cpu": CharLMRecipe.CPU, "gpu": CharLMRecipe.GPU}

@@ -1,11 +1,11 @@
 """Train chapter 7's Lab 1 encoder-decoder transformer on digit reversal and save it as package data.
 
-    python scripts/train_reversal_transformer.py --threads 1          # the recipe (6000 steps, ~9 CPU min) -> minitransformer/checkpoints/reversal_transformer.pt
+    python scripts/train_reversal_transformer.py --threads 1          # the recipe (6000 steps, ~9 CPU min) -> minitransformer/book/checkpoints/reversal_transformer.pt
     python scripts/train_reversal_transformer.py --set lr=0.003 --steps 2000   # a variant (--set FIELD=VALUE, repeatable)
     python scripts/train_reversal_transformer.py --steps 20 --out /tmp/x.pt   # a smoke test
 
-The training function is :func:`minitransformer.encdec_experiments.run_transformer_reversal`
-with the default :class:`~minitransformer.encdec_experiments.ReversalTransformerSetup`,
+The training function is :func:`minitransformer.book.encdec_experiments.run_transformer_reversal`
+with the default :class:`~minitransformer.book.encdec_experiments.ReversalTransformerSetup`,
 on chapters 1-2's data (``REVERSAL``) — the function and data the notebook's short run
 uses. The weights are stored in float16; the per-length accuracy kept in the file is
 measured on the stored weights after loading them back (whole held-out set).
@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from minitransformer.encdec_experiments import (CHECKPOINT_PATH, ReversalTransformerSetup,  # noqa: E402
+from minitransformer.book.encdec_experiments import (CHECKPOINT_PATH, ReversalTransformerSetup,  # noqa: E402
                                                 run_transformer_reversal, save_reversal_transformer)
-from minitransformer.seq2seq_experiments import REVERSAL, reversal_data  # noqa: E402
+from minitransformer.book.seq2seq_experiments import REVERSAL, reversal_data  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minitransformer import causal_bias, causal_mask, padding_mask, scaled_dot_product_attention
+from minitransformer.attention import causal_bias
+from minitransformer import causal_mask, padding_mask, scaled_dot_product_attention
 from minitransformer.reference import attention_ref, causal_mask_ref
 
 SHAPES = [  # (lead, Lq, Lk, d, dv)

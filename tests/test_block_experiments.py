@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from minitransformer import FeedForward
-from minitransformer.block_experiments import (
+from minitransformer.book.block_experiments import (
     BlockStackModel, ConvFeedForward, PreviousTokenTask, input_gradient_norms, layer_norm,
     norm_placement_experiment, train_block_stack,
 )

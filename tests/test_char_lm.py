@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from minitransformer import CharLMRecipe, GPT, load_char_lm, train_char_lm
-from minitransformer.char_lm import (CHECKPOINT_PATH, CharLMTrainer, estimate_loss, sample_text, save_char_lm,
+from minitransformer.book.char_lm import CharLMRecipe, load_char_lm, train_char_lm
+from minitransformer import GPT
+from minitransformer.book.char_lm import (CHECKPOINT_PATH, CharLMTrainer, estimate_loss, sample_text, save_char_lm,
                                      shakespeare_data)
 from minitransformer.data import TINY_SHAKESPEARE_LAST_LINE, char_lm_splits, load_shakespeare
 

@@ -6,10 +6,10 @@ import math
 import torch
 
 from minitransformer import GPT, EncoderLayer
-from minitransformer.diagnostics import (attention_entropy, causal_leak, entropy_by_head, global_grad_norm,
+from minitransformer.book.diagnostics import (attention_entropy, causal_leak, entropy_by_head, global_grad_norm,
                                          grad_norms, loss_spikes, normalized_entropy, permutation_sensitivity,
                                          saved_activation_bytes)
-from minitransformer.scaling import KAPLAN_2020, fit_power_law, kaplan_loss
+from minitransformer.book.scaling import KAPLAN_2020, fit_power_law, kaplan_loss
 
 
 def test_entropy_of_uniform_and_one_hot():

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import minitransformer as mt
-from minitransformer.cost import TensorMemoryTracker, loglog_slope, measure_cost, peak_tensor_bytes, time_call
+from minitransformer.book.cost import TensorMemoryTracker, loglog_slope, measure_cost, peak_tensor_bytes, time_call
 from minitransformer.efficient import (global_token_mask, mask_density, random_mask, sliding_window_attention,
                                        sliding_window_mask, sparse_attention, strided_mask)
 from minitransformer.linear_attention import (elu_feature_map, favor_attention, favor_features, linear_attention,
@@ -340,7 +340,9 @@ def test_loglog_slope():
         loglog_slope([1, 2], [0, 1])
 
 
-def test_top_level_exports():
+def test_exports():
+    import minitransformer.efficient as efficient
+
     for name in ("sliding_window_mask", "strided_mask", "global_token_mask", "sparse_attention",
                  "sliding_window_attention", "linear_attention", "favor_attention"):
-        assert hasattr(mt, name) and name in mt.__all__
+        assert hasattr(efficient, name) and name in efficient.__all__

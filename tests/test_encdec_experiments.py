@@ -6,13 +6,13 @@ import torch
 
 from minitransformer import Transformer
 from minitransformer.data import collate
-from minitransformer.encdec_experiments import (CHECKPOINT_PATH, RNN_CURVES_PATH, ReversalTransformerSetup,
+from minitransformer.book.encdec_experiments import (CHECKPOINT_PATH, RNN_CURVES_PATH, ReversalTransformerSetup,
                                                 load_reversal_transformer, reversal_accuracy, reversal_setup_dict,
                                                 run_transformer_reversal, save_reversal_transformer,
                                                 stored_rnn_curves, with_source_eos)
-from minitransformer.explanation import (constraint_matrix, gpt_head_values, move_weight_off, null_space_basis,
+from minitransformer.book.explanation import (constraint_matrix, gpt_head_values, move_weight_off, null_space_basis,
                                          null_space_projection, same_output_weights)
-from minitransformer.seq2seq_experiments import REVERSAL, ReversalSetup, reversal_data
+from minitransformer.book.seq2seq_experiments import REVERSAL, ReversalSetup, reversal_data
 
 TINY_DATA = ReversalSetup(train_lengths=(2, 5), test_lengths=(2, 7), n_train=300, n_test_per_length=4,
                           preset="tiny", steps=6, batch_size=32)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from minitransformer.graphs import (GraphTransformer, adjacency_mask, dependency_matrix, hop_distances,
+from minitransformer.book.graphs import (GraphTransformer, adjacency_mask, dependency_matrix, hop_distances,
                                     laplacian_positional_encoding, path_graph, receptive_field)
 
 

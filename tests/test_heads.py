@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from minitransformer import GPT, MultiHeadAttention
-from minitransformer.heads import (
+from minitransformer.book.heads import (
     BOS, AttentionOnlyTransformer, ablate_heads, ablation_table, attention_layers, decode, encode,
     head_grid_chart, head_scores, repeated_sequences, text_attention_map, train_toy_model,
 )

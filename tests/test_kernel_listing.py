@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from minitransformer.flash.listing import KERNEL_DIR, kernel_listing
+from minitransformer.book.kernel_listing import KERNEL_DIR, kernel_listing
 
 
 def test_listing_is_the_file_itself():

@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from minitransformer import KVCache, MultiHeadAttention, causal_mask, kv_cache_bytes, padding_mask
+from minitransformer import KVCache, MultiHeadAttention, causal_mask, padding_mask
+from minitransformer.kv_cache import kv_cache_bytes
 from minitransformer.kv_cache import kv_cache_report
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from minitransformer.position_experiments import (
+from minitransformer.book.position_experiments import (
     POSITION_KINDS, CopyTask, PositionToyModel, accuracy, accuracy_by_position, attention_by_offset,
     extrapolation_experiment,
     train_toy_model, window_mask,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from minitransformer.recsys import (PAD, Catalogue, SessionRecommender, adversarial_weights, hit_rate,
+from minitransformer.book.recsys import (PAD, Catalogue, SessionRecommender, adversarial_weights, hit_rate,
                                     make_sessions, remove_item, successor_of_last_baseline)
 
 

@@ -8,7 +8,8 @@ import sys
 SCRIPT = r"""
 import torch
 import minitransformer as mt
-mt.notebook.setup(seed=0, quiet=True)      # what every chapter's first cell does
+from minitransformer.book import notebook
+notebook.setup(seed=0, quiet=True)      # what every chapter's first cell does
 torch.manual_seed(0)
 W, b = torch.randn(64, 16, dtype=torch.float64), torch.randn(64, dtype=torch.float64)
 x0 = torch.randn(14, 16, dtype=torch.float64)

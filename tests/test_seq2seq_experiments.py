@@ -11,7 +11,7 @@ from minitransformer.exercises.ch02 import (additive_scores_solution, contexts_s
                                             general_scores_solution)
 from minitransformer.rnn import hidden_jacobian_norms
 from minitransformer.rnn_attention import AdditiveAttention, LuongAttention
-from minitransformer.seq2seq_experiments import (REVERSAL, ReversalSetup, decode_examples, model_label,
+from minitransformer.book.seq2seq_experiments import (REVERSAL, ReversalSetup, decode_examples, model_label,
                                                  reversal_data, run_reversal)
 
 TINY = ReversalSetup(train_lengths=(2, 5), test_lengths=(2, 7), n_train=300, n_test_per_length=4,

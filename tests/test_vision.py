@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from minitransformer.exercises.ch09 import patchify_solution
-from minitransformer.vision import (SHAPE_CLASSES, TinyCNN, TinyViT, attention_rollout, cls_attention,
+from minitransformer.book.vision import (SHAPE_CLASSES, TinyCNN, TinyViT, attention_rollout, cls_attention,
                                     make_shapes, num_patches, patch_coverage, patchify, unpatchify)
 
 

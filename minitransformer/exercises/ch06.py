@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..block_experiments import layer_norm
+from ..book.block_experiments import layer_norm
 from ..layers import FeedForward
 from ..multihead import MultiHeadAttention
 from ..train import noam_lr, smoothed_targets

@@ -11,7 +11,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..explanation import null_space_projection
+from ..book.explanation import null_space_projection
 from ..gpt import sampling_probs
 from .core import Case, Exercise, Mistake, register
 

@@ -29,7 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .attention import scaled_dot_product_attention
+from ..attention import scaled_dot_product_attention
 
 __all__ = ["Catalogue", "make_sessions", "SessionRecommender", "train_recommender", "hit_rate",
            "successor_of_last_baseline", "remove_item", "adversarial_weights"]
@@ -172,7 +172,7 @@ class SessionRecommender(nn.Module):
 def train_recommender(model: SessionRecommender, data: dict, steps: int = 600, batch_size: int = 128,
                       lr: float = 3e-3, seed: int = 0):
     """Cross-entropy on the next item, AdamW with warmup + cosine decay; returns the History."""
-    from .train import fit, warmup_cosine_scheduler
+    from ..train import fit, warmup_cosine_scheduler
 
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)

@@ -1,7 +1,7 @@
 """Chapter 7's Lab 1: an encoder-decoder transformer on the digit-reversal task of chapters 1-2.
 
-The data are exactly those of chapters 1-2 (:func:`~minitransformer.seq2seq_experiments.reversal_data`
-with :data:`~minitransformer.seq2seq_experiments.REVERSAL`: 20,000 strings of 5-30
+The data are exactly those of chapters 1-2 (:func:`~minitransformer.book.seq2seq_experiments.reversal_data`
+with :data:`~minitransformer.book.seq2seq_experiments.REVERSAL`: 20,000 strings of 5-30
 digits, a held-out set balanced over 5-35 digits), and accuracy is measured the
 same way (:func:`~minitransformer.train.accuracy_by_length`, greedy decoding,
 exact match per length), so the curves can be drawn on one chart.
@@ -10,8 +10,8 @@ exact match per length), so the curves can be drawn on one chart.
 * :func:`run_transformer_reversal` — train a :class:`~minitransformer.Transformer`
   with teacher forcing and measure it per length.
 * :func:`stored_rnn_curves` — the RNN models' curves of chapters 1-2, read from
-  ``minitransformer/results/reversal_rnn.json``, which ``scripts/reversal_rnn_curves.py``
-  writes by calling :func:`~minitransformer.seq2seq_experiments.run_reversal` (the
+  ``minitransformer/book/results/reversal_rnn.json``, which ``scripts/reversal_rnn_curves.py``
+  writes by calling :func:`~minitransformer.book.seq2seq_experiments.run_reversal` (the
   RNN runs take minutes of CPU; the book reads their stored results).
 """
 from __future__ import annotations
@@ -29,10 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .data import Example, Seq2SeqBatch, Tokenizer, batch_iterator, collate, task_tokenizer
+from ..data import Example, Seq2SeqBatch, Tokenizer, batch_iterator, collate, task_tokenizer
 from .seq2seq_experiments import REVERSAL, ReversalSetup, reversal_data, summary_row
-from .train import History, accuracy_by_length, fit, warmup_cosine_scheduler
-from .transformer import Transformer
+from ..train import History, accuracy_by_length, fit, warmup_cosine_scheduler
+from ..transformer import Transformer
 
 __all__ = ["ReversalTransformerSetup", "TransformerReversalRun", "transformer_seq2seq_loss",
            "run_transformer_reversal", "transformer_decode", "stored_rnn_curves", "RNN_CURVES_PATH",

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import torch
 
-from .train import set_seed
+from ..train import set_seed
 
 __all__ = ["setup", "set_seed", "pick_device", "in_colab", "show_source"]
 

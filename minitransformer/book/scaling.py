@@ -59,7 +59,7 @@ def data_scaling_experiment(make_models: dict[str, Callable[[], nn.Module]], siz
         a table with columns ``model, train_size, test_loss, test_accuracy, parameters``,
         and the trained models in a dict keyed by ``(model name, D)``.
     """
-    from .train import set_seed
+    from ..train import set_seed
     from .vision import evaluate_classifier, train_classifier
 
     rows, models = [], {}

@@ -31,10 +31,10 @@ from typing import ClassVar, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from .configs import GPTConfig
-from .data import CharLMData, Tokenizer, char_lm_splits, get_batch, load_shakespeare
-from .gpt import GPT
-from .train import History, warmup_cosine_lr
+from ..configs import GPTConfig
+from ..data import CharLMData, Tokenizer, char_lm_splits, get_batch, load_shakespeare
+from ..gpt import GPT
+from ..train import History, warmup_cosine_lr
 
 __all__ = ["CharLMRecipe", "CharLMTrainer", "CharLMRun", "train_char_lm", "estimate_loss",
            "save_char_lm", "load_char_lm", "LoadedCharLM", "sample_text", "shakespeare_data",

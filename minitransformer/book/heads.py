@@ -40,7 +40,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .multihead import MultiHeadAttention
+from ..multihead import MultiHeadAttention
 
 __all__ = [
     "BOS", "repeated_sequences", "AttentionOnlyTransformer", "train_toy_model", "attention_layers",

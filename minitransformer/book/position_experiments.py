@@ -29,9 +29,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .multihead import MultiHeadAttention
-from .positional import LearnedPositionalEmbedding, SinusoidalPositionalEncoding
-from .rotary import RotaryEmbedding
+from ..multihead import MultiHeadAttention
+from ..positional import LearnedPositionalEmbedding, SinusoidalPositionalEncoding
+from ..rotary import RotaryEmbedding
 
 __all__ = ["CopyTask", "PositionToyModel", "POSITION_KINDS", "train_toy_model", "accuracy",
            "accuracy_by_position", "attention_by_offset", "extrapolation_experiment", "window_mask"]

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .layers import EncoderLayer
+from ..layers import EncoderLayer
 
 __all__ = ["adjacency_mask", "path_graph", "hop_distances", "receptive_field", "dependency_matrix",
            "GraphTransformer", "laplacian_positional_encoding"]

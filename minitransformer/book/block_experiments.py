@@ -29,8 +29,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .layers import FeedForward
-from .transformer import Encoder
+from ..layers import FeedForward
+from ..transformer import Encoder
 
 __all__ = ["layer_norm", "ConvFeedForward", "input_gradient_norms", "PreviousTokenTask",
            "BlockStackModel", "train_block_stack", "norm_placement_experiment"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 __all__ = ["KERNEL_DIR", "kernel_listing", "Listing"]
 
-KERNEL_DIR = Path(__file__).resolve().parent / "kernels"
+KERNEL_DIR = Path(__file__).resolve().parent.parent / "flash" / "kernels"
 
 
 class Listing:

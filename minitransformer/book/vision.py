@@ -22,8 +22,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .layers import EncoderLayer
-from .positional import sinusoidal_encoding_2d
+from ..layers import EncoderLayer
+from ..positional import sinusoidal_encoding_2d
 
 __all__ = ["num_patches", "patchify", "unpatchify", "SHAPE_CLASSES", "make_shapes", "patch_coverage",
            "TinyViT", "TinyCNN", "cls_attention", "attention_rollout", "train_classifier", "evaluate_classifier"]
@@ -246,7 +246,7 @@ def train_classifier(model: nn.Module, images: Tensor, labels: Tensor, steps: in
                      batch_size: int = 64, lr: float = 3e-3, seed: int = 0, weight_decay: float = 0.01):
     """Train with AdamW (warmup then cosine decay, gradient clipping at 1) on random
     mini-batches of ``(images, labels)``; returns the :class:`~minitransformer.train.History`."""
-    from .train import fit, warmup_cosine_scheduler
+    from ..train import fit, warmup_cosine_scheduler
 
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from .data import Example, Tokenizer, make_pairs, task_tokenizer
-from .rnn import ATTENTION_KINDS, Seq2Seq, Seq2SeqConfig
-from .train import History, accuracy_by_length, train_seq2seq
+from ..data import Example, Tokenizer, make_pairs, task_tokenizer
+from ..rnn import ATTENTION_KINDS, Seq2Seq, Seq2SeqConfig
+from ..train import History, accuracy_by_length, train_seq2seq
 
 __all__ = ["ReversalSetup", "REVERSAL", "ReversalRun", "reversal_data", "run_reversal", "summary_row",
            "model_label", "decode_examples"]
@@ -151,7 +151,7 @@ def decode_examples(model: Seq2Seq, examples: list[Example], tokenizer: Tokenize
         alignment weights ``(T_out, S)`` cut to the real output and input
         lengths (None for the model without attention).
     """
-    from .data import collate
+    from ..data import collate
     model.eval()
     batch = collate(examples, tokenizer)
     tokens, weights = model.greedy_decode(batch.src, batch.tgt_out.shape[1] + 1, batch.src_lengths)
