@@ -1,6 +1,9 @@
 # The two commands of README.md:
 #   make book   build the HTML book into _build/html (installs what it needs)
 #   make test   run every test: unit, exercise checkers, book checks, nbval (installs what it needs)
+# and, while working on the code:
+#   make test-fast   the unit and checker tests without notebooks and without tests marked `slow` (~1-2 min)
+#   make lint        ruff check + ruff format --check (configured in pyproject.toml); CI runs it before `make test`
 PY ?= python3
 PIP = $(PY) -m pip
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
@@ -11,7 +14,7 @@ export MKL_CBWR ?= AUTO,STRICT
 # threads slowed training twenty-fold; on an idle one this costs next to nothing.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: book test install install-browser vendor clean
+.PHONY: book test test-fast lint install install-browser vendor clean
 
 # torch first (the local CPU build), so that nothing later pulls CUDA wheels.
 .stamp-install: requirements.txt pyproject.toml
@@ -41,6 +44,15 @@ book: install vendor
 test: install vendor install-browser
 	$(PY) -m pytest -q -p no:cacheprovider --nbval --nbval-sanitize-with book/nbval_sanitize.cfg \
 	  --durations=15
+
+# No nbval, no book build, no training-heavy tests: the quick loop while editing the library.
+test-fast: install
+	$(PY) -m pytest -q -p no:cacheprovider -m "not slow" tests --durations=10
+
+# ruff is pinned in requirements.txt (installed by `install`).
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 clean:
 	rm -rf _build .stamp-install

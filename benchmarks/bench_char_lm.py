@@ -42,7 +42,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu",
-                   help="cpu: 4x4x128, ctx 64, batch 12, 2000 it; gpu: 6x6x384, ctx 256, batch 64, dropout 0.2, 5000 it")
+                   help="; ".join(f"{name}: {recipe.describe()}" for name, recipe in PRESETS.items()))
     p.add_argument("--iters", type=int, default=None, help="override the preset's iterations (the schedule follows)")
     p.add_argument("--seed", type=int, default=None,
                    help="override the preset's seed (1337): initial weights and batches")

@@ -19,7 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["scaled_dot_product_attention", "causal_mask", "causal_bias", "padding_mask"]
+from .validation import check_positive_int, check_probability, check_qkv, describe
+
+__all__ = ["scaled_dot_product_attention", "causal_mask", "causal_bias", "padding_mask", "masked_softmax"]
 
 
 def causal_mask(Lq: int, Lk: int | None = None, device=None) -> Tensor:
@@ -40,8 +42,7 @@ def causal_mask(Lq: int, Lk: int | None = None, device=None) -> Tensor:
     """
     Lk = Lq if Lk is None else Lk
     for name, value in (("Lq", Lq), ("Lk", Lk)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise ValueError(f"causal_mask: {name} must be a non-negative int, got {value!r}")
+        check_positive_int(name, value, minimum=0, where="causal_mask")
     if Lk < Lq:
         raise ValueError(
             f"causal_mask: Lk={Lk} < Lq={Lq}; the queries are the last Lq positions of the "
@@ -52,11 +53,18 @@ def causal_mask(Lq: int, Lk: int | None = None, device=None) -> Tensor:
     return j <= i + (Lk - Lq)  # (Lq, Lk)
 
 
-@lru_cache(maxsize=16)
-def _cached_causal_bias(Lq: int, Lk: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+CAUSAL_BIAS_CACHE_SIZE = 16        # shapes kept
+CAUSAL_BIAS_CACHE_MAX_ENTRIES = 1 << 18   # biases larger than this (e.g. above 512 x 512) are not cached
+
+
+def _build_causal_bias(Lq: int, Lk: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """A fresh ``(Lq, Lk)`` bias: 0 where :func:`causal_mask` is True, ``-inf`` elsewhere."""
     with torch.inference_mode(False):            # a normal tensor, usable with autograd later
         bias = torch.zeros(Lq, Lk, device=device, dtype=dtype)
         return bias.masked_fill_(~causal_mask(Lq, Lk, device=device), float("-inf"))  # (Lq, Lk)
+
+
+_cached_causal_bias = lru_cache(maxsize=CAUSAL_BIAS_CACHE_SIZE)(_build_causal_bias)
 
 
 def causal_bias(Lq: int, Lk: int, device=None, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -73,9 +81,8 @@ def causal_bias(Lq: int, Lk: int, device=None, dtype: torch.dtype = torch.float3
         tensor ``(Lq, Lk)`` of ``dtype``.
     """
     device = torch.device("cpu") if device is None else torch.device(device)
-    if Lq * Lk <= 1 << 18:
-        return _cached_causal_bias(Lq, Lk, device, dtype)
-    return _cached_causal_bias.__wrapped__(Lq, Lk, device, dtype)
+    build = _cached_causal_bias if Lq * Lk <= CAUSAL_BIAS_CACHE_MAX_ENTRIES else _build_causal_bias
+    return build(Lq, Lk, device, dtype)
 
 
 def padding_mask(tokens: Tensor, pad_id: int) -> Tensor:
@@ -90,54 +97,60 @@ def padding_mask(tokens: Tensor, pad_id: int) -> Tensor:
         against scores of shape ``(B, H, Lq, S)``.
     """
     if not isinstance(tokens, Tensor) or tokens.dim() != 2:
-        shape = tuple(tokens.shape) if isinstance(tokens, Tensor) else type(tokens).__name__
-        raise ValueError(f"padding_mask: tokens must be a (B, S) tensor, got {shape}")
+        raise ValueError(f"padding_mask: tokens must be a (B, S) tensor, got {describe(tokens)}")
     if tokens.is_floating_point():
         raise TypeError(f"padding_mask: tokens must hold integer ids, got dtype {tokens.dtype}")
     return (tokens != pad_id)[:, None, None, :]  # (B, 1, 1, S)
 
 
+def _check_mask(mask: Tensor, q: Tensor, k: Tensor) -> None:
+    """A bool mask that broadcasts to the scores' shape ``(..., Lq, Lk)``."""
+    if not isinstance(mask, Tensor):
+        raise TypeError(f"mask must be a bool tensor, got {type(mask).__name__}")
+    if mask.dtype != torch.bool:
+        raise TypeError(
+            f"mask must have dtype torch.bool (True = may attend), got {mask.dtype}; "
+            "for an additive float mask use mask == 0 or build the bool mask directly"
+        )
+    scores_shape = (*q.shape[:-1], k.shape[-2])
+    try:
+        full = torch.broadcast_shapes(mask.shape, scores_shape)
+    except RuntimeError:
+        full = None
+    if full != torch.Size(scores_shape):
+        raise ValueError(
+            f"mask of shape {tuple(mask.shape)} does not broadcast to the scores' shape "
+            f"{scores_shape} (..., Lq, Lk)"
+        )
+
+
 def _check_inputs(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout_p: float) -> None:
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        if not isinstance(t, Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.dim() < 2:
-            raise ValueError(f"{name} must have at least 2 dims (..., L, d), got shape {tuple(t.shape)}")
-    if q.shape[-1] != k.shape[-1]:
-        raise ValueError(f"q has head dim {q.shape[-1]} but k has {k.shape[-1]} (shapes {tuple(q.shape)} and {tuple(k.shape)})")
-    if k.shape[-2] != v.shape[-2]:
-        raise ValueError(f"k has {k.shape[-2]} keys but v has {v.shape[-2]} values (shapes {tuple(k.shape)} and {tuple(v.shape)})")
-    if k.shape[:-2] != v.shape[:-2]:
-        raise ValueError(f"k and v must share their leading (batch, head) dims, got {tuple(k.shape)} and {tuple(v.shape)}")
-    if k.shape[:-2] != q.shape[:-2]:  # equal leading dims (the usual case) need no broadcasting check
-        try:
-            batch = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2])
-        except RuntimeError:
-            raise ValueError(f"the leading dims of q {tuple(q.shape)} and k {tuple(k.shape)} do not broadcast") from None
-        if batch != q.shape[:-2]:
-            raise ValueError(f"k's leading dims {tuple(k.shape[:-2])} would enlarge q's {tuple(q.shape[:-2])}")
-    if q.dtype != k.dtype or q.dtype != v.dtype:
-        raise TypeError(f"q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    """Everything :func:`scaled_dot_product_attention` checks before any work."""
+    check_qkv(q, k, v)
     if mask is not None:
-        if not isinstance(mask, Tensor):
-            raise TypeError(f"mask must be a bool tensor, got {type(mask).__name__}")
-        if mask.dtype != torch.bool:
-            raise TypeError(
-                f"mask must have dtype torch.bool (True = may attend), got {mask.dtype}; "
-                "for an additive float mask use mask == 0 or build the bool mask directly"
-            )
-        scores_shape = (*q.shape[:-1], k.shape[-2])
-        try:
-            full = torch.broadcast_shapes(mask.shape, scores_shape)
-        except RuntimeError:
-            full = None
-        if full != torch.Size(scores_shape):
-            raise ValueError(
-                f"mask of shape {tuple(mask.shape)} does not broadcast to the scores' shape "
-                f"{scores_shape} (..., Lq, Lk)"
-            )
-    if not 0.0 <= dropout_p < 1.0:
-        raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
+        _check_mask(mask, q, k)
+    check_probability("dropout_p", dropout_p)
+
+
+def masked_softmax(scores: Tensor, mask: Tensor | None) -> Tensor:
+    """Softmax over the last dim where only ``mask``-True entries count.
+
+    Args:
+        scores: ``(..., Lk)``, e.g. ``(B, S)`` or ``(B, H, Lq, Lk)``.
+        mask: bool, broadcastable to ``scores`` (True = may attend), or None.
+
+    Returns:
+        weights of ``scores``' shape: each row sums to 1 over its visible
+        entries, or is all zeros when it sees none (never NaN).
+    """
+    if mask is None:
+        return torch.softmax(scores, dim=-1)  # (..., Lk)
+    scores = scores.masked_fill(~mask, float("-inf"))
+    # A row that sees no key would be softmax of all -inf = NaN. Give it
+    # finite scores, then zero its weights after the softmax.
+    visible = mask.any(dim=-1, keepdim=True)  # (..., 1)
+    scores = scores.masked_fill(~visible, 0.0)
+    return torch.softmax(scores, dim=-1) * visible  # (..., Lk)
 
 
 def scaled_dot_product_attention(
@@ -183,15 +196,7 @@ def scaled_dot_product_attention(
     else:
         if is_causal:
             mask = mask & causal_mask(Lq, Lk, device=q.device)  # (..., Lq, Lk)
-        if mask is None:
-            weights = torch.softmax(scores, dim=-1)  # (..., Lq, Lk)
-        else:
-            scores = scores.masked_fill(~mask, float("-inf"))
-            # A row that sees no key would be softmax of all -inf = NaN. Give it
-            # finite scores, then zero its weights after the softmax.
-            visible = mask.any(dim=-1, keepdim=True)  # (..., Lq, 1)
-            scores = scores.masked_fill(~visible, 0.0)
-            weights = torch.softmax(scores, dim=-1) * visible  # (..., Lq, Lk)
+        weights = masked_softmax(scores, mask)  # (..., Lq, Lk); rows that see no key are zeros
     if dropout_p > 0.0:
         weights = F.dropout(weights, p=dropout_p, training=True)
     out = torch.matmul(weights, v)  # (..., Lq, dv)

@@ -72,7 +72,8 @@ def count_block_params(d_model: int, d_ff: int | None = None, *, num_heads: int 
 
 @dataclass(frozen=True)
 class TransformerConfig:
-    """The encoder-decoder :class:`~minitransformer.Transformer` (see its arguments)."""
+    """The encoder-decoder :class:`~minitransformer.Transformer`: each field is its argument of the
+    same name, and ``Transformer.from_config(config)`` builds the model."""
 
     src_vocab_size: int = 37000
     tgt_vocab_size: int = 37000
@@ -90,8 +91,8 @@ class TransformerConfig:
     tie_output: bool = True
     pad_id: int | None = None
 
-    BASE: ClassVar["TransformerConfig"]
-    BIG: ClassVar["TransformerConfig"]
+    BASE: ClassVar[TransformerConfig]
+    BIG: ClassVar[TransformerConfig]
 
     def num_parameters(self) -> int:
         """Closed-form count, equal to ``Transformer.from_config(self).num_parameters()``."""
@@ -104,7 +105,8 @@ TransformerConfig.BIG = TransformerConfig(d_model=1024, num_heads=16, d_ff=4096,
 
 @dataclass(frozen=True)
 class GPTConfig:
-    """The decoder-only :class:`~minitransformer.GPT` (see its arguments)."""
+    """The decoder-only :class:`~minitransformer.GPT`: each field is its argument of the same name,
+    and ``GPT.from_config(config)`` builds the model."""
 
     vocab_size: int = 65
     block_size: int = 64
@@ -118,9 +120,9 @@ class GPTConfig:
     tie_weights: bool = True
     bias: bool = True
 
-    CHAR_CPU: ClassVar["GPTConfig"]
-    CHAR_GPU: ClassVar["GPTConfig"]
-    GPT2_SMALL: ClassVar["GPTConfig"]
+    CHAR_CPU: ClassVar[GPTConfig]
+    CHAR_GPU: ClassVar[GPTConfig]
+    GPT2_SMALL: ClassVar[GPTConfig]
 
     def num_parameters(self) -> int:
         """Closed-form count, equal to ``GPT.from_config(self).num_parameters()``."""

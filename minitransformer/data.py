@@ -19,12 +19,15 @@ import datetime
 import importlib.metadata
 import random
 import re
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable, Iterator, NamedTuple, Sequence
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
+
+from .validation import check_positive_int
 
 __all__ = [
     "Tokenizer", "Example", "TASKS", "reversal_example", "date_example", "written_date",
@@ -57,7 +60,7 @@ class Tokenizer:
         self.stoi: dict[str, int] = {s: i for i, s in enumerate(self.itos)}
 
     @classmethod
-    def from_text(cls, text: str, specials: Sequence[str] = ("<pad>", "<bos>", "<eos>")) -> "Tokenizer":
+    def from_text(cls, text: str, specials: Sequence[str] = ("<pad>", "<bos>", "<eos>")) -> Tokenizer:
         """The tokeniser whose characters are those occurring in ``text``."""
         return cls(set(text), specials)
 
@@ -192,8 +195,11 @@ def make_pairs(task: str, n: int, lengths: Sequence[int], seed: int,
     if task not in TASKS:
         raise ValueError(f"task must be one of {sorted(TASKS)}, got {task!r}")
     lengths = list(lengths)
-    if n < 0 or not lengths or min(lengths) < 1:
-        raise ValueError(f"need n >= 0 and lengths >= 1, got n={n}, lengths={lengths}")
+    check_positive_int("n", n, minimum=0)
+    if not lengths:
+        raise ValueError("lengths must not be empty")
+    for length in lengths:
+        check_positive_int("every length", length)
     rng, make = random.Random(seed), TASKS[task]
     seen = set(exclude or ())
     out: list[Example] = []
@@ -230,7 +236,7 @@ class Seq2SeqBatch:
     tgt_out: Tensor      # (B, T) long, padded with pad_id
     lengths: list[int]   # the task's controlled length of each example
 
-    def to(self, device) -> "Seq2SeqBatch":
+    def to(self, device) -> Seq2SeqBatch:
         move = lambda t: t.to(device)  # noqa: E731
         return Seq2SeqBatch(move(self.src), move(self.src_lengths), move(self.tgt_in),
                             move(self.tgt_out), self.lengths)
@@ -268,8 +274,7 @@ def batch_iterator(examples: Sequence[Example], tokenizer: Tokenizer, batch_size
     order is still shuffled. With ``forever`` the epochs never end (for
     step-based training loops).
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    check_positive_int("batch_size", batch_size)
     rng = random.Random(seed)
     while True:
         order = list(range(len(examples)))
@@ -429,8 +434,7 @@ def get_batch(data: Tensor, block_size: int, batch_size: int,
         raise ValueError(f"data must be a 1-D tensor of ids, got shape {tuple(data.shape)}")
     if not 1 <= block_size < len(data):
         raise ValueError(f"block_size={block_size} must be in [1, len(data)={len(data)})")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    check_positive_int("batch_size", batch_size)
     starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator)  # (B,)
     offsets = torch.arange(block_size)                                                  # (T,)
     x = data[starts[:, None] + offsets]      # (B, T)

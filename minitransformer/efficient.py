@@ -27,22 +27,17 @@ Linear attention and random features (FAVOR+) live in
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from .attention import causal_mask, scaled_dot_product_attention
+from .validation import check_positive_int, check_qkv, describe
 
 __all__ = ["sliding_window_mask", "strided_mask", "global_token_mask", "random_mask",
            "mask_density", "sparse_attention", "sliding_window_attention"]
-
-
-def _check_int(name: str, value, minimum: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
 
 
 def _offsets(n: int, device=None) -> Tensor:
@@ -66,8 +61,8 @@ def sliding_window_mask(n: int, window: int, *, causal: bool = False, device=Non
     Returns:
         bool ``(n, n)``, True = may attend. Every row sees at least its own position.
     """
-    _check_int("n", n, 1)
-    _check_int("window", window, 0)
+    check_positive_int("n", n)
+    check_positive_int("window", window, minimum=0)
     d = _offsets(n, device)  # (n, n): i - j
     if causal:
         return (d >= 0) & (d <= window)
@@ -92,8 +87,8 @@ def strided_mask(n: int, stride: int, *, causal: bool = True, device=None) -> Te
     Returns:
         bool ``(n, n)``, True = may attend.
     """
-    _check_int("n", n, 1)
-    _check_int("stride", stride, 1)
+    check_positive_int("n", n)
+    check_positive_int("stride", stride)
     d = _offsets(n, device)  # (n, n)
     mask = (d.abs() < stride) | (d.remainder(stride) == 0)
     return mask & (d >= 0) if causal else mask
@@ -131,7 +126,7 @@ def global_token_mask(n: int, global_tokens: int | Sequence[int], *, window: int
     Returns:
         bool ``(n, n)``, True = may attend.
     """
-    _check_int("n", n, 1)
+    check_positive_int("n", n)
     idx = torch.tensor(_global_indices(n, global_tokens), dtype=torch.long, device=device)
     is_global = torch.zeros(n, dtype=torch.bool, device=device)
     is_global[idx] = True
@@ -150,8 +145,8 @@ def random_mask(n: int, num_random: int, *, causal: bool = False, seed: int = 0,
     Returns:
         bool ``(n, n)``, True = may attend (``min(num_random, candidates)`` per row).
     """
-    _check_int("n", n, 1)
-    _check_int("num_random", num_random, 0)
+    check_positive_int("n", n)
+    check_positive_int("num_random", num_random, minimum=0)
     g = torch.Generator().manual_seed(seed)
     scores = torch.rand(n, n, generator=g)  # (n, n): a random order of the keys per row
     if causal:
@@ -166,8 +161,8 @@ def random_mask(n: int, num_random: int, *, causal: bool = False, seed: int = 0,
 def mask_density(mask: Tensor) -> float:
     """The fraction of (query, key) pairs a mask allows: the share of scores still computed."""
     if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
-        raise TypeError(f"mask must be a bool tensor, got {type(mask).__name__}"
-                        f"{'' if not isinstance(mask, Tensor) else ' of dtype ' + str(mask.dtype)}")
+        raise TypeError(f"mask must be a bool tensor, got "
+                        f"{mask.dtype if isinstance(mask, Tensor) else describe(mask)}")
     return mask.float().mean().item()
 
 
@@ -187,9 +182,10 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, *, scale: fl
     Returns:
         ``(..., Lq, dv)``; a query whose row of the mask is empty gets zeros.
     """
+    check_qkv(q, k, v)
     if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
         raise TypeError("sparse_attention: mask must be a bool tensor (True = may attend), got "
-                        f"{mask.dtype if isinstance(mask, Tensor) else type(mask).__name__}")
+                        f"{mask.dtype if isinstance(mask, Tensor) else describe(mask)}")
     if mask.dim() < 2 or mask.shape[-2:] != (q.shape[-2], k.shape[-2]):
         raise ValueError(f"sparse_attention: mask must end in (Lq, Lk) = ({q.shape[-2]}, {k.shape[-2]}); "
                          f"got {tuple(mask.shape)}")
@@ -219,19 +215,12 @@ def sliding_window_attention(q: Tensor, k: Tensor, v: Tensor, window: int, *, ca
     Returns:
         ``(..., n, dv)``.
     """
-    _check_int("window", window, 0)
-    if q.dim() < 2 or k.dim() < 2 or v.dim() < 2:
-        raise ValueError(f"q, k, v need at least 2 dims (..., n, d); got {tuple(q.shape)}, "
-                         f"{tuple(k.shape)}, {tuple(v.shape)}")
+    check_positive_int("window", window, minimum=0)
+    check_qkv(q, k, v, square="sliding_window_attention")
     n, d = q.shape[-2], q.shape[-1]
-    if k.shape[-2] != n or v.shape[-2] != n:
-        raise ValueError(f"sliding_window_attention needs as many keys as queries: q has {n}, "
-                         f"k has {k.shape[-2]}, v has {v.shape[-2]}")
-    if k.shape[-1] != d:
-        raise ValueError(f"q has head dim {d} but k has {k.shape[-1]}")
-    b = max(window, 16) if block_size is None else block_size
-    if not isinstance(b, int) or b < max(window, 1):
-        raise ValueError(f"block_size={block_size!r} must be an int >= window={window} (and >= 1)")
+    b = max(window, 16) if block_size is None else check_positive_int("block_size", block_size)
+    if b < window:
+        raise ValueError(f"block_size={block_size!r} must be >= window={window}")
     scale = 1.0 / math.sqrt(d) if scale is None else scale
     nb = -(-n // b)                                                # number of blocks
     extra = nb * b - n                                             # padding at the end
@@ -250,7 +239,6 @@ def sliding_window_attention(q: Tensor, k: Tensor, v: Tensor, window: int, *, ca
 
 
 # Part 2 (linear attention, FAVOR+) lives in its own module; its names are also importable from here.
-from .linear_attention import (elu_feature_map, favor_attention, linear_attention,  # noqa: E402
-                               orthogonal_random_features)
+from .linear_attention import elu_feature_map, favor_attention, linear_attention, orthogonal_random_features  # noqa: E402
 
 __all__ += ["elu_feature_map", "linear_attention", "favor_attention", "orthogonal_random_features"]

@@ -12,6 +12,7 @@ crops the context to its last ``block_size`` tokens (the nanoGPT behaviour).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -19,11 +20,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from .configs import GPTConfig
 from .kv_cache import KVCache
 from .layers import EncoderLayer
 from .multihead import _check_backend
 from .positional import sinusoidal_encoding
 from .rotary import RotaryEmbedding
+from .validation import check_positive_int, check_probability, describe
 
 __all__ = ["GPT", "sampling_probs", "sample_next_token"]
 
@@ -31,7 +34,8 @@ POSITIONAL = ("learned", "sinusoidal", "rotary")
 
 
 def _check_sampling(temperature: float, top_k: int | None) -> None:
-    if not isinstance(temperature, (int, float)) or not temperature >= 0:
+    """``ValueError`` unless ``temperature`` is a number ``>= 0`` and ``top_k`` a positive int or None."""
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature >= 0:
         raise ValueError(f"temperature must be a number >= 0, got {temperature!r}")
     if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
         raise ValueError(f"top_k must be a positive int or None, got {top_k!r}")
@@ -53,8 +57,7 @@ def sampling_probs(logits: Tensor, temperature: float = 1.0, top_k: int | None =
         probabilities ``(B, V)``, each row summing to 1.
     """
     if not isinstance(logits, Tensor) or logits.dim() != 2:
-        shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
-        raise ValueError(f"logits must be (B, V), got {shape}")
+        raise ValueError(f"logits must be (B, V), got {describe(logits)}")
     _check_sampling(temperature, top_k)
     if temperature == 0:
         return F.one_hot(logits.argmax(dim=-1), logits.shape[-1]).to(logits.dtype)  # (B, V)
@@ -114,10 +117,10 @@ class GPT(nn.Module):
         super().__init__()
         for name, value in (("vocab_size", vocab_size), ("block_size", block_size),
                             ("n_layer", n_layer), ("n_head", n_head), ("d_model", d_model)):
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_positive_int(name, value)
         if d_model % n_head != 0:
             raise ValueError(f"d_model={d_model} is not divisible by n_head={n_head}")
+        check_probability("dropout", dropout)
         if positional not in POSITIONAL:
             raise ValueError(f"positional={positional!r} is not one of {POSITIONAL}")
         _check_backend(attn_backend)
@@ -153,12 +156,12 @@ class GPT(nn.Module):
             nn.init.zeros_(module.bias)
 
     @classmethod
-    def from_config(cls, config, **overrides) -> "GPT":
-        """Build from a :class:`~minitransformer.configs.GPTConfig` (keyword overrides allowed)."""
-        kw = dict(dropout=config.dropout, d_ff=config.d_ff, num_kv_heads=config.num_kv_heads,
-                  positional=config.positional, tie_weights=config.tie_weights, bias=config.bias)
-        kw.update(overrides)
-        return cls(config.vocab_size, config.block_size, config.n_layer, config.n_head, config.d_model, **kw)
+    def from_config(cls, config: GPTConfig, **overrides) -> GPT:
+        """Build from a :class:`~minitransformer.configs.GPTConfig`: each field is the argument of
+        the same name (keyword ``overrides`` replace fields or add ``attn_backend``)."""
+        if not isinstance(config, GPTConfig):
+            raise TypeError(f"from_config expects a GPTConfig, got {type(config).__name__}")
+        return cls(**{**dataclasses.asdict(config), **overrides})
 
     @property
     def attn_backend(self) -> str:
@@ -243,8 +246,7 @@ class GPT(nn.Module):
             ``(logits (B, T, V), loss)``; loss is the mean cross-entropy, or None.
         """
         if targets is not None and (not isinstance(targets, Tensor) or targets.shape != idx.shape):
-            shape = tuple(targets.shape) if isinstance(targets, Tensor) else type(targets).__name__
-            raise ValueError(f"targets must have idx's shape {tuple(idx.shape)}, got {shape}")
+            raise ValueError(f"targets must have idx's shape {tuple(idx.shape)}, got {describe(targets)}")
         logits = self.lm_head(self._hidden(idx, kv_caches))  # (B, T, V)
         loss = None
         if targets is not None:
@@ -286,8 +288,7 @@ class GPT(nn.Module):
         Returns:
             ``(B, T0 + max_new_tokens)``.
         """
-        if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be a non-negative int, got {max_new_tokens!r}")
+        check_positive_int("max_new_tokens", max_new_tokens, minimum=0)
         _check_sampling(temperature, top_k)
         self._check_idx(idx, any_length=True)
         was_training = self.training

@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .validation import check_positive_int
+
 __all__ = ["KVCache", "kv_cache_bytes", "kv_cache_report"]
 
 
@@ -37,8 +39,7 @@ class KVCache:
                  device=None, dtype: torch.dtype = torch.float32, static: bool = False):
         for name, value in (("batch_size", batch_size), ("num_kv_heads", num_kv_heads),
                             ("max_len", max_len), ("head_dim", head_dim)):
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"KVCache: {name} must be a positive int, got {value!r}")
+            check_positive_int(name, value, where="KVCache")
         shape = (batch_size, num_kv_heads, max_len, head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)  # (B, H_kv, max_len, hd)
         self.v = torch.zeros(shape, device=device, dtype=dtype)  # (B, H_kv, max_len, hd)
@@ -47,9 +48,11 @@ class KVCache:
 
     @property
     def max_len(self) -> int:
+        """Capacity in positions."""
         return self.k.shape[2]
 
     def __len__(self) -> int:
+        """Number of valid (stored) positions."""
         return self.length
 
     def reset(self) -> None:

@@ -22,7 +22,7 @@ does, so ``from_torch`` copies give identical outputs.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch.nn as nn
 import torch.nn.functional as F
@@ -30,6 +30,7 @@ from torch import Tensor
 
 from .kv_cache import KVCache
 from .multihead import MultiHeadAttention
+from .validation import check_positive_int, check_probability
 
 __all__ = ["FeedForward", "EncoderLayer", "DecoderLayer"]
 
@@ -44,17 +45,17 @@ def _check_activation(activation: str) -> str:
     return activation
 
 
-def _check_common(d_model: int, num_heads: int, d_ff: int | None, dropout: float) -> None:
-    if not isinstance(d_model, int) or d_model <= 0:
-        raise ValueError(f"d_model must be a positive int, got {d_model!r}")
-    if not isinstance(num_heads, int) or num_heads <= 0:
-        raise ValueError(f"num_heads must be a positive int, got {num_heads!r}")
+def _check_common(d_model: int, num_heads: int, d_ff: int | None, dropout: float,
+                  ffn_dropout: float | None = None) -> None:
+    check_positive_int("d_model", d_model)
+    check_positive_int("num_heads", num_heads)
     if d_model % num_heads != 0:
         raise ValueError(f"d_model={d_model} is not divisible by num_heads={num_heads}")
-    if d_ff is not None and (not isinstance(d_ff, int) or d_ff <= 0):
-        raise ValueError(f"d_ff must be a positive int or None (4 * d_model), got {d_ff!r}")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    if d_ff is not None:
+        check_positive_int("d_ff", d_ff)
+    check_probability("dropout", dropout)
+    if ffn_dropout is not None:
+        check_probability("ffn_dropout", ffn_dropout)
 
 
 class FeedForward(nn.Module):
@@ -124,7 +125,7 @@ class EncoderLayer(nn.Module):
                  *, bias: bool = True, layer_norm_eps: float = 1e-5,
                  rotary: Callable[[Tensor, Tensor], Tensor] | None = None, ffn_dropout: float | None = None):
         super().__init__()
-        _check_common(d_model, num_heads, d_ff, dropout)
+        _check_common(d_model, num_heads, d_ff, dropout, ffn_dropout)
         self.norm_first = norm_first
         self.self_attn = MultiHeadAttention(d_model, num_heads, num_kv_heads, dropout, bias, rotary=rotary)
         self.ffn = FeedForward(d_model, d_ff, dropout if ffn_dropout is None else ffn_dropout, activation, bias)
@@ -162,7 +163,7 @@ class EncoderLayer(nn.Module):
         return (x, weights["self"]) if need_weights else x
 
     @classmethod
-    def from_torch(cls, layer: nn.TransformerEncoderLayer) -> "EncoderLayer":
+    def from_torch(cls, layer: nn.TransformerEncoderLayer) -> EncoderLayer:
         """Copy a batch-first ``torch.nn.TransformerEncoderLayer`` (relu or gelu) into an equal layer.
 
         Masks then use OUR convention: torch's ``src_key_padding_mask`` marks padding with
@@ -186,19 +187,20 @@ class DecoderLayer(nn.Module):
     The queries of cross-attention come from the decoder, its keys and values from
     ``memory``, the FINAL encoder output, which is the same for every decoder layer.
 
-    Args: as :class:`EncoderLayer` (``rotary`` applies to self-attention only).
+    Args: as :class:`EncoderLayer` (``rotary`` applies to self-attention only; ``bias``,
+    ``num_kv_heads`` and ``dropout`` to both attentions).
     """
 
     def __init__(self, d_model: int, num_heads: int, d_ff: int | None = None, dropout: float = 0.0,
                  norm_first: bool = False, activation: str = "relu", num_kv_heads: int | None = None,
                  *, bias: bool = True, layer_norm_eps: float = 1e-5,
-                 rotary: Callable[[Tensor, Tensor], Tensor] | None = None):
+                 rotary: Callable[[Tensor, Tensor], Tensor] | None = None, ffn_dropout: float | None = None):
         super().__init__()
-        _check_common(d_model, num_heads, d_ff, dropout)
+        _check_common(d_model, num_heads, d_ff, dropout, ffn_dropout)
         self.norm_first = norm_first
         self.self_attn = MultiHeadAttention(d_model, num_heads, num_kv_heads, dropout, bias, rotary=rotary)
         self.cross_attn = MultiHeadAttention(d_model, num_heads, num_kv_heads, dropout, bias)
-        self.ffn = FeedForward(d_model, d_ff, dropout, activation, bias)
+        self.ffn = FeedForward(d_model, d_ff, dropout if ffn_dropout is None else ffn_dropout, activation, bias)
         self.norm1 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
         self.norm2 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
         self.norm3 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
@@ -252,7 +254,7 @@ class DecoderLayer(nn.Module):
         return (x, weights["self"], weights["cross"]) if need_weights else x
 
     @classmethod
-    def from_torch(cls, layer: nn.TransformerDecoderLayer) -> "DecoderLayer":
+    def from_torch(cls, layer: nn.TransformerDecoderLayer) -> DecoderLayer:
         """Copy a batch-first ``torch.nn.TransformerDecoderLayer`` into an equal layer (our mask convention)."""
         if not isinstance(layer, nn.TransformerDecoderLayer):
             raise TypeError(f"from_torch expects torch.nn.TransformerDecoderLayer, got {type(layer).__name__}")

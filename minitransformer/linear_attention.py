@@ -28,11 +28,13 @@ All functions take ``q (..., n, d)``, ``k (..., m, d)``, ``v (..., m, dv)``.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from .validation import check_positive_int, check_qkv, describe
 
 __all__ = ["elu_feature_map", "linear_attention", "linear_attention_from_features",
            "orthogonal_random_features", "favor_features", "favor_attention"]
@@ -41,17 +43,6 @@ __all__ = ["elu_feature_map", "linear_attention", "linear_attention_from_feature
 def elu_feature_map(x: Tensor) -> Tensor:
     """``elu(x) + 1``: positive, smooth, the feature map of Katharopoulos et al. (2020). Shape kept."""
     return F.elu(x) + 1.0
-
-
-def _check_qkv(q: Tensor, k: Tensor, v: Tensor, causal: bool) -> None:
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        if not isinstance(t, Tensor) or t.dim() < 2:
-            raise ValueError(f"{name} must be a tensor (..., length, dim); got "
-                             f"{tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__}")
-    if k.shape[-2] != v.shape[-2]:
-        raise ValueError(f"k has {k.shape[-2]} positions but v has {v.shape[-2]}")
-    if causal and q.shape[-2] != k.shape[-2]:
-        raise ValueError(f"causal=True needs as many keys as queries; q has {q.shape[-2]}, k has {k.shape[-2]}")
 
 
 def linear_attention_from_features(phi_q: Tensor, phi_k: Tensor, v: Tensor, *, causal: bool = False,
@@ -68,11 +59,11 @@ def linear_attention_from_features(phi_q: Tensor, phi_k: Tensor, v: Tensor, *, c
     Returns:
         ``(..., n, dv)``.
     """
-    _check_qkv(phi_q, phi_k, v, causal)
+    check_qkv(phi_q, phi_k, v, square="causal=True" if causal else None, same_head_dim=False,
+              names=("phi_q", "phi_k", "v"))
     if phi_q.shape[-1] != phi_k.shape[-1]:
         raise ValueError(f"phi(q) has {phi_q.shape[-1]} features but phi(k) has {phi_k.shape[-1]}")
-    if not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    check_positive_int("chunk_size", chunk_size)
     if not causal:
         kv = phi_k.transpose(-2, -1) @ v                   # (..., r, dv): built once, O(m r dv)
         z = phi_k.sum(dim=-2).unsqueeze(-1)                 # (..., r, 1)
@@ -114,9 +105,7 @@ def linear_attention(q: Tensor, k: Tensor, v: Tensor, *,
     Returns:
         ``(..., n, dv)``.
     """
-    _check_qkv(q, k, v, causal)
-    if q.shape[-1] != k.shape[-1]:
-        raise ValueError(f"q has head dim {q.shape[-1]} but k has {k.shape[-1]}")
+    check_qkv(q, k, v, square="causal=True" if causal else None)
     return linear_attention_from_features(feature_map(q), feature_map(k), v, causal=causal,
                                           chunk_size=chunk_size, eps=eps)
 
@@ -140,8 +129,7 @@ def orthogonal_random_features(num_features: int, dim: int, *, seed: int | None 
         dtype, device: of the result.
     """
     for name, value in (("num_features", num_features), ("dim", dim)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+        check_positive_int(name, value)
     g = generator if generator is not None else torch.Generator().manual_seed(0 if seed is None else seed)
     n_blocks = -(-num_features // dim)
     G = torch.randn(n_blocks, dim, dim, generator=g, dtype=torch.float64)
@@ -168,8 +156,8 @@ def favor_features(x: Tensor, W: Tensor, *, stabilizer: str = "row") -> Tensor:
     Returns:
         ``(..., n, r)``.
     """
-    if W.dim() != 2 or W.shape[1] != x.shape[-1]:
-        raise ValueError(f"W must be (num_features, {x.shape[-1]}); got {tuple(W.shape)}")
+    if not isinstance(W, Tensor) or W.dim() != 2 or W.shape[1] != x.shape[-1]:
+        raise ValueError(f"W must be (num_features, {x.shape[-1]}); got {describe(W)}")
     proj = x @ W.to(x).T                                         # (..., n, r)
     logits = proj - 0.5 * (x * x).sum(dim=-1, keepdim=True)      # (..., n, r)
     if stabilizer == "row":
@@ -202,10 +190,8 @@ def favor_attention(q: Tensor, k: Tensor, v: Tensor, num_features: int = 256, *,
     Returns:
         ``(..., n, dv)``.
     """
-    _check_qkv(q, k, v, causal)
+    check_qkv(q, k, v, square="causal=True" if causal else None)
     d = q.shape[-1]
-    if k.shape[-1] != d:
-        raise ValueError(f"q has head dim {d} but k has {k.shape[-1]}")
     scale = 1.0 / math.sqrt(d) if scale is None else scale
     W = features if features is not None else orthogonal_random_features(
         num_features, d, seed=seed, dtype=q.dtype, device=q.device)

@@ -3,12 +3,18 @@
 ``MultiHead(Q, K, V) = Concat(head_1, ..., head_h) W^O`` with
 ``head_i = Attention(Q W_i^Q, K W_i^K, V W_i^V)`` and ``d_head = d_model / h``.
 
-Instead of ``h`` small projections we use one ``d_model x d_model`` matrix per
-role and split its output into heads by a reshape, and for self-attention one
-fused ``(d_model + 2 * kv_dim) x d_model`` matrix that computes Q, K and V in a
-single matrix product. With ``num_kv_heads < num_heads`` (grouped-query
-attention; ``num_kv_heads == 1`` is multi-query attention) each key/value head
-is shared by ``num_heads / num_kv_heads`` query heads.
+Instead of ``h`` small projections per role we use one matrix per role and
+split its output into heads by a reshape; the three are stacked into one fused
+``(d_model + 2 * kv_dim) x d_model`` matrix, so self-attention computes Q, K
+and V in a single matrix product (cross-attention applies the query rows to
+the decoder states and the key/value rows to the memory). With
+``num_kv_heads < num_heads`` (grouped-query attention; ``num_kv_heads == 1`` is
+multi-query attention) each key/value head is shared by
+``num_heads / num_kv_heads`` query heads, and ``kv_dim = num_kv_heads * d_head``.
+
+:meth:`MultiHeadAttention.forward` has three steps: ``_qkv_heads`` (project,
+split into heads, rotate, read or extend the KV cache), ``_attend`` (the
+backend below) and the output projection of the concatenated heads.
 
 The attention itself (``softmax(q k^T / sqrt(d)) v`` per head) is computed by
 one of several backends, chosen by the ``backend`` attribute:
@@ -19,7 +25,8 @@ one of several backends, chosen by the ``backend`` attribute:
 * ``"flash"``: :func:`minitransformer.flash.flash_attention` (the CuPy CUDA kernels
   for CUDA tensors with CuPy installed, else the tiled torch twin), and for
   decoding steps with a KV cache (fewer queries than keys)
-  :func:`minitransformer.flash.flash_decode`, the split-KV decode kernel on a GPU.
+  :func:`minitransformer.flash.flash_decode` (the split-KV decode kernel on a GPU,
+  plain torch elsewhere).
   It handles grouped-query heads without repeating K/V, has no attention dropout,
   and takes no explicit mask (a call with a mask uses our implementation).
 
@@ -27,7 +34,7 @@ one of several backends, chosen by the ``backend`` attribute:
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
@@ -36,6 +43,7 @@ from torch import Tensor
 
 from .attention import _check_inputs, causal_mask, scaled_dot_product_attention
 from .kv_cache import KVCache
+from .validation import check_positive_int, check_probability, describe
 
 __all__ = ["MultiHeadAttention", "ATTENTION_BACKENDS"]
 
@@ -43,6 +51,7 @@ ATTENTION_BACKENDS = ("minitransformer", "torch", "flash")
 
 
 def _check_backend(backend: str) -> str:
+    """Return ``backend`` if it names one of :data:`ATTENTION_BACKENDS`, else raise ``ValueError``."""
     if backend not in ATTENTION_BACKENDS:
         raise ValueError(f"backend={backend!r} is not one of {ATTENTION_BACKENDS}")
     return backend
@@ -55,6 +64,9 @@ def _torch_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_ca
     torch's ``is_causal`` aligns the queries with the FIRST keys; ours with the LAST
     (queries after a KV cache), so when the lengths differ or a mask is given we
     build the causal mask ourselves.
+
+    Args: ``q (B, H, T, hd)``; ``k, v (B, H, S, hd)`` (as many heads as ``q``); the rest as
+    :func:`scaled_dot_product_attention`. Returns: ``(B, H, T, hd)``.
     """
     _check_inputs(q, k, v, mask, dropout_p)
     T, S = q.shape[-2], k.shape[-2]
@@ -67,7 +79,10 @@ def _torch_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_ca
 
 
 def _flash_attention(q: Tensor, k: Tensor, v: Tensor, is_causal: bool, dropout_p: float) -> Tensor:
-    """Attention through :mod:`minitransformer.flash` (GQA-aware: k, v keep H_kv heads)."""
+    """Attention through :mod:`minitransformer.flash` (GQA-aware: k, v keep H_kv heads).
+
+    Args: ``q (B, H, T, hd)``; ``k, v (B, H_kv, S, hd)``. Returns: ``(B, H, T, hd)``.
+    """
     from .flash import flash_attention, flash_decode  # lazy: flash loads CuPy only when used
 
     if dropout_p > 0.0:
@@ -89,7 +104,8 @@ class MultiHeadAttention(nn.Module):
         dropout: dropout on the attention weights while training.
         bias: whether the projections have biases.
         rotary: optional callable ``rotary(x (B, H, T, d_head), positions (T,)) -> x``
-            (e.g. :class:`~minitransformer.RotaryEmbedding`) applied to queries and keys.
+            (e.g. :class:`~minitransformer.RotaryEmbedding`) applied to the queries and keys
+            of self-attention (cross-attention is left unrotated).
         backend: ``"minitransformer"`` (default), ``"torch"`` or ``"flash"``, see the module docstring;
             it can be changed later through the ``backend`` attribute.
 
@@ -104,14 +120,13 @@ class MultiHeadAttention(nn.Module):
                  backend: str = "minitransformer"):
         super().__init__()
         num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
-        if num_heads <= 0 or d_model <= 0:
-            raise ValueError(f"d_model and num_heads must be positive, got d_model={d_model}, num_heads={num_heads}")
+        for name, value in (("d_model", d_model), ("num_heads", num_heads), ("num_kv_heads", num_kv_heads)):
+            check_positive_int(name, value)
         if d_model % num_heads != 0:
             raise ValueError(f"d_model={d_model} is not divisible by num_heads={num_heads}")
-        if num_kv_heads <= 0 or num_heads % num_kv_heads != 0:
+        if num_heads % num_kv_heads != 0:
             raise ValueError(f"num_heads={num_heads} is not divisible by num_kv_heads={num_kv_heads}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        check_probability("dropout", dropout)
         self.d_model, self.num_heads, self.num_kv_heads = d_model, num_heads, num_kv_heads
         self.head_dim = d_model // num_heads
         self.kv_dim = num_kv_heads * self.head_dim
@@ -123,22 +138,12 @@ class MultiHeadAttention(nn.Module):
 
     @property
     def backend(self) -> str:
-        """Which attention implementation runs: ``"minitransformer"`` or ``"torch"``."""
+        """Which attention implementation runs: ``"minitransformer"``, ``"torch"`` or ``"flash"``."""
         return self._backend
 
     @backend.setter
     def backend(self, name: str) -> None:
         self._backend = _check_backend(name)
-
-    # -- projections ---------------------------------------------------------
-    def _project(self, x: Tensor, start: int, stop: int) -> Tensor:
-        """Apply rows ``start:stop`` of the fused projection (one role) to ``x``."""
-        b = None if self.qkv.bias is None else self.qkv.bias[start:stop]
-        return F.linear(x, self.qkv.weight[start:stop], b)
-
-    def _split_heads(self, x: Tensor, heads: int) -> Tensor:
-        B, T, _ = x.shape
-        return x.view(B, T, heads, self.head_dim).transpose(1, 2)  # (B, T, h*hd) -> (B, h, T, hd)
 
     def forward(self, query: Tensor, key: Tensor | None = None, value: Tensor | None = None,
                 mask: Tensor | None = None, *, is_causal: bool = False, need_weights: bool = False,
@@ -155,83 +160,126 @@ class MultiHeadAttention(nn.Module):
             need_weights: also return the weights ``(B, H, T, S_total)``.
             kv_cache: a :class:`KVCache` for this layer. Self-attention appends this
                 call's keys/values and attends to everything stored. A ``static``
-                cache (cross-attention) is filled on first use and reused afterwards.
+                cache (cross-attention) is filled on first use and reused afterwards
+                (``key`` and ``value`` are then ignored).
 
         Returns:
             ``out (B, T, d_model)`` [, ``weights (B, H, T, S_total)``].
         """
         self._check(query, key, value)
-        d, kv = self.d_model, self.kv_dim
-        self_attention = key is None or (key is query and (value is None or value is query))
-        key = query if key is None else key
-        value = key if value is None else value
-
-        reuse_static = kv_cache is not None and kv_cache.static and len(kv_cache) > 0
-        if self_attention:
-            qkv = self.qkv(query)  # (B, T, d + 2*kv)
-            q, k, v = qkv.split([d, kv, kv], dim=-1)  # (B, T, d), (B, T, kv), (B, T, kv)
-        else:
-            q = self._project(query, 0, d)  # (B, T, d)
-            if not reuse_static:
-                if key is value:
-                    k, v = self._project(key, d, d + 2 * kv).split([kv, kv], dim=-1)  # (B, S, kv) x2
-                else:
-                    k = self._project(key, d, d + kv)  # (B, S, kv)
-                    v = self._project(value, d + kv, d + 2 * kv)  # (B, S, kv)
-
-        q = self._split_heads(q, self.num_heads)  # (B, H, T, hd)
-        past = len(kv_cache) if (kv_cache is not None and not kv_cache.static) else 0
-        if reuse_static:
-            k, v = kv_cache.get()  # (B, H_kv, S, hd) each
-        else:
-            k = self._split_heads(k, self.num_kv_heads)  # (B, H_kv, S, hd)
-            v = self._split_heads(v, self.num_kv_heads)  # (B, H_kv, S, hd)
-        if self.rotary is not None and self_attention:
-            # RoPE rotates queries and keys of the SAME sequence by their positions;
-            # cross-attention (two sequences, no shared positions) is left unrotated.
-            T = q.shape[2]
-            positions = torch.arange(past, past + T, device=q.device)  # (T,)
-            q = self.rotary(q, positions)  # (B, H, T, hd)
-            k = self.rotary(k, positions)  # (B, H_kv, T, hd)
-        if kv_cache is not None and not reuse_static:
-            k, v = kv_cache.append(k, v)  # (B, H_kv, S_total, hd) each
-
-        dropout_p = self.dropout if self.training else 0.0
-        if self.backend == "flash" and mask is None and not need_weights:
-            out = _flash_attention(q, k, v, is_causal, dropout_p)  # (B, H, T, hd)
-            return self.out(out.transpose(1, 2).reshape(q.shape[0], q.shape[2], self.d_model))
-
-        if self.num_kv_heads != self.num_heads:
-            group = self.num_heads // self.num_kv_heads
-            k = k.repeat_interleave(group, dim=1)  # (B, H_kv, S, hd) -> (B, H, S, hd)
-            v = v.repeat_interleave(group, dim=1)  # (B, H_kv, S, hd) -> (B, H, S, hd)
-
-        if need_weights or self.backend != "torch":
-            out, weights = scaled_dot_product_attention(
-                q, k, v, mask, is_causal=is_causal, dropout_p=dropout_p, return_weights=True,
-            )  # (B, H, T, hd), (B, H, T, S)
-        else:
-            out, weights = _torch_attention(q, k, v, mask, is_causal, dropout_p), None  # (B, H, T, hd)
+        q, k, v = self._qkv_heads(query, key, value, kv_cache)  # (B, H, T, hd), (B, H_kv, S, hd) x2
+        out, weights = self._attend(q, k, v, mask, is_causal, need_weights)  # (B, H, T, hd), (B, H, T, S)
         B, H, T, hd = out.shape
-        out = out.transpose(1, 2).reshape(B, T, H * hd)  # (B, H, T, hd) -> (B, T, d)
+        out = out.transpose(1, 2).reshape(B, T, H * hd)  # (B, H, T, hd) -> (B, T, d): concatenate heads
         out = self.out(out)  # (B, T, d)
         return (out, weights) if need_weights else out
 
+    # -- the steps of forward --------------------------------------------------
+    def _qkv_heads(self, query: Tensor, key: Tensor | None, value: Tensor | None,
+                   kv_cache: KVCache | None) -> tuple[Tensor, Tensor, Tensor]:
+        """Project to queries, keys and values, split them into heads, rotate, and use the cache.
+
+        Args:
+            query, key, value, kv_cache: as in :meth:`forward`.
+
+        Returns:
+            ``q (B, H, T, hd)``, ``k`` and ``v (B, H_kv, S, hd)``; with a cache, ``S`` counts
+            every stored position (this call's included).
+        """
+        self_attention = key is None or (key is query and (value is None or value is query))
+        if kv_cache is not None and kv_cache.static and len(kv_cache) > 0 and not self_attention:
+            q = self._split_heads(self._project(query, 0, self.d_model), self.num_heads)  # (B, H, T, hd)
+            k, v = kv_cache.get()  # memory projected at the first step: (B, H_kv, S, hd) each
+            return q, k, v
+
+        q, k, v = self._project_qkv(query, key, value, self_attention)  # (B, T, d), (B, S, kv) x2
+        q = self._split_heads(q, self.num_heads)  # (B, H, T, hd)
+        k = self._split_heads(k, self.num_kv_heads)  # (B, H_kv, S, hd)
+        v = self._split_heads(v, self.num_kv_heads)  # (B, H_kv, S, hd)
+        if self.rotary is not None and self_attention:
+            # RoPE rotates queries and keys of the SAME sequence by their positions;
+            # cross-attention (two sequences, no shared positions) is left unrotated.
+            past = 0 if kv_cache is None or kv_cache.static else len(kv_cache)
+            positions = torch.arange(past, past + q.shape[2], device=q.device)  # (T,)
+            q = self.rotary(q, positions)  # (B, H, T, hd)
+            k = self.rotary(k, positions)  # (B, H_kv, T, hd)
+        if kv_cache is not None:
+            k, v = kv_cache.append(k, v)  # (B, H_kv, S_total, hd) each
+        return q, k, v
+
+    def _project_qkv(self, query: Tensor, key: Tensor | None, value: Tensor | None,
+                     self_attention: bool) -> tuple[Tensor, Tensor, Tensor]:
+        """``q = query W_Q``, ``k = key W_K``, ``v = value W_V``, one matrix product for self-attention.
+
+        Returns:
+            ``q (B, T, d_model)``, ``k`` and ``v (B, S, H_kv * hd)``.
+        """
+        d, kv = self.d_model, self.kv_dim
+        if self_attention:
+            return self.qkv(query).split([d, kv, kv], dim=-1)  # (B, T, d + 2*kv) -> (B, T, d), (B, T, kv) x2
+        value = key if value is None else value
+        q = self._project(query, 0, d)  # (B, T, d)
+        if key is value:
+            k, v = self._project(key, d, d + 2 * kv).split([kv, kv], dim=-1)  # (B, S, 2*kv) -> (B, S, kv) x2
+        else:
+            k = self._project(key, d, d + kv)  # (B, S, kv)
+            v = self._project(value, d + kv, d + 2 * kv)  # (B, S, kv)
+        return q, k, v
+
+    def _project(self, x: Tensor, start: int, stop: int) -> Tensor:
+        """Apply rows ``start:stop`` of the fused projection (one role): ``(B, L, d) -> (B, L, stop - start)``."""
+        b = None if self.qkv.bias is None else self.qkv.bias[start:stop]
+        return F.linear(x, self.qkv.weight[start:stop], b)
+
+    def _split_heads(self, x: Tensor, heads: int) -> Tensor:
+        """``(B, T, heads * hd) -> (B, heads, T, hd)`` (a view)."""
+        B, T, _ = x.shape
+        return x.view(B, T, heads, self.head_dim).transpose(1, 2)  # (B, T, h*hd) -> (B, h, T, hd)
+
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_causal: bool,
+                need_weights: bool) -> tuple[Tensor, Tensor | None]:
+        """``softmax(q k^T / sqrt(hd)) v`` per head, by the chosen backend.
+
+        Args:
+            q: ``(B, H, T, hd)``.
+            k, v: ``(B, H_kv, S, hd)``.
+            mask, is_causal, need_weights: as in :meth:`forward`.
+
+        Returns:
+            ``out (B, H, T, hd)`` and the weights ``(B, H, T, S)`` (``None`` from the
+            ``"torch"`` and ``"flash"`` backends, which do not form them).
+        """
+        dropout_p = self.dropout if self.training else 0.0
+        if self.backend == "flash" and mask is None and not need_weights:
+            return _flash_attention(q, k, v, is_causal, dropout_p), None  # (B, H, T, hd); K/V keep H_kv heads
+        if self.num_kv_heads != self.num_heads:  # the other backends want one K/V head per query head
+            group = self.num_heads // self.num_kv_heads
+            k = k.repeat_interleave(group, dim=1)  # (B, H_kv, S, hd) -> (B, H, S, hd)
+            v = v.repeat_interleave(group, dim=1)  # (B, H_kv, S, hd) -> (B, H, S, hd)
+        if self.backend == "torch" and not need_weights:
+            return _torch_attention(q, k, v, mask, is_causal, dropout_p), None  # (B, H, T, hd)
+        return scaled_dot_product_attention(q, k, v, mask, is_causal=is_causal, dropout_p=dropout_p,
+                                            return_weights=True)  # (B, H, T, hd), (B, H, T, S)
+
     def _check(self, query: Tensor, key: Tensor | None, value: Tensor | None) -> None:
+        """``ValueError`` unless query ``(B, T, d)``, key and value ``(B, S, d)`` fit together."""
+        if key is None and value is not None:
+            raise ValueError("value was given without key; pass key too (key=None means self-attention)")
         for name, t in (("query", query), ("key", key), ("value", value)):
             if t is None:
                 continue
             if not isinstance(t, Tensor) or t.dim() != 3:
-                shape = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
-                raise ValueError(f"{name} must be batch-first (B, T, d_model={self.d_model}), got {shape}")
+                raise ValueError(f"{name} must be batch-first (B, T, d_model={self.d_model}), got {describe(t)}")
             if t.shape[-1] != self.d_model:
-                raise ValueError(f"{name} has {t.shape[-1]} features but d_model={self.d_model} (shape {tuple(t.shape)})")
+                raise ValueError(f"{name} has {t.shape[-1]} features but d_model={self.d_model} "
+                                 f"(shape {tuple(t.shape)})")
         if key is not None and key.shape[0] != query.shape[0]:
             raise ValueError(f"query batch {query.shape[0]} != key batch {key.shape[0]}")
         if key is not None and value is not None and key.shape[:2] != value.shape[:2]:
             raise ValueError(f"key {tuple(key.shape)} and value {tuple(value.shape)} must have the same (B, S)")
 
     def num_parameters(self) -> int:
+        """Number of weights and biases (``4 d^2 + 4 d`` without grouped-query heads)."""
         return sum(p.numel() for p in self.parameters())
 
     def extra_repr(self) -> str:
@@ -243,7 +291,7 @@ class MultiHeadAttention(nn.Module):
         return s
 
     @classmethod
-    def from_torch(cls, m: nn.MultiheadAttention) -> "MultiHeadAttention":
+    def from_torch(cls, m: nn.MultiheadAttention) -> MultiHeadAttention:
         """Copy a ``torch.nn.MultiheadAttention`` into an equivalent module.
 
         The result is batch-first (``(B, T, d)``) whatever ``m.batch_first`` is, and

@@ -15,6 +15,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from .validation import check_positive_int, check_probability, describe
+
 __all__ = [
     "sinusoidal_encoding", "SinusoidalPositionalEncoding", "LearnedPositionalEmbedding",
     "sinusoidal_encoding_2d", "transition_matrix",
@@ -33,10 +35,8 @@ def sinusoidal_encoding(num_positions: int, d_model: int, base: float = 10000.0,
     Returns:
         ``(num_positions, d_model)`` with sines in even columns, cosines in odd ones.
     """
-    if d_model <= 0 or d_model % 2:
-        raise ValueError(f"sinusoidal_encoding: d_model must be a positive even number, got {d_model}")
-    if num_positions < 0:
-        raise ValueError(f"sinusoidal_encoding: num_positions must be >= 0, got {num_positions}")
+    check_positive_int("d_model", d_model, multiple_of=2, where="sinusoidal_encoding")
+    check_positive_int("num_positions", num_positions, minimum=0, where="sinusoidal_encoding")
     pos = torch.arange(num_positions, dtype=torch.float64).unsqueeze(1)  # (P, 1)
     two_i = torch.arange(0, d_model, 2, dtype=torch.float64)  # (d/2,)
     angle = pos / base ** (two_i / d_model)  # (P, d/2)
@@ -72,8 +72,7 @@ def transition_matrix(k: int, d_model: int, base: float = 10000.0,
     """
     if isinstance(k, bool) or not isinstance(k, int):
         raise TypeError(f"transition_matrix: k must be an int offset, got {type(k).__name__} {k!r}")
-    if d_model <= 0 or d_model % 2:
-        raise ValueError(f"transition_matrix: d_model must be a positive even number, got {d_model}")
+    check_positive_int("d_model", d_model, multiple_of=2, where="transition_matrix")
     two_i = torch.arange(0, d_model, 2, dtype=torch.float64)  # (d/2,)
     b = k / base ** (two_i / d_model)  # (d/2,) rotation angle of each pair
     cos, sin = torch.cos(b), torch.sin(b)  # (d/2,) each
@@ -105,11 +104,9 @@ def sinusoidal_encoding_2d(height: int, width: int, d_model: int, base: float = 
     Returns:
         ``(height * width, d_model)``.
     """
-    if d_model <= 0 or d_model % 4:
-        raise ValueError(f"sinusoidal_encoding_2d: d_model must be a positive multiple of 4 "
-                         f"(two halves of even size), got {d_model}")
-    if height <= 0 or width <= 0:
-        raise ValueError(f"sinusoidal_encoding_2d: height and width must be positive, got {height}x{width}")
+    check_positive_int("d_model", d_model, multiple_of=4, where="sinusoidal_encoding_2d")  # two even halves
+    check_positive_int("height", height, where="sinusoidal_encoding_2d")
+    check_positive_int("width", width, where="sinusoidal_encoding_2d")
     half = d_model // 2
     rows = sinusoidal_encoding(height, half, base, device, dtype)  # (H, d/2)
     cols = sinusoidal_encoding(width, half, base, device, dtype)  # (W, d/2)
@@ -120,8 +117,7 @@ def sinusoidal_encoding_2d(height: int, width: int, d_model: int, base: float = 
 
 def _check_embeddings(name: str, x: Tensor, d_model: int) -> None:
     if not isinstance(x, Tensor) or x.dim() != 3:
-        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"{name}: x must be (B, T, d_model={d_model}), got {shape}")
+        raise ValueError(f"{name}: x must be (B, T, d_model={d_model}), got {describe(x)}")
     if x.shape[-1] != d_model:
         raise ValueError(f"{name}: x has {x.shape[-1]} features but d_model={d_model} (shape {tuple(x.shape)})")
 
@@ -143,10 +139,8 @@ class SinusoidalPositionalEncoding(nn.Module):
 
     def __init__(self, d_model: int, max_len: int = 4096, dropout: float = 0.0, base: float = 10000.0):
         super().__init__()
-        if max_len <= 0:
-            raise ValueError(f"SinusoidalPositionalEncoding: max_len must be positive, got {max_len}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"SinusoidalPositionalEncoding: dropout must be in [0, 1), got {dropout}")
+        check_positive_int("max_len", max_len, where="SinusoidalPositionalEncoding")
+        check_probability("dropout", dropout, where="SinusoidalPositionalEncoding")
         self.d_model, self.max_len, self.base = d_model, max_len, base
         self.dropout = nn.Dropout(dropout)
         self.register_buffer("pe", sinusoidal_encoding(max_len, d_model, base), persistent=False)  # (max_len, d)
@@ -193,9 +187,8 @@ class LearnedPositionalEmbedding(nn.Module):
 
     def __init__(self, num_positions: int, d_model: int, init_std: float = 0.02):
         super().__init__()
-        if num_positions <= 0 or d_model <= 0:
-            raise ValueError(f"LearnedPositionalEmbedding: num_positions and d_model must be positive, "
-                             f"got num_positions={num_positions}, d_model={d_model}")
+        check_positive_int("num_positions", num_positions, where="LearnedPositionalEmbedding")
+        check_positive_int("d_model", d_model, where="LearnedPositionalEmbedding")
         self.num_positions, self.d_model = num_positions, d_model
         self.embedding = nn.Embedding(num_positions, d_model)  # weight (P, d)
         nn.init.normal_(self.embedding.weight, mean=0.0, std=init_std)

@@ -2,12 +2,19 @@
 exercise checkers.
 
 Everything here favours clarity over speed: explicit loops or the plainest
-formula, computed in float64 on the CPU. Library code must never import
-this module; tests and checkers compare against it.
+formula, computed in float64. Tests and exercise checkers compare against it.
+
+One function is also the library's own: :func:`gqa_attention` (grouped-query
+attention by the formula, in torch, in its inputs' dtype) is the exact
+CPU path of ``flash_decode``, and :func:`gqa_attention_ref` is the same
+formula in float64, with the log-sum-exp and gradients the kernels are
+tested against. Nothing else in the library imports this module.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -180,3 +187,125 @@ def luong_attention_ref(query, keys, score, W_a=None, v_a=None, values=None, mas
 
 
 __all__ += ["rnn_attention_ref", "additive_attention_ref", "luong_attention_ref"]
+
+
+# --------------------------------------------------------------------------
+# Grouped-query attention (chapters 4 and 8): the reference of flash attention,
+# its kernels and flash decoding. Torch, so that autograd gives the gradients.
+
+def gqa_attention(q: Tensor, k: Tensor, v: Tensor, *, scale: float | None = None, is_causal: bool = False,
+                  lengths: Tensor | None = None, return_lse: bool = False):
+    """Grouped-query attention by the formula, in the inputs' dtype and device (differentiable).
+
+    Query head ``h`` reads key head ``h // (H // H_kv)``. The ``T`` queries are
+    the LAST ``T`` positions of their sequence: query ``t`` of sequence ``b``
+    sits at position ``lengths[b] - T + t`` (``S - T + t`` without ``lengths``),
+    as in :func:`~minitransformer.attention.causal_mask`.
+
+    Args:
+        q: ``(B, H, T, d)`` queries.
+        k: ``(B, H_kv, S, d)`` keys, ``H % H_kv == 0``.
+        v: ``(B, H_kv, S, dv)`` values.
+        scale: score scale, default ``1 / sqrt(d)``.
+        is_causal: query ``t`` sees keys up to its own position only.
+        lengths: optional ``(B,)`` integers: only the first ``lengths[b]``
+            keys of sequence ``b`` exist; the others are never read (they may
+            hold anything, even NaN).
+        return_lse: also return the log-sum-exp of each query's scores.
+
+    Returns:
+        ``out (B, H, T, dv)``, and with ``return_lse`` also ``lse (B, H, T)``.
+    """
+    B, H, T, d = q.shape
+    H_kv, S = k.shape[1], k.shape[2]
+    G = H // H_kv
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    kk = k.repeat_interleave(G, dim=1)                          # (B, H, S, d)
+    vv = v.repeat_interleave(G, dim=1)                          # (B, H, S, dv)
+    s = scale * q @ kk.transpose(-1, -2)                        # (B, H, T, S)
+    j = torch.arange(S, device=q.device).view(1, 1, 1, S)       # key positions
+    L = S if lengths is None else lengths.to(q.device).long().view(B, 1, 1, 1)
+    visible = None
+    if lengths is not None:
+        visible = j < L                                         # (B, 1, 1, S)
+        # keys past a sequence's length are never read (they may hold anything, even NaN)
+        vv = torch.where(j.view(1, 1, S, 1) < L, vv, torch.zeros((), dtype=vv.dtype, device=vv.device))
+    if is_causal:
+        pos = L - T + torch.arange(T, device=q.device).view(1, 1, T, 1)   # (B or 1, 1, T, 1)
+        visible = j <= pos if visible is None else visible & (j <= pos)   # (B or 1, 1, T, S)
+    if visible is not None:
+        s = s.masked_fill(~visible, float("-inf"))
+    out = torch.softmax(s, dim=-1) @ vv                         # (B, H, T, dv)
+    return (out, torch.logsumexp(s, dim=-1)) if return_lse else out
+
+
+class GQAReference(NamedTuple):
+    """What :func:`gqa_attention_ref` returns: float64 tensors (gradients None without ``dO``)."""
+    out: Tensor           # (B, H, T, dv)
+    lse: Tensor           # (B, H, T)
+    dq: Tensor | None     # (B, H, T, d)
+    dk: Tensor | None     # (B, H_kv, S, d)
+    dv: Tensor | None     # (B, H_kv, S, dv)
+
+
+def _f64(x) -> Tensor:
+    """A detached float64 copy of a tensor (same device) or a NumPy array (CPU)."""
+    if isinstance(x, Tensor):
+        return x.detach().to(torch.float64)
+    return torch.from_numpy(np.asarray(x, dtype=np.float64))
+
+
+def gqa_attention_ref(q, k, v, *, scale: float | None = None, is_causal: bool = False,
+                      lengths=None, dO=None) -> GQAReference:
+    """Float64 grouped-query attention, its log-sum-exp and (given ``dO``) its gradients.
+
+    :func:`gqa_attention` on float64 copies of the inputs (tensors keep their
+    device; NumPy arrays go to the CPU), with autograd for the gradients.
+
+    Args:
+        q: ``(B, H, T, d)``; k: ``(B, H_kv, S, d)``; v: ``(B, H_kv, S, dv)``;
+            torch tensors or NumPy arrays of any float dtype.
+        scale, is_causal, lengths: as in :func:`gqa_attention`.
+        dO: optional ``(B, H, T, dv)`` gradient of the output.
+
+    Returns:
+        :class:`GQAReference` ``(out, lse, dq, dk, dv)``, float64 tensors;
+        the gradients are None without ``dO``.
+    """
+    q, k, v = (_f64(x).requires_grad_(dO is not None) for x in (q, k, v))
+    if lengths is not None and not isinstance(lengths, Tensor):
+        lengths = torch.as_tensor(np.asarray(lengths))
+    with torch.enable_grad():
+        out, lse = gqa_attention(q, k, v, scale=scale, is_causal=is_causal, lengths=lengths, return_lse=True)
+        grads = (None, None, None)
+        if dO is not None:
+            grads = torch.autograd.grad(out, (q, k, v), _f64(dO).to(out.device))
+    return GQAReference(out.detach(), lse.detach(), *grads)
+
+
+def linear_attention_ref(q, k, v, phi: Callable[[Tensor], Tensor], causal: bool = False) -> np.ndarray:
+    """Linear attention as the quadratic form, one query at a time, float64.
+
+    ``out_i = sum_j a_ij v_j / sum_j a_ij`` with ``a_ij = phi(q_i) . phi(k_j)``
+    over all keys ``j`` (causal: ``j <= i``).
+
+    Args:
+        q: ``(..., n, d)``; k: ``(..., m, d)``; v: ``(..., m, dv)`` float64 tensors.
+        phi: the feature map, applied to the last axis.
+        causal: query ``i`` sees keys ``j <= i`` only.
+
+    Returns:
+        NumPy ``(..., n, dv)``.
+    """
+    fq, fk = phi(q).numpy(), phi(k).numpy()
+    v = v.numpy()
+    out = np.zeros(fq.shape[:-1] + (v.shape[-1],))
+    for idx in np.ndindex(*fq.shape[:-2]):
+        for i in range(fq.shape[-2]):
+            last = i + 1 if causal else fk.shape[-2]
+            a = fk[idx][:last] @ fq[idx][i]                       # (keys,)
+            out[idx + (i,)] = a @ v[idx][:last] / a.sum()
+    return out
+
+
+__all__ += ["gqa_attention", "gqa_attention_ref", "GQAReference", "linear_attention_ref"]

@@ -23,6 +23,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from .validation import check_positive_int
+
 __all__ = ["relative_position_bucket", "RelativePositionBias", "alibi_slopes", "alibi_bias"]
 
 
@@ -83,8 +85,7 @@ class RelativePositionBias(nn.Module):
     def __init__(self, num_heads: int, num_buckets: int = 32, max_distance: int = 128,
                  bidirectional: bool = True):
         super().__init__()
-        if num_heads <= 0:
-            raise ValueError(f"RelativePositionBias: num_heads must be positive, got {num_heads}")
+        check_positive_int("num_heads", num_heads, where="RelativePositionBias")
         relative_position_bucket(torch.zeros(1, dtype=torch.long), bidirectional, num_buckets, max_distance)
         self.num_heads, self.num_buckets = num_heads, num_buckets
         self.max_distance, self.bidirectional = max_distance, bidirectional
@@ -92,8 +93,8 @@ class RelativePositionBias(nn.Module):
 
     def buckets(self, Lq: int, Lk: int, query_offset: int | None = None) -> Tensor:
         """The bucket of every (query, key) pair, ``(Lq, Lk)`` int64 (see :meth:`forward`)."""
-        if Lq <= 0 or Lk <= 0:
-            raise ValueError(f"RelativePositionBias: Lq and Lk must be positive, got Lq={Lq}, Lk={Lk}")
+        check_positive_int("Lq", Lq, where="RelativePositionBias")
+        check_positive_int("Lk", Lk, where="RelativePositionBias")
         if query_offset is None:
             query_offset = Lk - Lq
         if query_offset < 0:
@@ -141,8 +142,7 @@ def alibi_slopes(num_heads: int, dtype: torch.dtype = torch.float32) -> Tensor:
     Returns:
         ``(H,)``.
     """
-    if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads <= 0:
-        raise ValueError(f"alibi_slopes: num_heads must be a positive int, got {num_heads!r}")
+    check_positive_int("num_heads", num_heads, where="alibi_slopes")
 
     def power_of_2(n: int) -> list[float]:
         return [2.0 ** (-8.0 * (i + 1) / n) for i in range(n)]

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from .rnn_attention import AdditiveAttention, LuongAttention
+from .validation import check_positive_int, describe
 
 __all__ = ["Seq2SeqConfig", "Seq2Seq", "ATTENTION_KINDS", "hidden_jacobian_norms"]
 
@@ -51,13 +52,12 @@ class Seq2SeqConfig:
         if self.attention not in ATTENTION_KINDS:
             raise ValueError(f"attention must be one of {ATTENTION_KINDS}, got {self.attention!r}")
         for name in ("vocab_size", "emb_dim", "hidden_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+            check_positive_int(name, getattr(self, name))
         if self.bidirectional and self.hidden_size % 2:
             raise ValueError(f"a bidirectional encoder needs an even hidden_size, got {self.hidden_size}")
 
     @classmethod
-    def preset(cls, name: str, vocab_size: int, attention: str | None = None) -> "Seq2SeqConfig":
+    def preset(cls, name: str, vocab_size: int, attention: str | None = None) -> Seq2SeqConfig:
         """``"tiny"`` (tests, seconds) or ``"small"`` (chapters 1-2: reversal of
         5-30 digits in 600 steps of batch 128: about 30 s of CPU time without attention,
         45-50 s with it, measured on a 2-core machine)."""
@@ -98,7 +98,7 @@ class Seq2Seq(nn.Module):
     # ------------------------------------------------------------------ encoder
     def _src_mask(self, src: Tensor, src_lengths: Tensor | None) -> Tensor:
         if not isinstance(src, Tensor) or src.dim() != 2 or src.is_floating_point():
-            raise ValueError(f"src must be a (B, S) tensor of token ids, got {getattr(src, 'shape', src)!r}")
+            raise ValueError(f"src must be a (B, S) tensor of token ids, got {describe(src)}")
         B, S = src.shape
         if src_lengths is None:
             return src != self.config.pad_id                                  # (B, S)
@@ -181,7 +181,7 @@ class Seq2Seq(nn.Module):
             ``tgt_in[:, :t+1]``.
         """
         if not isinstance(tgt_in, Tensor) or tgt_in.dim() != 2 or tgt_in.shape[0] != src.shape[0]:
-            raise ValueError(f"tgt_in must be (B, T) with B = {src.shape[0]}, got {getattr(tgt_in, 'shape', tgt_in)!r}")
+            raise ValueError(f"tgt_in must be (B, T) with B = {src.shape[0]}, got {describe(tgt_in)}")
         memory, state = self._start(src, src_lengths)
         logits, weights = [], []
         for t in range(tgt_in.shape[1]):
@@ -207,8 +207,7 @@ class Seq2Seq(nn.Module):
             comes pad) and attention weights ``(B, T_out, S)`` for alignment
             heatmaps (None for the model without attention).
         """
-        if max_len < 1:
-            raise ValueError(f"max_len must be >= 1, got {max_len}")
+        check_positive_int("max_len", max_len)
         c = self.config
         memory, state = self._start(src, src_lengths)
         y = torch.full((src.shape[0],), c.bos_id, dtype=torch.long, device=src.device)  # (B,)

@@ -25,27 +25,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .attention import masked_softmax  # one copy, also exported from here (chapter 2 imports it)
+from .validation import check_positive_int, describe
+
 __all__ = ["AdditiveAttention", "LuongAttention", "masked_softmax"]
 
 LUONG_SCORES = ("dot", "general", "concat")
-
-
-def masked_softmax(scores: Tensor, mask: Tensor | None) -> Tensor:
-    """Softmax over the last dim where only ``mask``-True entries count.
-
-    Args:
-        scores: ``(B, S)``.
-        mask: bool ``(B, S)`` (True = real) or None.
-
-    Returns:
-        weights ``(B, S)``: rows sum to 1, or are all zeros when fully masked.
-    """
-    if mask is None:
-        return torch.softmax(scores, dim=-1)  # (B, S)
-    scores = scores.masked_fill(~mask, float("-inf"))
-    visible = mask.any(dim=-1, keepdim=True)             # (B, 1)
-    scores = scores.masked_fill(~visible, 0.0)           # avoid softmax of all -inf (NaN)
-    return torch.softmax(scores, dim=-1) * visible       # (B, S)
 
 
 def _check(module: nn.Module, query: Tensor, keys: Tensor, values: Tensor | None,
@@ -53,7 +38,7 @@ def _check(module: nn.Module, query: Tensor, keys: Tensor, values: Tensor | None
     name = type(module).__name__
     for arg, t, dims in (("query", query, 2), ("keys", keys, 3)):
         if not isinstance(t, Tensor):
-            raise TypeError(f"{name}: {arg} must be a torch.Tensor, got {type(t).__name__}")
+            raise TypeError(f"{name}: {arg} must be a torch.Tensor, got {describe(t)}")
         if t.dim() != dims:
             raise ValueError(f"{name}: {arg} must have {dims} dims, got shape {tuple(t.shape)}")
     B, S = keys.shape[:2]
@@ -86,8 +71,7 @@ class AdditiveAttention(nn.Module):
     def __init__(self, query_dim: int, key_dim: int, hidden_dim: int):
         super().__init__()
         for arg, value in (("query_dim", query_dim), ("key_dim", key_dim), ("hidden_dim", hidden_dim)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"AdditiveAttention: {arg} must be a positive int, got {value!r}")
+            check_positive_int(arg, value, where="AdditiveAttention")
         self.query_dim, self.key_dim, self.hidden_dim = query_dim, key_dim, hidden_dim
         self.W_a = nn.Linear(query_dim, hidden_dim, bias=False)
         self.U_a = nn.Linear(key_dim, hidden_dim, bias=False)
@@ -141,8 +125,7 @@ class LuongAttention(nn.Module):
             raise ValueError(f"LuongAttention: score must be one of {LUONG_SCORES}, got {score!r}")
         hidden_dim = query_dim if hidden_dim is None else hidden_dim
         for arg, value in (("query_dim", query_dim), ("key_dim", key_dim), ("hidden_dim", hidden_dim)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"LuongAttention: {arg} must be a positive int, got {value!r}")
+            check_positive_int(arg, value, where="LuongAttention")
         if score == "dot" and query_dim != key_dim:
             raise ValueError(f"LuongAttention: score='dot' needs query_dim == key_dim, got "
                              f"query_dim={query_dim} and key_dim={key_dim}; use score='general'")

@@ -27,6 +27,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from .validation import check_positive_int, describe
+
 __all__ = ["RotaryEmbedding", "interleaved_to_half", "half_to_interleaved", "ROTARY_LAYOUTS"]
 
 ROTARY_LAYOUTS = ("interleaved", "half")
@@ -34,8 +36,7 @@ ROTARY_LAYOUTS = ("interleaved", "half")
 
 def _check_even_last_dim(name: str, x: Tensor) -> int:
     if not isinstance(x, Tensor) or x.dim() < 1 or x.shape[-1] % 2:
-        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"{name}: x must have an even last dimension (feature pairs), got shape {shape}")
+        raise ValueError(f"{name}: x must have an even last dimension (feature pairs), got shape {describe(x)}")
     return x.shape[-1]
 
 
@@ -90,8 +91,7 @@ class RotaryEmbedding(nn.Module):
 
     def __init__(self, head_dim: int, base: float = 10000.0, layout: str = "interleaved"):
         super().__init__()
-        if not isinstance(head_dim, int) or head_dim <= 0 or head_dim % 2:
-            raise ValueError(f"RotaryEmbedding: head_dim must be a positive even int, got {head_dim!r}")
+        check_positive_int("head_dim", head_dim, multiple_of=2, where="RotaryEmbedding")
         if base <= 0:
             raise ValueError(f"RotaryEmbedding: base must be positive, got {base}")
         if layout not in ROTARY_LAYOUTS:
@@ -151,7 +151,7 @@ class RotaryEmbedding(nn.Module):
 
     def _check(self, x: Tensor, positions: Tensor | None) -> int:
         if not isinstance(x, Tensor):
-            raise TypeError(f"RotaryEmbedding: x must be a tensor, got {type(x).__name__}")
+            raise TypeError(f"RotaryEmbedding: x must be a tensor, got {describe(x)}")
         if x.dim() < 2:
             raise ValueError(f"RotaryEmbedding: x must be (..., T, head_dim={self.head_dim}), "
                              f"got shape {tuple(x.shape)}")
@@ -164,7 +164,7 @@ class RotaryEmbedding(nn.Module):
         if positions is None:
             return T
         if not isinstance(positions, Tensor):
-            raise TypeError(f"RotaryEmbedding: positions must be a tensor, got {type(positions).__name__}")
+            raise TypeError(f"RotaryEmbedding: positions must be a tensor, got {describe(positions)}")
         if positions.is_floating_point() or positions.is_complex() or positions.dtype == torch.bool:
             raise TypeError(f"RotaryEmbedding: positions must be an integer tensor, got {positions.dtype}")
         if positions.dim() != 1 or positions.shape[0] != T:

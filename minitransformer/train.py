@@ -10,8 +10,10 @@ smoothing, a training loop with a progress bar, and evaluation helpers.
   class and ``eps/C`` on every other one -- exactly the definition of
   ``F.cross_entropy(..., label_smoothing=eps)``.
 * :func:`fit` runs any loss function for a number of steps with gradient
-  clipping, an optional scheduler and a tqdm bar, and records a
-  :class:`History` (list of dicts, ``.to_frame()`` gives a DataFrame).
+  clipping, an optional scheduler or per-step learning-rate function, a tqdm
+  bar (or none), and records a :class:`History` (list of dicts with the loss,
+  learning rate and optionally the gradient norm; ``.to_frame()`` gives a
+  DataFrame). The book's training functions are all calls to it.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from .data import Example, Seq2SeqBatch, Tokenizer, batch_iterator, collate
 
 __all__ = [
     "set_seed", "noam_lr", "NoamSchedule", "noam_scheduler", "warmup_cosine_lr",
-    "warmup_cosine_scheduler", "smoothed_targets", "label_smoothing_loss", "History", "fit",
+    "warmup_cosine_scheduler", "smoothed_targets", "label_smoothing_loss", "History", "global_grad_norm", "fit",
     "seq2seq_loss", "train_seq2seq", "accuracy_by_length",
 ]
 
@@ -139,8 +141,9 @@ def label_smoothing_loss(logits: Tensor, targets: Tensor, smoothing: float,
 # ---------------------------------------------------------------- the loop
 class History(list):
     """The records of a training run: a list of dicts such as
-    ``{"step": 10, "loss": 2.3, "lr": 1e-3, "time": 0.5}`` (and
-    ``{"step": 100, "val_loss": ...}`` from evaluation)."""
+    ``{"step": 10, "loss": 2.3, "lr": 1e-3, "time": 0.5}`` (``"grad_norm"`` too
+    when :func:`fit` tracks it, and ``{"step": 100, "val_loss": ...}`` from
+    evaluation). ``step`` counts optimizer steps from 1."""
 
     def to_frame(self):
         """The records as a pandas DataFrame."""
@@ -148,51 +151,102 @@ class History(list):
         return pd.DataFrame(list(self))
 
 
+def global_grad_norm(model: nn.Module) -> float:
+    """The norm of all gradients together (after ``backward``), what ``clip_grad_norm_``
+    measures and clips: the L2 norm of the per-parameter gradient norms."""
+    norms = [p.grad.detach().norm() for p in model.parameters() if p.grad is not None]
+    return torch.stack(norms).norm().item() if norms else 0.0
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Give every parameter group of ``optimizer`` the learning rate ``lr``."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def _evaluate(model: nn.Module, eval_fn: Callable[[], dict]) -> dict:
+    """``eval_fn()`` in eval mode and without gradients; the model goes back to train mode."""
+    model.eval()
+    with torch.no_grad():
+        metrics = eval_fn()
+    model.train()
+    return metrics
+
+
 def fit(model: nn.Module, loss_fn: Callable[[int], Tensor], optimizer: torch.optim.Optimizer,
-          num_steps: int, *, scheduler=None, clip_norm: float | None = 1.0,
-          eval_fn: Callable[[], dict] | None = None, eval_every: int = 100, log_every: int = 10,
-          progress: bool = True, desc: str = "train") -> History:
+        num_steps: int, *, scheduler=None, lr_fn: Callable[[int], float] | None = None,
+        clip_norm: float | None = 1.0, grad_norm: bool = False,
+        eval_fn: Callable[[], dict] | None = None, eval_every: int = 100, log_every: int = 10,
+        log_when: Callable[[int], bool] | None = None, start_step: int = 0,
+        progress: bool = True, desc: str = "train") -> History:
     """Train for ``num_steps`` optimizer steps.
+
+    Every step, in this order: set the learning rate (``lr_fn``), ``loss = loss_fn(step)``,
+    ``zero_grad``, ``backward``, measure the gradient norm (``grad_norm``), clip
+    (``clip_norm``), ``optimizer.step()``, ``scheduler.step()``. Nothing here draws
+    random numbers, so a seeded ``loss_fn`` makes the run reproducible.
 
     Args:
         model: put in train mode (and back in eval mode at the end).
-        loss_fn: ``step -> scalar loss`` on a fresh batch (the caller owns the data).
+        loss_fn: ``step -> scalar loss`` on a fresh batch (the caller owns the data);
+            ``step`` is the 0-based step index (counting from ``start_step``).
         optimizer: any torch optimizer.
         num_steps: number of steps.
         scheduler: stepped after every optimizer step, if given.
+        lr_fn: ``step -> learning rate``, set on every parameter group before the step
+            (0-based ``step``, counting from ``start_step``); not together with ``scheduler``.
         clip_norm: clip the global gradient norm to this (None: no clipping).
+        grad_norm: also record ``"grad_norm"``, the global gradient norm BEFORE clipping
+            (:func:`global_grad_norm`), at the logged steps.
         eval_fn: ``() -> dict`` of metrics, called every ``eval_every`` steps
             and at the end, in eval mode and without gradients.
-        log_every: record the training loss every this many steps.
-        progress: show a tqdm bar (notebook-aware).
+        log_every: record the training loss at the 0-based steps that are multiples of
+            this, and at the last step.
+        log_when: instead of ``log_every``: ``step -> bool`` on the 1-based step number
+            (e.g. ``lambda s: s % 10 == 0 or s == 1``).
+        start_step: index of the first step, to continue an earlier run in chunks
+            (``loss_fn``, ``lr_fn`` and the recorded ``step`` continue from it).
+        progress: show a tqdm bar (notebook-aware); False: quiet.
+        desc: the bar's label.
 
     Returns:
-        a :class:`History`.
+        a :class:`History`: ``{"step", "loss", ["grad_norm",] "lr", "time"}`` at the logged
+        steps, ``lr`` being the learning rate the step used and ``time`` the seconds since
+        the call began; and ``{"step", **eval_fn(), "time"}`` after each evaluation.
     """
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    if scheduler is not None and lr_fn is not None:
+        raise ValueError("fit: give a scheduler or an lr_fn, not both")
+    if log_when is None and log_every < 1:
+        raise ValueError(f"log_every must be >= 1, got {log_every}")
     history, start = History(), time.perf_counter()
+    last = start_step + num_steps - 1
     model.train()
-    bar = tqdm(range(num_steps), desc=desc, disable=not progress)
+    bar = tqdm(range(start_step, last + 1), desc=desc, disable=not progress)
     for step in bar:
+        if lr_fn is not None:
+            _set_lr(optimizer, lr_fn(step))
         loss = loss_fn(step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        log = log_when(step + 1) if log_when is not None else step % log_every == 0 or step == last
+        norm = global_grad_norm(model) if grad_norm and log else None
         if clip_norm is not None:
             nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+        lr = optimizer.param_groups[0]["lr"]
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
-        if step % log_every == 0 or step == num_steps - 1:
-            record = {"step": step + 1, "loss": loss.item(), "lr": optimizer.param_groups[0]["lr"],
-                      "time": time.perf_counter() - start}
+        if log:
+            record = {"step": step + 1, "loss": loss.item()}
+            if norm is not None:
+                record["grad_norm"] = norm
+            record.update(lr=lr, time=time.perf_counter() - start)
             history.append(record)
             bar.set_postfix(loss=f"{record['loss']:.3f}")
-        if eval_fn is not None and ((step + 1) % eval_every == 0 or step == num_steps - 1):
-            model.eval()
-            with torch.no_grad():
-                history.append({"step": step + 1, **eval_fn(), "time": time.perf_counter() - start})
-            model.train()
+        if eval_fn is not None and ((step + 1) % eval_every == 0 or step == last):
+            history.append({"step": step + 1, **_evaluate(model, eval_fn), "time": time.perf_counter() - start})
     model.eval()
     return history
 

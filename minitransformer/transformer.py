@@ -14,6 +14,7 @@ stream is never normalised otherwise); Post-LN stacks do not need one.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 
 import torch
@@ -21,22 +22,25 @@ import torch.nn as nn
 from torch import Tensor
 
 from .attention import padding_mask
+from .configs import TransformerConfig
 from .kv_cache import KVCache
 from .layers import DecoderLayer, EncoderLayer
 from .positional import sinusoidal_encoding
+from .validation import check_positive_int, describe
 
 __all__ = ["Encoder", "Decoder", "Transformer"]
 
 
-def _check_layers(num_layers: int) -> None:
-    if not isinstance(num_layers, int) or num_layers <= 0:
-        raise ValueError(f"num_layers must be a positive int, got {num_layers!r}")
-
-
 def _check_tokens(name: str, tokens: Tensor) -> None:
     if not isinstance(tokens, Tensor) or tokens.dim() != 2 or tokens.is_floating_point():
-        shape = tuple(tokens.shape) if isinstance(tokens, Tensor) else type(tokens).__name__
-        raise ValueError(f"{name} must be an integer tensor (B, L), got {shape}")
+        raise ValueError(f"{name} must be an integer tensor (B, L), got {describe(tokens)}")
+
+
+def _final_norm(d_model: int, norm_first: bool, layer_kwargs: dict) -> nn.LayerNorm | None:
+    """The LayerNorm that ends a Pre-LN stack (with the layers' ``bias`` and ``layer_norm_eps``)."""
+    if not norm_first:
+        return None
+    return nn.LayerNorm(d_model, eps=layer_kwargs.get("layer_norm_eps", 1e-5), bias=layer_kwargs.get("bias", True))
 
 
 class Encoder(nn.Module):
@@ -46,16 +50,19 @@ class Encoder(nn.Module):
         num_layers: ``N``.
         d_model, num_heads, d_ff, dropout, norm_first, activation, num_kv_heads:
             passed to every :class:`EncoderLayer`.
+        **layer_kwargs: the layers' keyword options (``bias``, ``layer_norm_eps``,
+            ``rotary``, ``ffn_dropout``), passed to every :class:`EncoderLayer`;
+            ``bias`` and ``layer_norm_eps`` also shape the final LayerNorm.
     """
 
     def __init__(self, num_layers: int, d_model: int, num_heads: int, d_ff: int | None = None,
                  dropout: float = 0.0, norm_first: bool = False, activation: str = "relu",
-                 num_kv_heads: int | None = None):
+                 num_kv_heads: int | None = None, **layer_kwargs):
         super().__init__()
-        _check_layers(num_layers)
+        check_positive_int("num_layers", num_layers)
         args = (d_model, num_heads, d_ff, dropout, norm_first, activation, num_kv_heads)
-        self.layers = nn.ModuleList(EncoderLayer(*args) for _ in range(num_layers))
-        self.norm = nn.LayerNorm(d_model) if norm_first else None
+        self.layers = nn.ModuleList(EncoderLayer(*args, **layer_kwargs) for _ in range(num_layers))
+        self.norm = _final_norm(d_model, norm_first, layer_kwargs)
 
     def forward(self, x: Tensor, mask: Tensor | None = None, *, need_weights: bool = False):
         """Args:
@@ -77,7 +84,7 @@ class Encoder(nn.Module):
         return (x, weights) if need_weights else x
 
     @classmethod
-    def from_torch(cls, encoder: nn.TransformerEncoder) -> "Encoder":
+    def from_torch(cls, encoder: nn.TransformerEncoder) -> Encoder:
         """Copy a batch-first ``torch.nn.TransformerEncoder`` (its optional final ``norm`` included)."""
         if not isinstance(encoder, nn.TransformerEncoder):
             raise TypeError(f"from_torch expects torch.nn.TransformerEncoder, got {type(encoder).__name__}")
@@ -95,16 +102,19 @@ class Decoder(nn.Module):
         num_layers: ``N``.
         d_model, num_heads, d_ff, dropout, norm_first, activation, num_kv_heads:
             passed to every :class:`DecoderLayer`.
+        **layer_kwargs: the layers' keyword options (``bias``, ``layer_norm_eps``,
+            ``rotary``, ``ffn_dropout``), passed to every :class:`DecoderLayer`;
+            ``bias`` and ``layer_norm_eps`` also shape the final LayerNorm.
     """
 
     def __init__(self, num_layers: int, d_model: int, num_heads: int, d_ff: int | None = None,
                  dropout: float = 0.0, norm_first: bool = False, activation: str = "relu",
-                 num_kv_heads: int | None = None):
+                 num_kv_heads: int | None = None, **layer_kwargs):
         super().__init__()
-        _check_layers(num_layers)
+        check_positive_int("num_layers", num_layers)
         args = (d_model, num_heads, d_ff, dropout, norm_first, activation, num_kv_heads)
-        self.layers = nn.ModuleList(DecoderLayer(*args) for _ in range(num_layers))
-        self.norm = nn.LayerNorm(d_model) if norm_first else None
+        self.layers = nn.ModuleList(DecoderLayer(*args, **layer_kwargs) for _ in range(num_layers))
+        self.norm = _final_norm(d_model, norm_first, layer_kwargs)
 
     def forward(self, x: Tensor, memory: Tensor, self_mask: Tensor | None = None,
                 memory_mask: Tensor | None = None, *, is_causal: bool = True,
@@ -140,7 +150,7 @@ class Decoder(nn.Module):
         return (x, self_ws, cross_ws) if need_weights else x
 
     @classmethod
-    def from_torch(cls, decoder: nn.TransformerDecoder) -> "Decoder":
+    def from_torch(cls, decoder: nn.TransformerDecoder) -> Decoder:
         """Copy a batch-first ``torch.nn.TransformerDecoder`` (its optional final ``norm`` included)."""
         if not isinstance(decoder, nn.TransformerDecoder):
             raise TypeError(f"from_torch expects torch.nn.TransformerDecoder, got {type(decoder).__name__}")
@@ -174,8 +184,7 @@ class Transformer(nn.Module):
         super().__init__()
         for name, value in (("src_vocab_size", src_vocab_size), ("tgt_vocab_size", tgt_vocab_size),
                             ("max_len", max_len)):
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_positive_int(name, value)
         if share_embeddings and src_vocab_size != tgt_vocab_size:
             raise ValueError(f"share_embeddings needs src_vocab_size == tgt_vocab_size, "
                              f"got {src_vocab_size} and {tgt_vocab_size}")
@@ -195,13 +204,12 @@ class Transformer(nn.Module):
             self.generator.weight = self.tgt_embed.weight
 
     @classmethod
-    def from_config(cls, config) -> "Transformer":
-        """Build from a :class:`~minitransformer.configs.TransformerConfig`."""
-        return cls(config.src_vocab_size, config.tgt_vocab_size, config.d_model, config.num_heads,
-                   config.num_encoder_layers, config.num_decoder_layers, config.d_ff, config.dropout,
-                   config.norm_first, config.activation, config.num_kv_heads, max_len=config.max_len,
-                   share_embeddings=config.share_embeddings, tie_output=config.tie_output,
-                   pad_id=config.pad_id)
+    def from_config(cls, config: TransformerConfig, **overrides) -> Transformer:
+        """Build from a :class:`~minitransformer.configs.TransformerConfig`: each field is the
+        argument of the same name (keyword ``overrides`` replace fields)."""
+        if not isinstance(config, TransformerConfig):
+            raise TypeError(f"from_config expects a TransformerConfig, got {type(config).__name__}")
+        return cls(**{**dataclasses.asdict(config), **overrides})
 
     def num_parameters(self) -> int:
         """Number of distinct parameters (tied matrices counted once)."""
@@ -301,8 +309,7 @@ class Transformer(nn.Module):
             (``eos_id`` if the model has no ``pad_id``).
         """
         _check_tokens("src", src)
-        if not isinstance(max_len, int) or max_len <= 0:
-            raise ValueError(f"max_len must be a positive int, got {max_len!r}")
+        check_positive_int("max_len", max_len)
         if max_len > self.max_len:
             raise ValueError(f"max_len={max_len} exceeds the model's max_len={self.max_len} positions")
         was_training = self.training

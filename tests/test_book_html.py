@@ -13,8 +13,9 @@ import nbformat
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PILOT = "book/03_queries_keys_values"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+# Builds the whole book (jupyter-book, minutes): not part of `make test-fast`.
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -37,11 +38,12 @@ def test_every_page_is_built(built_html):
 
 
 def test_no_cdn_is_needed_to_draw(built_html):
-    html = (built_html / (PILOT + ".html")).read_text()
-    srcs = re.findall(r'<script[^>]*src="([^"]+)"', html)
-    remote = [s for s in srcs if s.startswith(("http:", "https:", "//"))]
-    assert not remote, f"scripts loaded from the network: {remote}"
-    assert "mt-vendor/vega-bundle.js" in html and "mt-vendor/widgets/embed.js" in html
+    for page in sorted((built_html / "book").glob("[0-9][0-9]_*.html")):
+        html = page.read_text()
+        srcs = re.findall(r'<script[^>]*src="([^"]+)"', html)
+        remote = [s for s in srcs if s.startswith(("http:", "https:", "//"))]
+        assert not remote, f"{page.name}: scripts loaded from the network: {remote}"
+        assert "mt-vendor/vega-bundle.js" in html and "mt-vendor/widgets/embed.js" in html, page.name
 
 
 def _dump_dom(page: Path) -> str:

@@ -1,23 +1,23 @@
 """The character-level GPT of chapter 7: recipe, trainer, checkpoint, and the benchmark/script CLIs (tiny runs)."""
 from __future__ import annotations
 
-import importlib.util
+import dataclasses
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
+from helpers import ROOT, load_benchmark
 from minitransformer.book.char_lm import CharLMRecipe, load_char_lm, train_char_lm
-from minitransformer import GPT
+from minitransformer import GPT, GPTConfig
 from minitransformer.book.char_lm import (CHECKPOINT_PATH, CharLMTrainer, estimate_loss, sample_text, save_char_lm,
                                      shakespeare_data)
 from minitransformer.data import TINY_SHAKESPEARE_LAST_LINE, char_lm_splits, load_shakespeare
 
-ROOT = Path(__file__).resolve().parent.parent
-TINY = CharLMRecipe(n_layer=1, n_head=2, d_model=16, block_size=8, batch_size=4, max_iters=6, warmup_iters=2)
+TINY = CharLMRecipe.CPU.replace(n_layer=1, n_head=2, d_model=16, block_size=8, batch_size=4, max_iters=6,
+                                warmup_iters=2)
 
 
 @pytest.fixture(scope="module")
@@ -27,10 +27,15 @@ def small_data():
 
 def test_recipes_are_the_published_settings():
     cpu, gpu = CharLMRecipe.CPU, CharLMRecipe.GPU
-    assert (cpu.n_layer, cpu.n_head, cpu.d_model, cpu.block_size, cpu.batch_size, cpu.dropout, cpu.max_iters) \
+    assert cpu.model is GPTConfig.CHAR_CPU and gpu.model is GPTConfig.CHAR_GPU   # the sizes live in the configs
+    c, g = cpu.model, gpu.model
+    assert (c.n_layer, c.n_head, c.d_model, c.block_size, cpu.batch_size, c.dropout, cpu.max_iters) \
         == (4, 4, 128, 64, 12, 0.0, 2000)
-    assert (gpu.n_layer, gpu.n_head, gpu.d_model, gpu.block_size, gpu.batch_size, gpu.dropout, gpu.max_iters) \
+    assert (g.n_layer, g.n_head, g.d_model, g.block_size, gpu.batch_size, g.dropout, gpu.max_iters) \
         == (6, 6, 384, 256, 64, 0.2, 5000)
+    assert cpu.block_size == 64 and cpu.gpt_config(64) == dataclasses.replace(GPTConfig.CHAR_CPU, vocab_size=64)
+    small = cpu.replace(d_model=64, max_iters=300)               # model fields go to the GPTConfig
+    assert small.model.d_model == 64 and small.max_iters == 300 and small.model.n_layer == 4
     assert cpu.lr_at(0) == pytest.approx(1e-5) and cpu.lr_at(99) == pytest.approx(1e-3)
     assert cpu.lr_at(2000) == pytest.approx(1e-4) and cpu.lr_at(1050) == pytest.approx(5.5e-4)
     with pytest.raises(ValueError, match="warmup_iters"):
@@ -90,7 +95,8 @@ def test_save_and_load_round_trip(tmp_path, small_data):
 def test_shipped_checkpoint_is_the_recipe_and_well_trained():
     lm = load_char_lm()
     assert lm.model.num_parameters() < 1_000_000 and CHECKPOINT_PATH.stat().st_size < 4 * 2**20
-    assert lm.info["iterations"] == 2000 and lm.info["recipe"]["d_model"] == 128
+    recipe = lm.info["recipe"]
+    assert lm.info["iterations"] == 2000 and recipe.get("model", recipe)["d_model"] == 128   # either layout
     # the recipe's seed gives 1.904 on this corpus (other seeds 1.879-1.904; benchmarks/RESULTS.md)
     assert lm.info["val_loss"] < 1.91 and lm.info["eval_batches"] >= 200
     data = shakespeare_data()
@@ -110,24 +116,18 @@ def test_validation_tenth_is_the_tiny_shakespeare_stretch():
     assert val.endswith(TINY_SHAKESPEARE_LAST_LINE) and "PETRUCHIO:" in val[:2000]
 
 
-def _load_bench():
-    spec = importlib.util.spec_from_file_location("bench_char_lm", ROOT / "benchmarks" / "bench_char_lm.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_benchmark_help(capsys):
     with pytest.raises(SystemExit) as info:
-        _load_bench().main(["--help"])
+        load_benchmark("bench_char_lm").main(["--help"])
     assert info.value.code == 0
     out = capsys.readouterr().out
     assert "--dry-run" in out and "--out" in out and "--preset" in out
 
 
+@pytest.mark.slow
 def test_benchmark_dry_run_interleaves_both_backends(tmp_path):
     out, ckpt = tmp_path / "bench.json", tmp_path / "c.pt"
-    assert _load_bench().main(["--dry-run", "--out", str(out), "--save-checkpoint", str(ckpt)]) == 0
+    assert load_benchmark("bench_char_lm").main(["--dry-run", "--out", str(out), "--save-checkpoint", str(ckpt)]) == 0
     data = json.loads(out.read_text())
     assert data["dry_run"] and data["recipe"]["max_iters"] == 4 and data["eval_batches"] == 2
     assert set(data["backends"]) == {"minitransformer", "torch"}
@@ -137,17 +137,19 @@ def test_benchmark_dry_run_interleaves_both_backends(tmp_path):
     assert load_char_lm(ckpt).info["iterations"] == 4
 
 
+@pytest.mark.slow
 def test_benchmark_seed_changes_the_run(tmp_path):
     runs = {}
     for seed in (None, 7):
         out = tmp_path / f"bench{seed}.json"
         args = ["--dry-run", "--backends", "torch", "--out", str(out)] + ([] if seed is None else ["--seed", str(seed)])
-        assert _load_bench().main(args) == 0
+        assert load_benchmark("bench_char_lm").main(args) == 0
         runs[seed] = json.loads(out.read_text())
     assert runs[None]["recipe"]["seed"] == 1337 and runs[7]["recipe"]["seed"] == 7
     assert runs[None]["backends"]["torch"]["val_loss"] != runs[7]["backends"]["torch"]["val_loss"]
 
 
+@pytest.mark.slow
 def test_train_script_runs(tmp_path):
     out = tmp_path / "x.pt"
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "train_char_lm.py"), "--iters", "3",

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
+import torch.nn.functional as F
 
 from minitransformer import GPT, EncoderLayer
 from minitransformer.book.diagnostics import (attention_entropy, causal_leak, entropy_by_head, global_grad_norm,
                                          grad_norms, loss_spikes, normalized_entropy, permutation_sensitivity,
-                                         saved_activation_bytes)
+                                         saved_activation_bytes, tracked_training)
 from minitransformer.book.scaling import KAPLAN_2020, fit_power_law, kaplan_loss
 
 
@@ -32,6 +34,17 @@ def test_grad_norms():
     lin.bias.grad = torch.tensor([3.0, 4.0])
     assert math.isclose(grad_norms(lin)["bias"], 5.0)
     assert math.isclose(global_grad_norm(lin), math.sqrt(24 + 25))
+
+
+def test_tracked_training_records_every_step_before_clipping():
+    torch.manual_seed(0)
+    lin, x, y = torch.nn.Linear(3, 1), torch.randn(8, 3), torch.randn(8, 1)
+    opt = torch.optim.SGD(lin.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1 / (s + 1))
+    df = tracked_training(lin, lambda step: F.mse_loss(lin(x), y), opt, 4, sched, clip_norm=1e-3)
+    assert list(df.columns) == ["step", "loss", "grad_norm", "lr"] and df.step.tolist() == [0, 1, 2, 3]
+    assert df.lr.tolist() == pytest.approx([0.1, 0.05, 0.1 / 3, 0.025])   # the rate each step used
+    assert (df.grad_norm > 1e-2).all() and not lin.training              # measured before clipping
 
 
 def test_loss_spikes():

@@ -1,5 +1,6 @@
 """Sparse masks, sliding-window, linear and FAVOR+ attention, and the cost helpers, against
-float64 brute-force definitions written out here."""
+float64 brute-force definitions (the masks' rules pair by pair here; attention from
+minitransformer.reference)."""
 from __future__ import annotations
 
 import math
@@ -8,19 +9,16 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import rand
 import minitransformer as mt
 from minitransformer.book.cost import TensorMemoryTracker, loglog_slope, measure_cost, peak_tensor_bytes, time_call
 from minitransformer.efficient import (global_token_mask, mask_density, random_mask, sliding_window_attention,
                                        sliding_window_mask, sparse_attention, strided_mask)
 from minitransformer.linear_attention import (elu_feature_map, favor_attention, favor_features, linear_attention,
                                               linear_attention_from_features, orthogonal_random_features)
-from minitransformer.reference import attention_ref
+from minitransformer.reference import attention_ref, linear_attention_ref
 
 f64 = torch.float64
-
-
-def rand(*shape, seed=0):
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=f64)
 
 
 # ---- masks against their definitions, pair by pair ----------------------------------------------
@@ -175,19 +173,6 @@ def test_sliding_window_memory_is_linear_in_n():
 
 # ---- linear attention -------------------------------------------------------------------------------
 
-def linear_quadratic_ref(q, k, v, phi, causal=False):
-    """The quadratic form, one query at a time: out_i = sum_j a_ij v_j / sum_j a_ij, a_ij = phi(q_i).phi(k_j)."""
-    fq, fk = phi(q).numpy(), phi(k).numpy()
-    v = v.numpy()
-    out = np.zeros(fq.shape[:-1] + (v.shape[-1],))
-    for idx in np.ndindex(*fq.shape[:-2]):
-        for i in range(fq.shape[-2]):
-            last = i + 1 if causal else fk.shape[-2]
-            a = fk[idx][:last] @ fq[idx][i]                       # (keys,)
-            out[idx + (i,)] = a @ v[idx][:last] / a.sum()
-    return out
-
-
 def test_elu_feature_map_is_positive():
     x = torch.linspace(-30, 30, 101, dtype=f64)
     assert (elu_feature_map(x) > 0).all()
@@ -199,7 +184,7 @@ def test_linear_attention_equals_quadratic_form(n, m):
     q, k, v = rand(2, 3, n, 8, seed=10), rand(2, 3, m, 8, seed=11), rand(2, 3, m, 5, seed=12)
     got = linear_attention(q, k, v)
     assert got.shape == (2, 3, n, 5)
-    assert np.allclose(got.numpy(), linear_quadratic_ref(q, k, v, elu_feature_map), atol=1e-12)
+    assert np.allclose(got.numpy(), linear_attention_ref(q, k, v, elu_feature_map), atol=1e-12)
 
 
 @pytest.mark.parametrize("n", [1, 6, 37])
@@ -207,14 +192,14 @@ def test_linear_attention_equals_quadratic_form(n, m):
 def test_causal_linear_attention_equals_masked_quadratic_form(n, chunk):
     q, k, v = rand(2, n, 8, seed=13), rand(2, n, 8, seed=14), rand(2, n, 4, seed=15)
     got = linear_attention(q, k, v, causal=True, chunk_size=chunk)
-    assert np.allclose(got.numpy(), linear_quadratic_ref(q, k, v, elu_feature_map, causal=True), atol=1e-12)
+    assert np.allclose(got.numpy(), linear_attention_ref(q, k, v, elu_feature_map, causal=True), atol=1e-12)
 
 
 def test_linear_attention_with_another_feature_map_and_broadcast_kv():
     phi = lambda x: torch.cat([torch.relu(x), torch.relu(-x)], -1) + 0.1  # noqa: E731  (r = 2d)
     q, k, v = rand(2, 9, 4, seed=16), rand(1, 9, 4, seed=17), rand(1, 9, 3, seed=18)
     got = linear_attention(q, k, v, feature_map=phi, causal=True, chunk_size=4)
-    ref = linear_quadratic_ref(q, k.expand(2, 9, 4), v.expand(2, 9, 3), phi, causal=True)
+    ref = linear_attention_ref(q, k.expand(2, 9, 4), v.expand(2, 9, 3), phi, causal=True)
     assert np.allclose(got.numpy(), ref, atol=1e-12)
 
 
@@ -222,7 +207,7 @@ def test_linear_attention_rejects_bad_arguments():
     q = rand(5, 4)
     with pytest.raises(ValueError, match="as many keys as queries"):
         linear_attention(q, rand(6, 4), rand(6, 4), causal=True)
-    with pytest.raises(ValueError, match="k has 6 positions but v has 5"):
+    with pytest.raises(ValueError, match="k has 6 keys but v has 5 values"):
         linear_attention(q, rand(6, 4), rand(5, 4))
     with pytest.raises(ValueError, match="head dim 4 but k has 3"):
         linear_attention(q, rand(5, 3), rand(5, 4))
@@ -284,7 +269,7 @@ def test_favor_causal_equals_its_own_quadratic_form_and_stabilizer_cancels():
     got = favor_attention(q, k, v, causal=True, features=W, chunk_size=3)
     s = 1 / math.sqrt(8) ** 0.5
     phi = lambda x: favor_features(x * s, W, stabilizer="none")  # noqa: E731
-    assert np.allclose(got.numpy(), linear_quadratic_ref(q, k, v, phi, causal=True), atol=1e-10)
+    assert np.allclose(got.numpy(), linear_attention_ref(q, k, v, phi, causal=True), atol=1e-10)
 
 
 def test_favor_rejects_bad_arguments():

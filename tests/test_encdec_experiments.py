@@ -35,6 +35,7 @@ def test_run_is_deterministic_and_reports_per_length(src_eos):
     assert row["model"] == "transformer" and {"exact_match_trained", "exact_match_longer", "exact_match_at_7"} <= set(row)
 
 
+@pytest.mark.slow
 def test_reversal_is_learned_on_short_strings():
     # two layers each: one encoder layer cannot find where the string ends (length 3 then fails)
     setup = ReversalTransformerSetup(d_model=32, num_heads=4, num_encoder_layers=2, num_decoder_layers=2, d_ff=64,

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from minitransformer.flash.cpu_cuda import runner
 from minitransformer.flash.cpu_cuda.fast_runner import (decode_cpu, fast_backward_cpu, fast_forward_cpu,
                                                         from_bits, to_bits)
-from minitransformer.flash.cupy_bridge import kernel_source
+from minitransformer.flash.sources import kernel_source
+from minitransformer.reference import gqa_attention_ref
 
 pytestmark = pytest.mark.skipif(not runner.gxx_available(), reason="needs g++")
 
@@ -35,17 +35,8 @@ def _inputs(B, H, H_kv, N, d, dt, seed=0, n_k=None):
 
 
 def _reference(q, k, v, dO, causal):
-    """float64 attention, its log-sum-exp and gradients (GQA by repeating k, v)."""
-    qt, kt, vt = (torch.tensor(x, dtype=torch.float64, requires_grad=True) for x in (q, k, v))
-    G = q.shape[1] // k.shape[1]
-    s = qt @ kt.repeat_interleave(G, 1).transpose(-1, -2) / q.shape[-1] ** 0.5
-    if causal:
-        N = q.shape[2]
-        s = s.masked_fill(torch.ones(N, N, dtype=torch.bool).triu(1), float("-inf"))
-    o = s.softmax(-1) @ vt.repeat_interleave(G, 1)
-    o.backward(torch.tensor(dO, dtype=torch.float64))
-    return (o.detach().numpy(), torch.logsumexp(s, -1).detach().numpy(),
-            qt.grad.numpy(), kt.grad.numpy(), vt.grad.numpy())
+    """float64 attention, its log-sum-exp and gradients, as NumPy arrays."""
+    return tuple(t.numpy() for t in gqa_attention_ref(q, k, v, is_causal=causal, dO=dO))
 
 
 # fp16: the output is rounded to fp16 (|O| < 4: ulp <= 2^-9) and P to fp16 before P V.
@@ -102,15 +93,13 @@ def test_fast_backward_matches_float64(sm, d, N, causal, dt, H, H_kv, schedule):
     (2, 16, 1, 1, 90, 64, 2, 5, "round_robin"),  # MQA: 16 query heads on one kv head -> 2 row chunks
 ])
 def test_decode_matches_full_attention(B, H, H_kv, T, S, d, dt, splits, schedule):
-    from minitransformer.flash.api import _decode_reference
     rng = np.random.default_rng(2)
     q, k, v = (rng.standard_normal(s).astype(np.float32) for s in ((B, H, T, d), (B, H_kv, S, d), (B, H_kv, S, d)))
     if dt != 2:
         q, k, v = (from_bits(to_bits(x, dt), dt) for x in (q, k, v))
     lengths = np.array([S, max(T, S // 2 - 3)][:B], np.int32)
     O = decode_cpu(q, k, v, lengths, num_splits=splits, dt=dt, schedule=schedule, seed=7)
-    ref = _decode_reference(*(torch.tensor(x, dtype=torch.float64) for x in (q, k, v)),
-                            torch.tensor(lengths), 1 / d ** 0.5, True).numpy()
+    ref = gqa_attention_ref(q, k, v, lengths=lengths, is_causal=True).out.numpy()
     assert not np.isnan(O).any()
     np.testing.assert_allclose(O, ref, atol={2: 1e-5, 0: 2e-3, 1: 1e-2}[dt], rtol=1e-2)
 

@@ -1,22 +1,16 @@
 """flash_attention / flash_decode on the CPU: dispatch, validation, numerics."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
 from minitransformer.flash import cupy_bridge
-from minitransformer.flash.api import _decode_reference, flash_attention, flash_decode
-
-
-def _naive64(q, k, v, causal):
-    q, k, v = (t.double() for t in (q, k, v))
-    G = q.shape[1] // k.shape[1]
-    k, v = k.repeat_interleave(G, 1), v.repeat_interleave(G, 1)
-    s = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5
-    if causal:
-        N = q.shape[2]
-        s = s.masked_fill(torch.ones(N, N, dtype=torch.bool).triu(1), float("-inf"))
-    return s.softmax(-1) @ v
+from minitransformer.flash.api import flash_attention, flash_decode
+from minitransformer.flash.sources import kernel_source
+from minitransformer.flash.tiles import TileConfig
+from minitransformer.reference import gqa_attention_ref
 
 
 def _qkv(B=2, H=4, H_kv=2, N=7, d=16, N_k=None, seed=0, dtype=torch.float32):
@@ -36,7 +30,7 @@ def test_backends_equal_float64_reference(backend, N, d, causal, H_kv):
     q, k, v = _qkv(N=N, d=d, H_kv=H_kv)
     out = flash_attention(q, k, v, is_causal=causal, backend=backend)
     assert out.shape == q.shape and out.dtype == q.dtype
-    torch.testing.assert_close(out.double(), _naive64(q, k, v, causal), atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(out.double(), gqa_attention_ref(q, k, v, is_causal=causal).out, atol=2e-5, rtol=1e-5)
 
 
 def test_torch_backend_gradients_match_float64():
@@ -44,9 +38,8 @@ def test_torch_backend_gradients_match_float64():
     out = flash_attention(q, k, v, is_causal=True, backend="torch")
     dO = torch.randn_like(out)
     grads = torch.autograd.grad(out, (q, k, v), dO)
-    qr, kr, vr = (t.detach().clone().requires_grad_() for t in (q, k, v))
-    ref = torch.autograd.grad(_naive64(qr, kr, vr, True), (qr, kr, vr), dO)
-    for g, r in zip(grads, ref):
+    ref = gqa_attention_ref(q, k, v, is_causal=True, dO=dO)
+    for g, r in zip(grads, (ref.dq, ref.dk, ref.dv)):
         torch.testing.assert_close(g, r, atol=1e-9, rtol=1e-7)
 
 
@@ -55,8 +48,7 @@ def test_auto_on_cpu_is_torch_and_differentiable():
     out = flash_attention(q, k, v, scale=0.3)
     out.sum().backward()
     assert q.grad is not None and k.grad.shape == k.shape
-    ref = torch.softmax(0.3 * q.detach().double() @ k.detach().double().repeat_interleave(2, 1).transpose(-1, -2), -1) \
-        @ v.detach().double().repeat_interleave(2, 1)
+    ref = gqa_attention_ref(q, k, v, scale=0.3).out
     torch.testing.assert_close(out.detach().double(), ref, atol=2e-5, rtol=1e-5)
 
 
@@ -73,7 +65,8 @@ def test_numpy_backend_refuses_gradients_but_works_under_no_grad():
 
 @pytest.mark.parametrize("make,exc,match", [
     (lambda q, k, v: (q, k[..., :8], v[..., :8]), ValueError, "q has head dim 16 but k has 8"),
-    (lambda q, k, v: (q, k, v[:, :, :3]), ValueError, "k and v must have the same shape"),
+    (lambda q, k, v: (q, k, v[:, :, :3]), ValueError, "k has 7 keys but v has 3 values"),
+    (lambda q, k, v: (q, k, v[..., :8]), ValueError, "v has head dim 8 but q and k have 16"),
     (lambda q, k, v: (q[0], k, v), ValueError, r"q must have shape \(B, H, N, d\)"),
     (lambda q, k, v: (q, k[:1], v[:1]), ValueError, "q has batch size 2 but k has 1"),
     (lambda q, k, v: (q[:, :3], k, v), ValueError, "q has 3 heads, not a multiple of k's 2 heads"),
@@ -139,16 +132,32 @@ def test_import_does_not_load_cupy():
 def test_bridge_configs_fit_the_shared_memory_limits():
     """sm_75 (T4) grants at most 64 KiB per block; the sm_80 configs fit an A100's 163 KiB."""
     for d in cupy_bridge.FAST_HEAD_DIMS:
-        assert cupy_bridge.fast_forward_config(d, 75)["smem_bytes"] <= 64 * 1024
-        assert cupy_bridge.fast_backward_config(d)["smem_bytes"] <= 64 * 1024
-        assert cupy_bridge.fast_forward_config(d, 80)["smem_bytes"] <= 163 * 1024
-    assert cupy_bridge.fast_forward_config(64, 80)["stages"] == 2
-    assert cupy_bridge.fast_forward_config(64, 75)["stages"] == 1
+        assert cupy_bridge.fast_forward_config(d, 75).smem_bytes <= 64 * 1024
+        assert cupy_bridge.fast_backward_config(d).smem_bytes <= 64 * 1024
+        assert cupy_bridge.fast_forward_config(d, 80).smem_bytes <= 163 * 1024
+    assert cupy_bridge.fast_forward_config(64, 80).stages == 2
+    assert cupy_bridge.fast_forward_config(64, 75).stages == 1
+
+
+def test_bridge_configs_are_frozen_and_named_like_the_teaching_tiles():
+    cfg = cupy_bridge.fast_forward_config(64, 80)
+    assert isinstance(cfg, TileConfig) and isinstance(cupy_bridge.fast_backward_config(64), TileConfig)
+    assert (cfg.Br, cfg.Bc, cfg.threads) == (64, 64, 128)
+    assert (cupy_bridge.fast_backward_config(128).Br, cupy_bridge.fast_backward_config(128).Bc) == (32, 64)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.Br = 32
 
 
 def test_kernel_source_inlines_the_common_header():
-    src = cupy_bridge.kernel_source("fast_forward.cu")
+    src = kernel_source("fast_forward.cu")
     assert '#include "fast_common.cuh"' not in src and "mma_m16n8k16_f16" in src
+    # after the header, #line resumes at the file's own next line (compiler messages stay right)
+    raw = kernel_source("fast_forward.cu", inline_includes=False).splitlines()
+    lines = src.splitlines()
+    last = max(i for i, line in enumerate(lines) if line.startswith("#line"))
+    resume = int(lines[last].split()[1])
+    assert lines[last + 1:] == raw[resume - 1:]
+    assert cupy_bridge.kernel_source is kernel_source                # one definition, re-used
 
 
 # ---- flash_decode (CPU path = exact torch math) ---------------------------------------
@@ -167,14 +176,15 @@ def test_flash_decode_equals_full_attention_with_gqa_and_lengths(T, H, H_kv):
     assert out.shape == (B, H, T, d)
     for b in range(B):
         n = int(lengths[b])
-        full = _naive64(q_all[b:b + 1, :, :n], k_all[b:b + 1, :, :n], v_all[b:b + 1, :, :n], True)
+        full = gqa_attention_ref(q_all[b:b + 1, :, :n], k_all[b:b + 1, :, :n], v_all[b:b + 1, :, :n],
+                                 is_causal=True).out
         torch.testing.assert_close(out[b:b + 1].double(), full[:, :, n - T:n], atol=1e-5, rtol=1e-5)
 
 
 def test_flash_decode_noncausal_and_default_lengths():
     q, k, v = _qkv(B=2, H=4, H_kv=2, N=2, N_k=11, d=8)
     out = flash_decode(q, k, v, is_causal=False)
-    torch.testing.assert_close(out.double(), _naive64(q, k, v, False), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.double(), gqa_attention_ref(q, k, v).out, atol=1e-5, rtol=1e-5)
 
 
 def test_flash_decode_validation():
@@ -189,13 +199,26 @@ def test_flash_decode_validation():
         flash_decode(q, k[..., :8], v[..., :8])
 
 
-def test_decode_reference_masks_padding_positions():
-    """Garbage past a sequence's length must not leak into its output."""
+def test_decode_masks_padding_positions():
+    """Garbage past a sequence's length must not leak into its output (the CPU path and the reference)."""
     q, k, v = _qkv(B=2, N=1, N_k=12, d=8)
     lengths = torch.tensor([12, 5])
-    a = _decode_reference(q, k, v, lengths, 0.35, True)
     k2, v2 = k.clone(), v.clone()
     k2[1, :, 5:] = 1e4
     v2[1, :, 5:] = float("nan")
-    b = _decode_reference(q, k2, v2, lengths, 0.35, True)
-    torch.testing.assert_close(a, b)
+    a = flash_decode(q, k, v, lengths, scale=0.35)
+    torch.testing.assert_close(a, flash_decode(q, k2, v2, lengths, scale=0.35))
+    ref = gqa_attention_ref(q, k2, v2, lengths=lengths, scale=0.35, is_causal=True).out
+    torch.testing.assert_close(a.double(), ref, atol=2e-6, rtol=1e-5)
+    torch.testing.assert_close(ref[1], gqa_attention_ref(q[1:], k[1:, :, :5], v[1:, :, :5], scale=0.35).out[0])
+
+
+def test_device_index_respects_the_tensor_and_the_current_device(monkeypatch):
+    """`cuda:1` is device 1; a bare `cuda` is the CURRENT device, not device 0."""
+    from types import SimpleNamespace
+
+    from minitransformer.flash.api import _device_index
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
+    assert _device_index(SimpleNamespace(device=torch.device("cuda", 1))) == 1
+    assert _device_index(SimpleNamespace(device=torch.device("cuda", 0))) == 0
+    assert _device_index(SimpleNamespace(device=torch.device("cuda"))) == 3

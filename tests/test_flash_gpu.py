@@ -13,7 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from minitransformer.flash import cupy_bridge
-from minitransformer.flash.api import _decode_reference, flash_attention, flash_decode
+from minitransformer.flash.api import flash_attention, flash_decode
+from minitransformer.flash.sources import kernel_source
+from minitransformer.reference import gqa_attention_ref
 
 pytestmark = pytest.mark.gpu
 
@@ -36,16 +38,9 @@ def _inputs(B, H, H_kv, N, d, dtype, seed=0):
 
 
 def _reference(q, k, v, dO, causal):
-    """float64 output and gradients (GQA by repeating k and v)."""
-    q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
-    G = q.shape[1] // k.shape[1]
-    s = q64 @ k64.repeat_interleave(G, 1).transpose(-1, -2) / math.sqrt(q.shape[-1])
-    if causal:
-        N = q.shape[2]
-        s = s.masked_fill(torch.ones(N, N, dtype=torch.bool, device=q.device).triu(1), float("-inf"))
-    o = s.softmax(-1) @ v64.repeat_interleave(G, 1)
-    grads = torch.autograd.grad(o, (q64, k64, v64), dO.double())
-    return o.detach(), grads
+    """float64 output and gradients (the package's reference), on q's device."""
+    ref = gqa_attention_ref(q, k, v, is_causal=causal, dO=dO)
+    return ref.out, (ref.dq, ref.dk, ref.dv)
 
 
 def _sdpa_errors(q, k, v, dO, causal, ref_o, ref_grads):
@@ -96,10 +91,9 @@ def test_fast_kernel_forward_and_backward(N, d, causal, dtype):
 def test_fast_kernel_lse_and_head_dim_32():
     q, k, v, _ = _inputs(1, 2, 2, 77, 32, torch.float16)
     O, L = cupy_bridge.fast_forward(q, k, v, True, 1 / math.sqrt(32))
-    s = q.double() @ k.double().transpose(-1, -2) / math.sqrt(32)
-    s = s.masked_fill(torch.ones(77, 77, dtype=torch.bool, device="cuda").triu(1), float("-inf"))
-    torch.testing.assert_close(L.double(), torch.logsumexp(s, -1), atol=1e-4, rtol=1e-5)
-    torch.testing.assert_close(O.double(), s.softmax(-1) @ v.double(), atol=2e-3, rtol=1e-2)
+    ref = gqa_attention_ref(q, k, v, is_causal=True)
+    torch.testing.assert_close(L.double(), ref.lse, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(O.double(), ref.out, atol=2e-3, rtol=1e-2)
 
 
 def test_emulated_fragments_match_the_hardware():
@@ -109,15 +103,15 @@ def test_emulated_fragments_match_the_hardware():
     q, k, v, _ = _inputs(2, 2, 2, 150, 64, torch.float16, seed=9)
     dev = torch.cuda.current_device()
     name = "flash_fwd_fast<64, 0>"
-    mod = cupy.RawModule(code=cupy_bridge.kernel_source("fast_forward.cu"),
+    mod = cupy.RawModule(code=kernel_source("fast_forward.cu"),
                          options=cupy_bridge.NVRTC_OPTIONS + ("-DMT_PTX_VIA_SHUFFLES",), name_expressions=[name])
     fn = mod.get_function(name)
     cfg = cupy_bridge.fast_forward_config(64, _arch())
-    fn.max_dynamic_shared_size_bytes = cfg["smem_bytes"]
+    fn.max_dynamic_shared_size_bytes = cfg.smem_bytes
     O = torch.full_like(q, float("nan"))
     L = torch.full((2, 2, 150), float("nan"), device="cuda")
-    cupy_bridge._launch(fn, (math.ceil(150 / 64), 4), (128,), (q, k, v, O, L, 2, 2, 150, 150, 0.125, 1),
-                        cfg["smem_bytes"], q.device)
+    cupy_bridge._launch(fn, (math.ceil(150 / cfg.Br), 4), (cfg.threads,), (q, k, v, O, L, 2, 2, 150, 150, 0.125, 1),
+                        cfg.smem_bytes, q.device)
     O_hw, L_hw = cupy_bridge.fast_forward(q, k, v, True, 0.125)
     torch.testing.assert_close(O, O_hw, atol=2e-3, rtol=1e-2)
     torch.testing.assert_close(L, L_hw, atol=1e-4, rtol=1e-5)
@@ -135,7 +129,7 @@ def test_decode_kernel_equals_full_attention(B, H, H_kv, T, S, d, splits, dtype)
     k, v = cache_k[:, :, :S], cache_v[:, :, :S]                    # views, as KVCache returns
     lengths = torch.tensor([S, max(T, S // 3), T][:B], device="cuda", dtype=torch.int32)
     out = flash_decode(q, k, v, lengths, num_splits=splits)
-    ref = _decode_reference(q.double(), k.double(), v.double(), lengths, 1 / math.sqrt(d), True)
+    ref = gqa_attention_ref(q, k, v, lengths=lengths, scale=1 / math.sqrt(d), is_causal=True).out
     assert torch.isfinite(out).all()
     tol = 2e-5 if dtype == torch.float32 else 2e-3
     torch.testing.assert_close(out.double(), ref, atol=tol, rtol=1e-2)

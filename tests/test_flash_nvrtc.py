@@ -23,6 +23,7 @@ nvrtc = pytest.importorskip("cupy_backends.cuda.libs.nvrtc",
                             reason="needs cupy-cuda12x and nvidia-cuda-nvrtc-cu12")
 
 from minitransformer.flash import cupy_bridge as bridge  # noqa: E402
+from minitransformer.flash.sources import kernel_source  # noqa: E402
 
 ARCHS = (75, 80, 90)
 
@@ -30,7 +31,7 @@ ARCHS = (75, 80, 90)
 def _compile(filename: str, target: str, arch: int) -> tuple[bytes, str, list[str]]:
     """Compile like cupy.RawModule does; return (output, log, lowered names)."""
     names = bridge.name_expressions(filename, arch)
-    prog = nvrtc.createProgram(bridge.kernel_source(filename), filename, [], [])
+    prog = nvrtc.createProgram(kernel_source(filename), filename, [], [])
     try:
         for name in names:
             nvrtc.addNameExpression(prog, name)
@@ -50,6 +51,7 @@ def _supported(arch: int) -> bool:
     return arch in nvrtc.getSupportedArchs()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("filename", bridge.KERNEL_FILES)
 def test_kernel_compiles_to_cubin(filename: str, arch: int) -> None:
@@ -62,6 +64,7 @@ def test_kernel_compiles_to_cubin(filename: str, arch: int) -> None:
     assert all(name.startswith("_Z") for name in lowered)   # mangled template instantiations
 
 
+@pytest.mark.slow
 def test_turing_path_uses_only_turing_mma() -> None:
     """sm_75 gets m16n8k8 (two per 16-deep step); sm_80+ gets m16n8k16 and cp.async."""
     ptx75 = _compile("fast_forward.cu", "compute_75", 75)[0]
@@ -111,7 +114,7 @@ def test_name_expressions_cover_the_launchers() -> None:
 def test_shuffle_emulation_variant_compiles_for_the_gpu() -> None:
     """-DMT_PTX_VIA_SHUFFLES (the CPU emulation's bodies) is valid CUDA too: the GPU test
     compares it with the real mma/ldmatrix."""
-    prog = nvrtc.createProgram(bridge.kernel_source("fast_forward.cu"), "fast_forward.cu", [], [])
+    prog = nvrtc.createProgram(kernel_source("fast_forward.cu"), "fast_forward.cu", [], [])
     try:
         nvrtc.addNameExpression(prog, "flash_fwd_fast<64, 0>")
         nvrtc.compileProgram(prog, ["--gpu-architecture=sm_80", *bridge.NVRTC_OPTIONS, "-DMT_PTX_VIA_SHUFFLES"])
@@ -152,7 +155,7 @@ extern "C" __global__ void all_wrappers(const mt_u16* g, float* out) {
 def test_every_ptx_wrapper_assembles(arch: int) -> None:
     """ptxas only sees the inline PTX of functions a kernel uses: this kernel uses them all
     (including the ones the fast kernels do not call today)."""
-    src = bridge.kernel_source("fast_forward.cu") + _ALL_WRAPPERS
+    src = kernel_source("fast_forward.cu") + _ALL_WRAPPERS
     prog = nvrtc.createProgram(src, "wrappers.cu", [], [])
     try:
         try:

@@ -12,19 +12,7 @@ from minitransformer.flash.tiled_numpy import (flash_backward_numpy, flash_forwa
 from minitransformer.flash.tiled_torch import (FlashAttentionTorch, flash_attention_torch,
                                                flash_backward_torch, flash_forward_torch)
 from minitransformer.flash.tiles import (backward_smem_bytes, choose_tiles, forward_smem_bytes)
-from minitransformer.reference import attention_ref
-
-
-def naive(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, scale: float | None = None):
-    """Float64 attention by the formula (GQA by repeating key heads); also returns the log-sum-exp."""
-    G = q.shape[1] // k.shape[1]
-    k, v = k.repeat_interleave(G, dim=1), v.repeat_interleave(G, dim=1)
-    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    S = scale * q @ k.transpose(-1, -2)
-    if causal:
-        N, Nk = S.shape[-2:]
-        S = S.masked_fill(torch.ones(N, Nk, dtype=torch.bool).triu(1), -math.inf)
-    return torch.softmax(S, dim=-1) @ v, torch.logsumexp(S, dim=-1)
+from minitransformer.reference import attention_ref, gqa_attention_ref
 
 
 def make(B, H, H_kv, N, d, N_k=None, seed=0):
@@ -35,13 +23,6 @@ def make(B, H, H_kv, N, d, N_k=None, seed=0):
     v = torch.randn(B, H_kv, N_k, d, generator=g, dtype=torch.float64)
     dO = torch.randn(B, H, N, d, generator=g, dtype=torch.float64)
     return q, k, v, dO
-
-
-def grads_ref(q, k, v, dO, causal):
-    q, k, v = (x.clone().requires_grad_(True) for x in (q, k, v))
-    out, _ = naive(q, k, v, causal)
-    out.backward(dO)
-    return q.grad, k.grad, v.grad
 
 
 # (B, H, H_kv, N, d, Br, Bc): length 1, odd lengths, non-multiples of the tiles, GQA, d 16/64/128
@@ -59,13 +40,13 @@ SHAPES = [
 def test_numpy_forward_backward_equal_float64_attention(shape, causal):
     B, H, H_kv, N, d, Br, Bc = shape
     q, k, v, dO = make(B, H, H_kv, N, d)
-    out_ref, L_ref = naive(q, k, v, causal)
+    out_ref, L_ref = gqa_attention_ref(q, k, v, is_causal=causal)[:2]
     O, L = flash_forward_numpy(q.numpy(), k.numpy(), v.numpy(), is_causal=causal, Br=Br, Bc=Bc)
     np.testing.assert_allclose(O, out_ref.numpy(), atol=1e-12, rtol=0)
     np.testing.assert_allclose(L, L_ref.numpy(), atol=1e-12, rtol=0)
     dq, dk, dv = flash_backward_numpy(q.numpy(), k.numpy(), v.numpy(), O, dO.numpy(), L,
                                       is_causal=causal, Br=Bc, Bc=Br)   # other tiles than forward
-    for got, want in zip((dq, dk, dv), grads_ref(q, k, v, dO, causal)):
+    for got, want in zip((dq, dk, dv), gqa_attention_ref(q, k, v, is_causal=causal, dO=dO)[2:]):
         assert got.shape == want.shape
         np.testing.assert_allclose(got, want.numpy(), atol=1e-11, rtol=0)
 
@@ -75,27 +56,27 @@ def test_numpy_forward_backward_equal_float64_attention(shape, causal):
 def test_torch_forward_backward_equal_float64_attention(shape, causal):
     B, H, H_kv, N, d, Br, Bc = shape
     q, k, v, dO = make(B, H, H_kv, N, d, seed=1)
-    out_ref, L_ref = naive(q, k, v, causal)
+    out_ref, L_ref = gqa_attention_ref(q, k, v, is_causal=causal)[:2]
     O, L = flash_forward_torch(q, k, v, is_causal=causal, Br=Br, Bc=Bc)
     torch.testing.assert_close(O, out_ref, atol=1e-12, rtol=0)
     torch.testing.assert_close(L, L_ref, atol=1e-12, rtol=0)
     qa, ka, va = (x.clone().requires_grad_(True) for x in (q, k, v))
     out = flash_attention_torch(qa, ka, va, is_causal=causal, Br=Br, Bc=Bc)
     out.backward(dO)
-    for got, want in zip((qa.grad, ka.grad, va.grad), grads_ref(q, k, v, dO, causal)):
+    for got, want in zip((qa.grad, ka.grad, va.grad), gqa_attention_ref(q, k, v, is_causal=causal, dO=dO)[2:]):
         torch.testing.assert_close(got, want, atol=1e-11, rtol=0)
 
 
 @pytest.mark.parametrize("causal", [False, True])
 def test_long_sequence_n1000(causal):
     q, k, v, dO = make(1, 2, 1, 1000, 64, seed=2)
-    out_ref, L_ref = naive(q, k, v, causal)
+    out_ref, L_ref = gqa_attention_ref(q, k, v, is_causal=causal)[:2]
     O, L = flash_forward_numpy(q.numpy(), k.numpy(), v.numpy(), is_causal=causal, Br=64, Bc=128)
     np.testing.assert_allclose(O, out_ref.numpy(), atol=1e-12, rtol=0)
     np.testing.assert_allclose(L, L_ref.numpy(), atol=1e-12, rtol=0)
     dq, dk, dv = flash_backward_torch(q, k, v, torch.from_numpy(O), dO, torch.from_numpy(L),
                                       is_causal=causal, Br=128, Bc=64)
-    for got, want in zip((dq, dk, dv), grads_ref(q, k, v, dO, causal)):
+    for got, want in zip((dq, dk, dv), gqa_attention_ref(q, k, v, is_causal=causal, dO=dO)[2:]):
         torch.testing.assert_close(got, want, atol=1e-11, rtol=0)
 
 
@@ -105,13 +86,13 @@ def test_different_query_and_key_lengths_non_causal():
     np.testing.assert_allclose(O, attention_ref(q, k.repeat_interleave(2, 1), v.repeat_interleave(2, 1)),
                                atol=1e-12)
     dq, dk, dv = flash_backward_numpy(q.numpy(), k.numpy(), v.numpy(), O, dO.numpy(), L, Br=8, Bc=16)
-    for got, want in zip((dq, dk, dv), grads_ref(q, k, v, dO, False)):
+    for got, want in zip((dq, dk, dv), gqa_attention_ref(q, k, v, is_causal=False, dO=dO)[2:]):
         np.testing.assert_allclose(got, want.numpy(), atol=1e-11)
 
 
 def test_custom_scale_and_float32_dtype():
     q, k, v, _ = make(1, 2, 2, 20, 8, seed=4)
-    out_ref, _ = naive(q, k, v, True, scale=0.3)
+    out_ref = gqa_attention_ref(q, k, v, is_causal=True, scale=0.3).out
     O, L = flash_forward_torch(q.float(), k.float(), v.float(), is_causal=True, scale=0.3, Br=8, Bc=8)
     assert O.dtype == torch.float32 and L.dtype == torch.float32
     torch.testing.assert_close(O.double(), out_ref, atol=2e-6, rtol=0)
@@ -147,7 +128,7 @@ def test_steps_follow_the_kernel_order_and_end_at_attention(causal):
     expected = [(i, j) for i in range(Tr)
                 for j in range(min(Tc, math.ceil(min(4 * (i + 1), 11) / 3)) if causal else Tc)]
     assert [(s.i, s.j) for s in steps] == expected
-    out_ref, _ = naive(*(torch.from_numpy(x)[None, None] for x in (q, k, v)), causal)
+    out_ref = gqa_attention_ref(*(x[None, None] for x in (q, k, v)), is_causal=causal).out
     for s in steps:
         assert s.m.shape == s.l.shape == (s.rows[1] - s.rows[0],)
         if s.last:
@@ -166,7 +147,7 @@ def test_bad_inputs_raise_clear_errors():
         flash_forward_torch(q, k[..., :8], v[..., :8])
     with pytest.raises(ValueError, match="not a multiple of k's 3 heads"):
         flash_forward_torch(q, torch.zeros(1, 3, 8, 16), torch.zeros(1, 3, 8, 16))
-    with pytest.raises(ValueError, match="Br=0"):
+    with pytest.raises(ValueError, match="Br must be a positive int, got 0"):
         flash_forward_numpy(q.numpy(), k.numpy(), v.numpy(), Br=0)
     with pytest.raises(TypeError, match="q must be a torch.Tensor"):
         flash_attention_torch(q.numpy(), k, v)

@@ -7,7 +7,7 @@ import torch
 from minitransformer import GPT, MultiHeadAttention
 from minitransformer.book.heads import (
     BOS, AttentionOnlyTransformer, ablate_heads, ablation_table, attention_layers, decode, encode,
-    head_grid_chart, head_scores, repeated_sequences, text_attention_map, train_toy_model,
+    head_grid_chart, head_scores, repeated_sequences, text_attention_map, train_induction_model,
 )
 
 
@@ -121,8 +121,8 @@ def test_displays():
 def test_a_short_training_run_lowers_the_loss():
     torch.manual_seed(0)
     m = AttentionOnlyTransformer(12, 16, n_layer=2, n_head=2, d_model=32)
-    curve = train_toy_model(m, steps=60, batch_size=16, lr=3e-3, log_every=20, seq_len=16, vocab_size=12,
-                            max_period=5)
+    curve = train_induction_model(m, steps=60, batch_size=16, lr=3e-3, log_every=20, seq_len=16, vocab_size=12,
+                                  max_period=5)
     assert list(curve["step"]) == [20, 40, 60] and curve.attrs["seconds"] > 0
     assert curve["loss"].iloc[-1] < curve["loss"].iloc[0]
     assert not m.training

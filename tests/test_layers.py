@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from helpers import rand
 from minitransformer import MultiHeadAttention, causal_mask, padding_mask
 from minitransformer.kv_cache import KVCache
 from minitransformer.layers import DecoderLayer, EncoderLayer, FeedForward
@@ -12,19 +13,7 @@ from minitransformer.transformer import Decoder, Encoder
 
 D, H, FF = 16, 4, 24
 LAYER_KINDS = [(nf, act) for nf in (False, True) for act in ("relu", "gelu")]
-
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: one thread is faster than two busy ones on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-def rand(*shape, seed=0):
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.one_thread
 
 
 def tokens_with_padding():
@@ -224,3 +213,40 @@ def test_bad_arguments_raise_clear_errors():
         EncoderLayer.from_torch(nn.Linear(2, 2))
     with pytest.raises(ValueError, match="self_caches must hold one KVCache per layer"):
         Decoder(2, D, H)(torch.randn(1, 1, D), torch.randn(1, 2, D), self_caches=[])
+
+
+# -- options reach every layer -----------------------------------------------------------------
+@pytest.mark.parametrize("stack", [Encoder, Decoder])
+def test_stack_keyword_options_reach_every_layer(stack):
+    from minitransformer import RotaryEmbedding
+    rotary = RotaryEmbedding(D // H)
+    model = stack(2, D, H, FF, 0.1, norm_first=True, bias=False, layer_norm_eps=1e-3, rotary=rotary,
+                  ffn_dropout=0.0)
+    norms = [m for m in model.modules() if isinstance(m, nn.LayerNorm)]
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    assert model.norm in norms and len(norms) == 2 * (3 if stack is Decoder else 2) + 1
+    assert all(n.eps == 1e-3 and n.bias is None for n in norms)  # the final norm too
+    assert linears and all(lin.bias is None for lin in linears)
+    for layer in model.layers:
+        assert layer.self_attn.rotary is rotary and layer.ffn.dropout.p == 0.0 and layer.dropout1.p == 0.1
+        if stack is Decoder:
+            assert layer.cross_attn.rotary is None  # RoPE: self-attention only
+    with pytest.raises(TypeError, match="unexpected keyword argument 'biass'"):
+        stack(2, D, H, biass=False)
+
+
+def test_decoder_layer_ffn_dropout_is_separate_from_dropout():
+    layer = DecoderLayer(D, H, FF, dropout=0.3, ffn_dropout=0.0)
+    assert layer.ffn.dropout.p == 0.0 and layer.self_attn.dropout == layer.cross_attn.dropout == 0.3
+    assert DecoderLayer(D, H, FF, dropout=0.3).ffn.dropout.p == 0.3  # default: the same as dropout
+    with pytest.raises(ValueError, match=r"ffn_dropout must be in \[0, 1\), got 1.0"):
+        DecoderLayer(D, H, ffn_dropout=1.0)
+
+
+def test_size_checks_are_uniform_and_reject_bool():
+    for make, name in ((lambda: EncoderLayer(D, True), "num_heads"), (lambda: FeedForward(True), "d_model"),
+                       (lambda: Encoder(True, D, H), "num_layers"), (lambda: MultiHeadAttention(D, 0), "num_heads")):
+        with pytest.raises(ValueError, match=f"{name} must be a positive int, got"):
+            make()
+    with pytest.raises(TypeError, match="dropout must be a number in"):
+        EncoderLayer(D, H, dropout="0.1")

@@ -6,22 +6,19 @@ import dataclasses
 import pytest
 import torch
 
-from minitransformer.configs import (GPTConfig, TransformerConfig, count_block_params,
-                                     count_gpt_params, count_transformer_params)
+from minitransformer.configs import (
+    GPTConfig,
+    TransformerConfig,
+    count_block_params,
+    count_gpt_params,
+    count_transformer_params,
+)
 from minitransformer.gpt import GPT, sample_next_token, sampling_probs
 from minitransformer.transformer import Transformer
 
 V = 11
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.one_thread
 
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: one thread is faster than two busy ones on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 def tiny_gpt(seed=0, **kw):
     torch.manual_seed(seed)
@@ -54,7 +51,8 @@ def test_gpt_forward_shapes_and_loss():
     assert torch.isclose(loss, expected)
     targets[:, :2] = -1  # ignored positions
     _, loss = model(idx, targets)
-    assert torch.isclose(loss, torch.nn.functional.cross_entropy(logits[:, 2:].reshape(-1, V), targets[:, 2:].reshape(-1)))
+    expected = torch.nn.functional.cross_entropy(logits[:, 2:].reshape(-1, V), targets[:, 2:].reshape(-1))
+    assert torch.isclose(loss, expected)
 
 
 @pytest.mark.parametrize("positional", ["learned", "sinusoidal", "rotary"])
@@ -313,3 +311,28 @@ def test_closed_form_counts_equal_the_models():
     assert GPTConfig.GPT2_SMALL.num_parameters() == 124_439_808  # GPT-2 small's published "124M"
     with pytest.raises(dataclasses.FrozenInstanceError):
         GPTConfig.CHAR_CPU.n_layer = 8
+
+
+@pytest.mark.parametrize("model,config", [(Transformer, TransformerConfig), (GPT, GPTConfig)])
+def test_from_config_passes_every_field_by_name(model, config):
+    import inspect
+    params = inspect.signature(model.__init__).parameters
+    assert all(f.name in params for f in dataclasses.fields(config))  # a new field needs its argument
+    small = (dataclasses.replace(TransformerConfig.BASE, src_vocab_size=V, tgt_vocab_size=V, d_model=16, num_heads=4,
+                                 num_encoder_layers=1, num_decoder_layers=2, d_ff=24, dropout=0.25, max_len=9,
+                                 share_embeddings=False, tie_output=False, pad_id=0, norm_first=True)
+             if config is TransformerConfig else
+             dataclasses.replace(GPTConfig.CHAR_CPU, vocab_size=V, block_size=9, n_layer=1, n_head=2, d_model=16,
+                                 dropout=0.25, d_ff=24, positional="rotary", tie_weights=False, bias=False))
+    m = model.from_config(small)
+    if config is TransformerConfig:
+        assert (m.max_len, m.pad_id, len(m.encoder.layers), len(m.decoder.layers)) == (9, 0, 1, 2)
+        assert m.src_embed is not m.tgt_embed and m.generator.weight is not m.tgt_embed.weight
+        assert m.encoder.layers[0].ffn.d_ff == 24 and m.encoder.norm is not None and m.dropout.p == 0.25
+    else:
+        assert (m.block_size, m.n_layer, m.positional, m.blocks[0].ffn.d_ff) == (9, 1, "rotary", 24)
+        assert m.lm_head.weight is not m.tok_emb.weight and m.ln_f.bias is None and m.drop.p == 0.25
+    assert m.num_parameters() == small.num_parameters()
+    assert model.from_config(small, dropout=0.0).num_parameters() == m.num_parameters()
+    with pytest.raises(TypeError, match=f"from_config expects a {config.__name__}"):
+        model.from_config(GPTConfig.CHAR_CPU if config is TransformerConfig else TransformerConfig.BASE)

@@ -5,13 +5,9 @@ import pytest
 import torch
 import torch.nn as nn
 
+from helpers import rand
 from minitransformer import KVCache, MultiHeadAttention, causal_mask, padding_mask
-from minitransformer.kv_cache import kv_cache_bytes
-from minitransformer.kv_cache import kv_cache_report
-
-
-def rand(*shape, seed=0):
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+from minitransformer.kv_cache import kv_cache_bytes, kv_cache_report
 
 
 def torch_pair(d=16, h=4, bias=True, seed=0):
@@ -137,3 +133,33 @@ def test_dropout_only_in_training():
     assert torch.equal(m(x), m(x))
     m.train()
     assert not torch.equal(m(x), m(x))
+
+
+def test_a_static_cache_is_for_cross_attention_only():
+    m = MultiHeadAttention(16, 4)
+    cache = KVCache(1, 4, 5, 4, static=True)
+    x = torch.randn(1, 2, 16)
+    m(x, kv_cache=cache)  # the first call fills it
+    with pytest.raises(RuntimeError, match="static"):
+        m(x, kv_cache=cache)  # self-attention must not reuse stale keys
+
+
+def test_one_output_projection_for_every_backend():
+    """forward = _qkv_heads -> _attend -> merge heads -> out, whichever backend attends."""
+    torch.manual_seed(0)
+    m = MultiHeadAttention(16, 4, num_kv_heads=2).double().eval()
+    x = rand(2, 5, 16)
+    q, k, v = m._qkv_heads(x, None, None, None)
+    assert q.shape == (2, 4, 5, 4) and k.shape == v.shape == (2, 2, 5, 4)  # K/V keep H_kv heads
+    for backend in ("minitransformer", "torch", "flash"):
+        m.backend = backend
+        out, weights = m._attend(q, k, v, None, True, False)
+        assert out.shape == (2, 4, 5, 4) and (weights is None) == (backend != "minitransformer")
+        assert torch.allclose(m(x, is_causal=True), m.out(out.transpose(1, 2).reshape(2, 5, 16)), atol=1e-12)
+    assert m.backend == "flash" and "flash" in type(m).backend.__doc__
+
+
+def test_value_without_key_is_an_error_not_self_attention():
+    m = MultiHeadAttention(16, 4)
+    with pytest.raises(ValueError, match="value was given without key"):
+        m(torch.zeros(1, 3, 16), value=torch.zeros(1, 5, 16))

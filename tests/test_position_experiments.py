@@ -6,8 +6,7 @@ import torch
 
 from minitransformer.book.position_experiments import (
     POSITION_KINDS, CopyTask, PositionToyModel, accuracy, accuracy_by_position, attention_by_offset,
-    extrapolation_experiment,
-    train_toy_model, window_mask,
+    copy_task_loss, extrapolation_experiment, train_position_model, window_mask,
 )
 
 
@@ -64,10 +63,14 @@ def test_rope_model_depends_only_on_relative_positions_inside_a_window():
 
 def test_training_learns_the_task_quickly():
     task = CopyTask(vocab_size=8, offset=1)
-    model, losses = train_toy_model("rope", task, train_len=8, steps=30, batch_size=32, d_model=32,
-                                    num_heads=2, lr=1e-2, seed=0)
+    model, losses = train_position_model("rope", task, train_len=8, steps=30, batch_size=32, d_model=32,
+                                         num_heads=2, lr=1e-2, seed=0)
     assert len(losses) == 30 and losses[-1] < losses[0] * 0.5
     assert not model.training
+    torch.manual_seed(0)                                  # the weights come from seed, the batches from seed + 1
+    fresh = PositionToyModel(8, 32, 2, "rope")
+    x, y = task.batch(32, 8, torch.Generator().manual_seed(1))
+    assert copy_task_loss(fresh, x, y).item() == losses[0]
     acc = accuracy_by_position(model, task, 8, num_sequences=32)
     assert acc.shape == (7,) and 0.0 <= float(acc.min()) <= float(acc.max()) <= 1.0
 

@@ -43,9 +43,9 @@ def test_sinusoidal_bounded_and_rows_unique():
 
 
 def test_sinusoidal_errors():
-    with pytest.raises(ValueError, match="d_model must be a positive even number, got 7"):
+    with pytest.raises(ValueError, match="d_model must be a positive even int, got 7"):
         sinusoidal_encoding(4, 7)
-    with pytest.raises(ValueError, match="num_positions must be >= 0, got -1"):
+    with pytest.raises(ValueError, match="num_positions must be a non-negative int, got -1"):
         sinusoidal_encoding(-1, 8)
 
 
@@ -75,7 +75,7 @@ def test_transition_matrix_is_block_diagonal():
     torch.testing.assert_close(T[:2, :2], expected)
     with pytest.raises(TypeError, match="k must be an int offset, got float 1.5"):
         transition_matrix(1.5, 8)
-    with pytest.raises(ValueError, match="d_model must be a positive even number, got 5"):
+    with pytest.raises(ValueError, match="d_model must be a positive even int, got 5"):
         transition_matrix(1, 5)
 
 
@@ -137,7 +137,7 @@ def test_sinusoidal_2d_layout():
     assert len({tuple(v.tolist()) for v in pe}) == H * W  # every patch distinct
     with pytest.raises(ValueError, match="d_model must be a positive multiple of 4.*got 18"):
         sinusoidal_encoding_2d(2, 2, 18)
-    with pytest.raises(ValueError, match="height and width must be positive, got 0x3"):
+    with pytest.raises(ValueError, match="height must be a positive int, got 0"):
         sinusoidal_encoding_2d(0, 3, 8)
 
 

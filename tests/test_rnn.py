@@ -12,14 +12,7 @@ from minitransformer.train import accuracy_by_length, set_seed, train_seq2seq
 TOK = task_tokenizer("reverse")
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny per-step RNN ops run fastest on one thread (much slower on two
-    when the other core is busy)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.one_thread
 
 
 def _model(attention, seed=0, **kw):
@@ -113,7 +106,7 @@ def test_config_and_input_errors():
         model(b.src, [3, 3, 3, 3], b.tgt_in)
     with pytest.raises(ValueError, match=r"tgt_in must be \(B, T\) with B = 4"):
         model(b.src, b.src_lengths, b.tgt_in[:2])
-    with pytest.raises(ValueError, match=r"max_len must be >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"max_len must be a positive int, got 0"):
         model.greedy_decode(b.src, 0)
 
 

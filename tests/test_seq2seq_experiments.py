@@ -18,12 +18,7 @@ TINY = ReversalSetup(train_lengths=(2, 5), test_lengths=(2, 7), n_train=300, n_t
                      preset="tiny", steps=6, batch_size=32)
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.one_thread
 
 
 def test_data_is_disjoint_balanced_and_reproducible():

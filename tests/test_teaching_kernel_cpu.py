@@ -15,8 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from minitransformer.flash.cpu_cuda.runner import (KernelError, gxx_available, kernel_source, load_module,
+from minitransformer.flash.cpu_cuda.runner import (KernelError, gxx_available, load_module,
                                                    teaching_backward_cpu, teaching_forward_cpu)
+from minitransformer.flash.sources import kernel_source
+from minitransformer.reference import gqa_attention_ref
 
 pytestmark = pytest.mark.skipif(not gxx_available(),
                                 reason="g++ not found: the CUDA-on-CPU emulation compiles kernels with g++")
@@ -38,17 +40,8 @@ def make(B, H, H_kv, N, d, N_k=None, seed=0):
 
 
 def reference(q, k, v, dO, causal):
-    """Float64 output, log-sum-exp and gradients (torch autograd through naive attention)."""
-    q, k, v, dO = (torch.tensor(x, dtype=torch.float64) for x in (q, k, v, dO))
-    q.requires_grad_(True), k.requires_grad_(True), v.requires_grad_(True)
-    G = q.shape[1] // k.shape[1]
-    S = q @ k.repeat_interleave(G, 1).transpose(-1, -2) / math.sqrt(q.shape[-1])
-    if causal:
-        S = S.masked_fill(torch.ones(S.shape[-2:], dtype=torch.bool).triu(1), -math.inf)
-    out = torch.softmax(S, -1) @ v.repeat_interleave(G, 1)
-    out.backward(dO)
-    return (out.detach().numpy(), torch.logsumexp(S, -1).detach().numpy(),
-            q.grad.numpy(), k.grad.numpy(), v.grad.numpy())
+    """Float64 output, log-sum-exp and gradients (the package's reference), as NumPy arrays."""
+    return tuple(t.numpy() for t in gqa_attention_ref(q, k, v, is_causal=causal, dO=dO))
 
 
 def max_err(got, want) -> float:

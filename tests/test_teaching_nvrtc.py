@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from minitransformer.flash.cpu_cuda.runner import kernel_source
+from minitransformer.flash.sources import kernel_source
 
 nvrtc = pytest.importorskip("cupy_backends.cuda.libs.nvrtc",
                             reason="needs cupy-cuda12x (and nvidia-cuda-nvrtc-cu12) for NVRTC")

@@ -14,7 +14,7 @@ from minitransformer.data import task_tokenizer, train_test_pairs
 from minitransformer.rnn import Seq2Seq, Seq2SeqConfig
 from minitransformer.train import (
     History, NoamSchedule, accuracy_by_length, label_smoothing_loss, noam_lr, noam_scheduler,
-    set_seed, smoothed_targets, fit, train_seq2seq, warmup_cosine_lr, warmup_cosine_scheduler,
+    global_grad_norm, set_seed, smoothed_targets, fit, train_seq2seq, warmup_cosine_lr, warmup_cosine_scheduler,
 )
 
 
@@ -110,6 +110,56 @@ def test_train_loop_records_history_and_is_deterministic():
     assert not model.training
     with pytest.raises(ValueError, match=r"num_steps must be >= 1, got 0"):
         fit(model, lambda s: model(torch.zeros(1, 3)).sum(), torch.optim.SGD(model.parameters(), 0.1), 0)
+
+
+def _regression(seed: int = 0):
+    """A linear model, a fixed regression batch, and a loss on it."""
+    set_seed(seed)
+    model = nn.Linear(3, 1)
+    x = torch.randn(32, 3)
+    y = x @ torch.tensor([[1.0], [-2.0], [0.5]])
+    return model, lambda step: F.mse_loss(model(x), y)
+
+
+def test_fit_lr_fn_sets_and_records_the_rate_each_step_uses():
+    model, loss_fn = _regression()
+    opt = torch.optim.SGD(model.parameters(), lr=123.0)
+    hist = fit(model, loss_fn, opt, 4, lr_fn=lambda step: 0.1 * (step + 1), clip_norm=None, log_every=1,
+               progress=False)
+    assert [r["lr"] for r in hist] == pytest.approx([0.1, 0.2, 0.3, 0.4]) and [r["step"] for r in hist] == [1, 2, 3, 4]
+    with pytest.raises(ValueError, match="not both"):
+        fit(model, loss_fn, opt, 1, lr_fn=lambda s: 0.1, scheduler=noam_scheduler(opt, 8, 2), progress=False)
+    model, loss_fn = _regression()
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    hist = fit(model, loss_fn, opt, 3, scheduler=torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 ** s),
+               log_every=1, progress=False)
+    assert [r["lr"] for r in hist] == [1.0, 0.5, 0.25]      # the rate of the step, not the next one
+
+
+def test_fit_grad_norm_is_measured_before_clipping():
+    model, loss_fn = _regression()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    hist = fit(model, loss_fn, opt, 1, clip_norm=1e-3, grad_norm=True, progress=False)
+    model2, loss_fn2 = _regression()
+    loss_fn2(0).backward()
+    assert hist[0]["grad_norm"] == global_grad_norm(model2) > 1e-3
+    assert list(hist[0]) == ["step", "loss", "grad_norm", "lr", "time"]
+
+
+def test_fit_in_chunks_equals_one_run_and_log_when_picks_the_steps():
+    def run(chunks):
+        model, loss_fn = _regression()
+        opt = torch.optim.Adam(model.parameters(), lr=0.05)
+        hist, done = History(), 0
+        for n in chunks:
+            hist += fit(model, loss_fn, opt, n, lr_fn=lambda step: 0.05 / (step + 1), start_step=done,
+                        log_when=lambda s: s % 3 == 0 or s == 1, progress=False)
+            done += n
+        return model, hist
+    (m1, h1), (m2, h2) = run([7]), run([2, 4, 1])
+    assert torch.equal(m1.weight, m2.weight)
+    assert [(r["step"], r["loss"], r["lr"]) for r in h1] == [(r["step"], r["loss"], r["lr"]) for r in h2]
+    assert [r["step"] for r in h1] == [1, 3, 6]
 
 
 def test_accuracy_by_length_columns_and_perfect_oracle():

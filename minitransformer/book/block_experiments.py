@@ -21,6 +21,7 @@ learn stays at the uniform loss ``log(vocab_size)``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pandas as pd
@@ -30,10 +31,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..layers import FeedForward
+from ..train import fit
 from ..transformer import Encoder
 
 __all__ = ["layer_norm", "ConvFeedForward", "input_gradient_norms", "PreviousTokenTask",
-           "BlockStackModel", "train_block_stack", "norm_placement_experiment"]
+           "BlockStackModel", "linear_warmup", "train_block_stack", "norm_placement_experiment"]
 
 
 # ---------------------------------------------------------------- LayerNorm by hand
@@ -181,13 +183,29 @@ def _task_loss(model: BlockStackModel, x: Tensor, y: Tensor) -> Tensor:
     return F.cross_entropy(logits.flatten(0, 1), y.flatten())  # (B*T, V), (B*T,)
 
 
+def linear_warmup(lr: float, warmup: int) -> Callable[[int], float]:
+    """The learning rate of each step: a linear ramp over the first ``warmup`` steps, then constant.
+
+    Args:
+        lr: the rate after the warmup.
+        warmup: ramp length in steps (0: the full ``lr`` from the first step).
+
+    Returns:
+        ``step -> lr * min(1, (step + 1) / warmup)`` for the 0-based ``step`` (for :func:`fit`'s ``lr_fn``).
+    """
+    def lr_at(step: int) -> float:
+        return lr * min(1.0, (step + 1) / warmup) if warmup > 0 else lr
+    return lr_at
+
+
 def train_block_stack(norm_first: bool, *, num_layers: int = 8, d_model: int = 32, num_heads: int = 4,
                       task: PreviousTokenTask = PreviousTokenTask(), steps: int = 150, batch_size: int = 32,
                       lr: float = 1e-2, warmup: int = 0, betas: tuple[float, float] = (0.9, 0.98),
                       seed: int = 0, log_every: int = 5,
                       dtype: torch.dtype = torch.float64) -> tuple[BlockStackModel, pd.DataFrame]:
     """Train one :class:`BlockStackModel` with Adam, no gradient clipping, on batches drawn
-    from ``seed + 1`` (the model's weights come from ``seed``).
+    from ``seed + 1`` (the model's weights come from ``seed``): a call to
+    :func:`~minitransformer.train.fit`.
 
     Args:
         warmup: 0 (the default) uses the full ``lr`` from the very first step; otherwise
@@ -198,25 +216,16 @@ def train_block_stack(norm_first: bool, *, num_layers: int = 8, d_model: int = 3
 
     Returns:
         the model (eval mode) and a DataFrame ``step, loss, lr`` (every ``log_every`` steps
-        and the last), the loss being that of the step's batch before its update.
+        and the first and last), the loss being that of the step's batch before its update.
     """
     torch.manual_seed(seed)
     model = BlockStackModel(task.vocab_size, task.length, d_model, num_heads, num_layers, norm_first).to(dtype)
     g = torch.Generator().manual_seed(seed + 1)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=betas)
-    rows = []
-    model.train()
-    for step in range(1, steps + 1):
-        step_lr = lr * min(1.0, step / warmup) if warmup > 0 else lr
-        for group in optimizer.param_groups:
-            group["lr"] = step_lr
-        loss = _task_loss(model, *task.batch(batch_size, g))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if step % log_every == 0 or step in (1, steps):
-            rows.append({"step": step, "loss": loss.item(), "lr": step_lr})
-    return model.eval(), pd.DataFrame(rows)
+    history = fit(model, lambda step: _task_loss(model, *task.batch(batch_size, g)), optimizer, steps,
+                  lr_fn=linear_warmup(lr, warmup), clip_norm=None, progress=False,
+                  log_when=lambda step: step % log_every == 0 or step in (1, steps))
+    return model, history.to_frame()[["step", "loss", "lr"]]
 
 
 def norm_placement_experiment(*, num_layers: int = 8, d_model: int = 32, num_heads: int = 4,

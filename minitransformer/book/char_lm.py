@@ -6,15 +6,19 @@ book loads) and ``benchmarks/bench_char_lm.py`` (validation loss and speed,
 our attention against ``F.scaled_dot_product_attention``).
 
 The recipe (:attr:`CharLMRecipe.CPU`) is the well-known CPU setting for
-"tiny Shakespeare" character models (nanoGPT's README): 4 layers, 4 heads,
-``d_model`` 128, context 64, batch 12, no dropout, AdamW (betas 0.9/0.99,
+"tiny Shakespeare" character models (nanoGPT's README): the model
+:attr:`GPTConfig.CHAR_CPU <minitransformer.GPTConfig>` (4 layers, 4 heads,
+``d_model`` 128, context 64, no dropout), batch 12, AdamW (betas 0.9/0.99,
 weight decay 0.1 on matrices), learning rate 1e-3 with 100 warmup iterations
 and cosine decay to 1e-4 at iteration 2000, gradient clipping at 1.0, on a
 90/10 split of the ~1.1 MB corpus. Published: validation loss about 1.88.
-:attr:`CharLMRecipe.GPU` is the larger GPU setting (6 x 6 heads x 384,
-context 256, batch 64, dropout 0.2, 5000 iterations; published about 1.47).
+:attr:`CharLMRecipe.GPU` is the larger GPU setting (``GPTConfig.CHAR_GPU``:
+6 x 6 heads x 384, context 256, dropout 0.2; batch 64, 5000 iterations;
+published about 1.47). A recipe holds the model's :class:`GPTConfig` and the
+training fields, so the model sizes are written once, in the config presets.
 
-Training is deterministic on the CPU: the weights come from
+Training is a call to :func:`~minitransformer.train.fit` per chunk of
+iterations, and deterministic on the CPU: the weights come from
 ``torch.manual_seed(recipe.seed)`` and the batches from a generator seeded with
 the same seed, so two runs of the same recipe give the same model.
 """
@@ -29,12 +33,12 @@ from pathlib import Path
 from typing import ClassVar, NamedTuple
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..configs import GPTConfig
 from ..data import CharLMData, Tokenizer, char_lm_splits, get_batch, load_shakespeare
 from ..gpt import GPT
-from ..train import History, warmup_cosine_lr
+from ..train import History, fit, warmup_cosine_lr
 
 __all__ = ["CharLMRecipe", "CharLMTrainer", "CharLMRun", "train_char_lm", "estimate_loss",
            "save_char_lm", "load_char_lm", "LoadedCharLM", "sample_text", "shakespeare_data",
@@ -44,16 +48,26 @@ __all__ = ["CharLMRecipe", "CharLMTrainer", "CharLMRun", "train_char_lm", "estim
 CHECKPOINT_PATH = Path(__file__).resolve().parent / "checkpoints" / "char_lm.pt"
 
 
+_MODEL_FIELDS = frozenset(f.name for f in dataclasses.fields(GPTConfig))
+
+
 @dataclass(frozen=True)
 class CharLMRecipe:
-    """Model size and training schedule of a character-level GPT (see the module docstring)."""
+    """A character-level GPT: the model (a :class:`~minitransformer.GPTConfig` preset, whose
+    ``vocab_size`` is replaced by the corpus's) and its training schedule (see the module docstring).
 
-    n_layer: int = 4
-    n_head: int = 4
-    d_model: int = 128
-    block_size: int = 64
-    dropout: float = 0.0
-    bias: bool = True
+    Args:
+        model: the model's size (default :attr:`GPTConfig.CHAR_CPU`).
+        batch_size: sequences of ``model.block_size`` characters per iteration.
+        max_iters: iterations; the cosine decay ends here.
+        lr, min_lr, warmup_iters: linear warmup to ``lr``, then cosine decay to ``min_lr``.
+        weight_decay, betas: AdamW's (weight decay on matrices only).
+        grad_clip: clip the global gradient norm to this (0: no clipping).
+        train_frac: the share of the corpus to train on (the rest is the validation split).
+        seed: of the initial weights and of the batches.
+    """
+
+    model: GPTConfig = GPTConfig.CHAR_CPU
     batch_size: int = 12
     max_iters: int = 2000
     lr: float = 1e-3
@@ -69,8 +83,11 @@ class CharLMRecipe:
     GPU: ClassVar["CharLMRecipe"]
 
     def __post_init__(self):
-        for name in ("n_layer", "n_head", "d_model", "block_size", "batch_size", "max_iters"):
-            value = getattr(self, name)
+        if not isinstance(self.model, GPTConfig):
+            raise ValueError(f"model must be a GPTConfig, got {type(self.model).__name__}")
+        for owner, name in [(self.model, "n_layer"), (self.model, "n_head"), (self.model, "d_model"),
+                            (self.model, "block_size"), (self, "batch_size"), (self, "max_iters")]:
+            value = getattr(owner, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if not 0 <= self.warmup_iters <= self.max_iters:
@@ -79,22 +96,36 @@ class CharLMRecipe:
             raise ValueError(f"need 0 < min_lr <= lr, got min_lr={self.min_lr}, lr={self.lr}")
 
     def replace(self, **changes) -> "CharLMRecipe":
-        """A copy with some fields changed, e.g. ``CharLMRecipe.CPU.replace(max_iters=300)``."""
+        """A copy with some fields changed; fields of :class:`GPTConfig` change the model, e.g.
+        ``CharLMRecipe.CPU.replace(max_iters=300)`` or ``CharLMRecipe.CPU.replace(d_model=64, n_layer=2)``."""
+        model_changes = {k: changes.pop(k) for k in list(changes) if k in _MODEL_FIELDS}
+        if model_changes:
+            changes["model"] = dataclasses.replace(changes.get("model", self.model), **model_changes)
         return dataclasses.replace(self, **changes)
 
+    @property
+    def block_size(self) -> int:
+        """The context length of the model (``model.block_size``), also the length of a training sequence."""
+        return self.model.block_size
+
+    def describe(self) -> str:
+        """A one-line summary, e.g. ``"4x4x128, ctx 64, batch 12, 2000 it"`` (plus the dropout if any)."""
+        m = self.model
+        dropout = f", dropout {m.dropout}" if m.dropout else ""
+        return (f"{m.n_layer}x{m.n_head}x{m.d_model}, ctx {m.block_size}, batch {self.batch_size}{dropout}, "
+                f"{self.max_iters} it")
+
     def gpt_config(self, vocab_size: int) -> GPTConfig:
-        """The :class:`GPTConfig` of the model (learned positions, tied embeddings, GELU)."""
-        return GPTConfig(vocab_size=vocab_size, block_size=self.block_size, n_layer=self.n_layer,
-                         n_head=self.n_head, d_model=self.d_model, dropout=self.dropout, bias=self.bias)
+        """The :class:`GPTConfig` of the model for a vocabulary of ``vocab_size`` characters."""
+        return dataclasses.replace(self.model, vocab_size=vocab_size)
 
     def lr_at(self, iteration: int) -> float:
         """Learning rate of the ``iteration``-th update (0-based): warmup, then cosine to ``min_lr``."""
         return self.lr * warmup_cosine_lr(iteration, self.warmup_iters, self.max_iters, self.min_lr / self.lr)
 
 
-CharLMRecipe.CPU = CharLMRecipe()
-CharLMRecipe.GPU = CharLMRecipe(n_layer=6, n_head=6, d_model=384, block_size=256, dropout=0.2,
-                                batch_size=64, max_iters=5000)
+CharLMRecipe.CPU = CharLMRecipe(model=GPTConfig.CHAR_CPU)
+CharLMRecipe.GPU = CharLMRecipe(model=GPTConfig.CHAR_GPU, batch_size=64, max_iters=5000)
 
 
 def shakespeare_data(train_frac: float = 0.9) -> CharLMData:
@@ -157,28 +188,33 @@ class CharLMTrainer:
     def tokenizer(self) -> Tokenizer:
         return self.data.tokenizer
 
+    def _loss(self, iteration: int) -> Tensor:
+        """The training loss on the next batch of the trainer's generator."""
+        r = self.recipe
+        x, y = get_batch(self.data.train, r.block_size, r.batch_size, self.generator)  # (B, T), (B, T)
+        return self.model(x.to(self.device), y.to(self.device))[1]
+
+    def _logged(self, iteration: int) -> bool:
+        """Whether to record the loss of the 1-based ``iteration``: every ``log_every``-th, the first, the last."""
+        return iteration % self.log_every == 0 or iteration in (1, self.recipe.max_iters)
+
     def step(self, n: int = 1) -> float:
-        """Run ``n`` iterations (never past ``recipe.max_iters``); returns their wall-clock seconds."""
-        r, model = self.recipe, self.model
-        model.train()
-        cuda = self.device.type == "cuda"
+        """Run ``n`` iterations (never past ``recipe.max_iters``); returns their wall-clock seconds.
+
+        The iterations are a call to :func:`~minitransformer.train.fit` that continues from
+        ``self.iteration`` (learning rate ``recipe.lr_at``, clipping at ``recipe.grad_clip``).
+        """
+        r = self.recipe
+        n = min(n, r.max_iters - self.iteration)
         start = time.perf_counter()
-        for _ in range(min(n, r.max_iters - self.iteration)):
-            lr = r.lr_at(self.iteration)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            x, y = get_batch(self.data.train, r.block_size, r.batch_size, self.generator)  # (B, T), (B, T)
-            _, loss = model(x.to(self.device), y.to(self.device))
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if r.grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), r.grad_clip)
-            self.optimizer.step()
-            self.iteration += 1
-            if self.iteration % self.log_every == 0 or self.iteration in (1, r.max_iters):
-                self.history.append({"step": self.iteration, "loss": loss.item(), "lr": lr,
-                                     "time": self.seconds + time.perf_counter() - start})
-        if cuda:
+        if n > 0:
+            records = fit(self.model, self._loss, self.optimizer, n, lr_fn=r.lr_at, clip_norm=r.grad_clip or None,
+                          log_when=self._logged, start_step=self.iteration, progress=False)
+            for record in records:
+                record["time"] += self.seconds  # seconds since the trainer's first iteration
+            self.history.extend(records)
+            self.iteration += n
+        if self.device.type == "cuda":
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - start
         self.seconds += elapsed

@@ -8,8 +8,9 @@
 
 The debugging checklist of chapter 9, one diagnostic per item:
 
-* :func:`grad_norms`, :func:`global_grad_norm` — exploding or vanishing
-  gradients (fix: clipping, warmup, a lower learning rate);
+* :func:`grad_norms`, :func:`global_grad_norm` (from :mod:`minitransformer.train`),
+  :func:`tracked_training` — exploding or vanishing gradients (fix: clipping,
+  warmup, a lower learning rate);
 * :func:`entropy_by_head`, :func:`normalized_entropy` — attention collapse
   (every query staring at one key) or heads that stay uniform;
 * :func:`loss_spikes` — steps where the loss jumps far above its recent level;
@@ -28,6 +29,8 @@ import pandas as pd
 import torch
 import torch.nn as nn
 from torch import Tensor
+
+from ..train import fit, global_grad_norm
 
 __all__ = ["score_variance", "softmax_saturation", "saturation_table", "attention_entropy",
            "normalized_entropy", "entropy_by_head", "grad_norms", "global_grad_norm", "loss_spikes",
@@ -117,12 +120,6 @@ def grad_norms(model: nn.Module) -> dict[str, float]:
     return {name: p.grad.norm().item() for name, p in model.named_parameters() if p.grad is not None}
 
 
-def global_grad_norm(model: nn.Module) -> float:
-    """The norm of all gradients together, what ``clip_grad_norm_`` measures and clips."""
-    norms = [p.grad.detach().norm() for p in model.parameters() if p.grad is not None]
-    return torch.stack(norms).norm().item() if norms else 0.0
-
-
 def loss_spikes(losses: Sequence[float], window: int = 20, factor: float = 2.0) -> list[int]:
     """Indices where the loss exceeds ``factor`` times the median of the previous ``window``
     losses (or is not finite): the steps to inspect."""
@@ -202,28 +199,21 @@ def saved_activation_bytes(fn: Callable[[], Tensor], model: nn.Module | None = N
     return int(sum(seen.values()))
 
 
-
 def tracked_training(model: nn.Module, loss_fn: Callable[[int], Tensor], optimizer: torch.optim.Optimizer,
                      steps: int, scheduler=None, clip_norm: float | None = None) -> pd.DataFrame:
-    """A bare training loop that records, at every step, the loss, the global gradient
-    norm BEFORE clipping and the learning rate: the three curves to look at first.
+    """Train with :func:`~minitransformer.train.fit`, recording at every step the loss, the
+    global gradient norm BEFORE clipping and the learning rate: the three curves to look at first.
+
+    Args:
+        model, loss_fn, optimizer, scheduler, clip_norm: as in :func:`~minitransformer.train.fit`
+            (but no clipping by default).
+        steps: number of steps.
 
     Returns:
-        a table with columns ``step, loss, grad_norm, lr``.
+        a table with columns ``step, loss, grad_norm, lr``, one row per step; ``step`` counts
+        from 0 and ``lr`` is the learning rate the step used.
     """
-    rows = []
-    model.train()
-    for step in range(steps):
-        loss = loss_fn(step)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        norm = global_grad_norm(model)
-        if clip_norm is not None:
-            nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
-        lr = optimizer.param_groups[0]["lr"]
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        rows.append({"step": step, "loss": loss.item(), "grad_norm": norm, "lr": lr})
-    model.eval()
-    return pd.DataFrame(rows)
+    history = fit(model, loss_fn, optimizer, steps, scheduler=scheduler, clip_norm=clip_norm, grad_norm=True,
+                  log_every=1, progress=False)
+    frame = history.to_frame()[["step", "loss", "grad_norm", "lr"]]
+    return frame.assign(step=frame["step"] - 1)

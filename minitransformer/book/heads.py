@@ -14,7 +14,8 @@ Chapter 4 trains a two-layer, attention-only transformer on a task that
 * :class:`AttentionOnlyTransformer` — embeddings, ``n_layer`` pre-LN residual
   blocks that contain only :class:`~minitransformer.MultiHeadAttention`
   (no feed-forward network), a final LayerNorm and an unembedding.
-* :func:`train_toy_model` — a short, explicit, seeded training loop.
+* :func:`train_induction_model` — a short, seeded training run (a call to
+  :func:`~minitransformer.train.fit`).
 * :func:`head_scores` — per-head measures: weight on the previous token, on
   the first token, on itself, on the induction target, and the entropy.
 * :func:`ablate_heads` / :func:`ablation_table` — zero one head's output
@@ -30,7 +31,6 @@ Everything works on any model whose attention layers are
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from typing import Iterable, Iterator
 
@@ -41,9 +41,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..multihead import MultiHeadAttention
+from ..train import fit
 
 __all__ = [
-    "BOS", "repeated_sequences", "AttentionOnlyTransformer", "train_toy_model", "attention_layers",
+    "BOS", "repeated_sequences", "AttentionOnlyTransformer", "train_induction_model", "attention_layers",
     "ablate_heads", "evaluate", "ablation_table", "head_scores", "HEAD_ROLES", "SYMBOLS", "encode", "decode",
     "text_attention_map", "head_grid_chart",
 ]
@@ -157,46 +158,59 @@ class AttentionOnlyTransformer(nn.Module):
         return torch.stack(self._run(idx, need_weights=True)[1])
 
 
-def train_toy_model(model: nn.Module, steps: int = 400, batch_size: int = 32, lr: float = 3e-3,
-                    seed: int = 0, log_every: int = 25, **task) -> pd.DataFrame:
-    """Train ``model`` on :func:`repeated_sequences` with AdamW; return the loss curve.
+@contextlib.contextmanager
+def _one_cpu_thread(model: nn.Module) -> Iterator[None]:
+    """Within the block, torch uses one CPU thread if ``model`` is on the CPU.
+
+    A model this small is fastest on one thread (more threads only add overhead), and
+    one thread makes the run the same on machines with different numbers of cores.
+    """
+    threads = torch.get_num_threads()
+    if next(model.parameters()).device.type == "cpu":
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _window_means(losses: list[float], window: int) -> pd.DataFrame:
+    """``step, loss``: the mean of each complete window of ``window`` losses, at its last step (1-based)."""
+    rows = [{"step": end, "loss": sum(losses[end - window:end]) / window}
+            for end in range(window, len(losses) + 1, window)]
+    return pd.DataFrame(rows)
+
+
+def train_induction_model(model: nn.Module, steps: int = 400, batch_size: int = 32, lr: float = 3e-3,
+                          seed: int = 0, log_every: int = 25, **task) -> pd.DataFrame:
+    """Train ``model`` on :func:`repeated_sequences` (the induction task) with AdamW; return the loss curve.
+
+    A call to :func:`~minitransformer.train.fit`: AdamW at a constant learning rate,
+    no weight decay, no gradient clipping, on one CPU thread (if the model is on the CPU).
 
     Args:
-        model: called as ``model(idx, targets) -> (logits, loss)``.
-        steps, batch_size, lr: the training run (constant learning rate, no weight decay).
+        model: called as ``model(idx, targets) -> (logits, loss)``, ``idx (B, T)``.
+        steps, batch_size, lr: the training run.
         seed: seeds the batches (the model's initialisation is the caller's).
-        log_every: record the loss every this many steps.
+        log_every: average the loss over windows of this many steps.
         task: keyword arguments of :func:`repeated_sequences` (``seq_len``, ``vocab_size``, ...).
 
     Returns:
         a DataFrame with columns ``step`` and ``loss`` (the mean of the last ``log_every`` steps),
-        and ``attrs["seconds"]``, the wall-clock training time.
+        and ``attrs["seconds"]``, the wall-clock training time. The model ends in eval mode.
     """
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    model.train()
-    rows, running, start = [], [], time.perf_counter()
-    threads = torch.get_num_threads()
-    if next(model.parameters()).device.type == "cpu":
-        # a model this small is fastest on one CPU thread (more threads only add overhead),
-        # and one thread makes the run the same on machines with different numbers of cores
-        torch.set_num_threads(1)
-    try:
-        for step in range(1, steps + 1):
-            idx, targets = repeated_sequences(batch_size, generator=g, **task)
-            device = next(model.parameters()).device
-            _, loss = model(idx.to(device), targets.to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            running.append(loss.item())
-            if step % log_every == 0:
-                rows.append({"step": step, "loss": sum(running) / len(running)})
-                running = []
-    finally:
-        torch.set_num_threads(threads)
-    model.eval()
-    curve = pd.DataFrame(rows)
+    device = next(model.parameters()).device
+
+    def loss_fn(step: int) -> Tensor:
+        idx, targets = repeated_sequences(batch_size, generator=g, **task)  # (B, T) each
+        return model(idx.to(device), targets.to(device))[1]
+
+    start = time.perf_counter()
+    with _one_cpu_thread(model):
+        history = fit(model, loss_fn, opt, steps, clip_norm=None, log_every=1, progress=False)
+    curve = _window_means([r["loss"] for r in history], log_every)
     curve.attrs["seconds"] = time.perf_counter() - start
     return curve
 

@@ -7,11 +7,9 @@ numbers the lines as they are numbered in the file.
 """
 from __future__ import annotations
 
-from pathlib import Path
+from ..flash.sources import KERNEL_DIR, kernel_source
 
 __all__ = ["KERNEL_DIR", "kernel_listing", "Listing"]
-
-KERNEL_DIR = Path(__file__).resolve().parent.parent / "flash" / "kernels"
 
 
 class Listing:
@@ -52,11 +50,10 @@ def kernel_listing(filename: str, start: str | None = None, stop: str | None = N
     Raises:
         ValueError: if the file does not exist or a marker is not found.
     """
-    path = KERNEL_DIR / filename
-    if not path.is_file():
+    if not KERNEL_DIR.joinpath(filename).is_file():
         known = sorted(p.name for p in KERNEL_DIR.iterdir())
         raise ValueError(f"no kernel source {filename!r}; known: {known}")
-    lines = path.read_text().splitlines()
+    lines = kernel_source(filename, inline_includes=False).splitlines()   # the file as stored
     begin = 0
     if start is not None:
         hits = [i for i, line in enumerate(lines) if line.lstrip().startswith(start)]

@@ -32,9 +32,10 @@ from torch import Tensor
 from ..multihead import MultiHeadAttention
 from ..positional import LearnedPositionalEmbedding, SinusoidalPositionalEncoding
 from ..rotary import RotaryEmbedding
+from ..train import fit
 
-__all__ = ["CopyTask", "PositionToyModel", "POSITION_KINDS", "train_toy_model", "accuracy",
-           "accuracy_by_position", "attention_by_offset", "extrapolation_experiment", "window_mask"]
+__all__ = ["CopyTask", "PositionToyModel", "POSITION_KINDS", "copy_task_loss", "train_position_model",
+           "accuracy", "accuracy_by_position", "attention_by_offset", "extrapolation_experiment", "window_mask"]
 
 POSITION_KINDS = ("learned", "sinusoidal", "rope", "none")
 IGNORE = -100  # target id of positions without a target (cross_entropy's ignore_index)
@@ -129,10 +130,29 @@ class PositionToyModel(nn.Module):
         return (logits, w) if need_weights else logits
 
 
-def train_toy_model(position: str, task: CopyTask = CopyTask(), train_len: int = 16, steps: int = 400,
-                    batch_size: int = 64, lr: float = 3e-3, d_model: int = 64, num_heads: int = 4,
-                    max_len: int = 256, seed: int = 0) -> tuple[PositionToyModel, list[float]]:
-    """Train one :class:`PositionToyModel` on sequences of exactly ``train_len`` tokens.
+def copy_task_loss(model: PositionToyModel, x: Tensor, y: Tensor) -> Tensor:
+    """Mean cross-entropy of ``model(x)`` against ``y``, over the positions that have a target.
+
+    Args:
+        x: tokens ``(B, T)``.
+        y: targets ``(B, T)``, ``-100`` where there is none.
+
+    Returns:
+        a scalar.
+    """
+    logits = model(x)  # (B, T, V)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=IGNORE)  # (B*T, V)
+
+
+def train_position_model(position: str, task: CopyTask = CopyTask(), train_len: int = 16, steps: int = 400,
+                         batch_size: int = 64, lr: float = 3e-3, d_model: int = 64, num_heads: int = 4,
+                         max_len: int = 256, seed: int = 0) -> tuple[PositionToyModel, list[float]]:
+    """Build one :class:`PositionToyModel` with positional encoding ``position`` and train it on
+    sequences of exactly ``train_len`` tokens of ``task``.
+
+    A call to :func:`~minitransformer.train.fit`: Adam at a constant learning rate, no
+    gradient clipping. The weights come from ``torch.manual_seed(seed)``, the batches from
+    a generator seeded with ``seed + 1``.
 
     Returns:
         the trained model (in eval mode) and the loss of every step.
@@ -141,17 +161,9 @@ def train_toy_model(position: str, task: CopyTask = CopyTask(), train_len: int =
     g = torch.Generator().manual_seed(seed + 1)
     model = PositionToyModel(task.vocab_size, d_model, num_heads, position, max_len)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    losses = []
-    model.train()
-    for _ in range(steps):
-        x, y = task.batch(batch_size, train_len, g)  # (B, T) each
-        logits = model(x)  # (B, T, V)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=IGNORE)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    return model.eval(), losses
+    history = fit(model, lambda step: copy_task_loss(model, *task.batch(batch_size, train_len, g)), opt, steps,
+                  clip_norm=None, log_every=1, progress=False)
+    return model, [r["loss"] for r in history]
 
 
 @torch.no_grad()
@@ -206,7 +218,7 @@ def extrapolation_experiment(kinds=("learned", "sinusoidal", "rope"), task: Copy
     max_len = max(max(test_lengths), train_len)
     rows, models = [], {}
     for kind in kinds:
-        model, _ = train_toy_model(kind, task, train_len, steps, max_len=max_len, seed=seed, **train_kwargs)
+        model, _ = train_position_model(kind, task, train_len, steps, max_len=max_len, seed=seed, **train_kwargs)
         models[kind] = model
         for length in test_lengths:
             rows.append({"position": kind, "test_length": length, "accuracy": accuracy(model, task, length)})

@@ -5,6 +5,7 @@ import math
 
 import torch
 
+from ..reference import attention_ref, causal_mask_ref, softmax_ref
 from .core import Case, Exercise, Mistake, register
 
 
@@ -45,6 +46,7 @@ register(Exercise(
         Mistake(lambda x: torch.exp(x) / torch.exp(x).sum(),
                 "you divided by the sum over ALL entries; divide by each row's own sum (keepdim=True)."),
     ],
+    reference=softmax_ref,
 ))
 
 
@@ -81,6 +83,7 @@ register(Exercise(
         Mistake(lambda q, k, v: torch.softmax(q @ k.transpose(-2, -1) / q.shape[-1], -1) @ v,
                 "you divided by d_k instead of sqrt(d_k)."),
     ],
+    reference=attention_ref,
 ))
 
 
@@ -115,6 +118,7 @@ register(Exercise(
         Mistake(lambda Lq, Lk: torch.tril(torch.ones(Lq, Lk, dtype=torch.bool)),
                 "with Lk > Lq the queries are the LAST Lq positions: shift the triangle by Lk - Lq."),
     ],
+    reference=causal_mask_ref,
 ))
 
 
@@ -158,4 +162,5 @@ register(Exercise(
         Mistake(lambda q, k, v, m: torch.softmax((q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).masked_fill(m, float('-inf')), -1).nan_to_num(0.0) @ v,
                 "your mask is inverted: True means 'may attend', so fill where ~mask."),
     ],
+    reference=attention_ref,
 ))

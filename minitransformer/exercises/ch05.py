@@ -5,6 +5,7 @@ import math
 
 import torch
 
+from ..reference import rope_complex_ref, sinusoidal_ref
 from .core import Case, Exercise, Mistake, register
 
 
@@ -72,6 +73,7 @@ register(Exercise(
                 "you put all sines first and all cosines after them; the table interleaves them: "
                 "column 2i is a sine, column 2i+1 the cosine of the same angle."),
     ],
+    reference=sinusoidal_ref,
 ))
 
 
@@ -183,6 +185,7 @@ register(Exercise(
         Mistake(lambda x, p: _rope_variant(x, torch.arange(x.shape[-2])),
                 "use the positions you are given (e.g. 7 .. 11 after a cache), not 0 .. T-1."),
     ],
+    reference=rope_complex_ref,
 ))
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 from ..book.explanation import null_space_projection
 from ..gpt import sampling_probs

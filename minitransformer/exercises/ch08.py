@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..reference import linear_attention_ref
 from .core import Case, Exercise, Mistake, register
 
 
@@ -130,6 +131,11 @@ def _elu1(x):
     return F.elu(x) + 1
 
 
+def _linear_attention_ref(q, k, v):
+    """The float64 quadratic form with phi(x) = elu(x) + 1, one query at a time."""
+    return linear_attention_ref(q, k, v, _elu1)
+
+
 register(Exercise(
     "ch08.linear_attention", "linear attention phi(Q) (phi(K)^T V), normalised",
     linear_attention_solution, _linear_cases,
@@ -146,4 +152,5 @@ register(Exercise(
         Mistake(lambda q, k, v: torch.softmax(q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5, -1) @ v,
                 "that is softmax attention; here the similarity is phi(q) . phi(k) with phi(x) = elu(x) + 1."),
     ],
+    reference=_linear_attention_ref,
 ))

@@ -26,15 +26,16 @@ from __future__ import annotations
 import html
 import inspect
 import textwrap
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
 __all__ = ["Case", "Exercise", "CheckResult", "register", "get", "check", "hint", "solution", "EXERCISES"]
 
-EXERCISES: dict[str, "Exercise"] = {}
+EXERCISES: dict[str, Exercise] = {}
 
 
 @dataclass(frozen=True)
@@ -105,12 +106,18 @@ class Exercise:
         hint: the general hint.
         mistakes: known wrong answers with targeted hints.
         rtol, atol: tolerances for numeric outputs.
+        reference: where the expected outputs come from, when the package has an
+            independent float64 reference (a function of :mod:`minitransformer.reference`
+            taking the same arguments); None: the solution itself. With a
+            reference, the tests prove that the solution agrees with it.
     """
 
     def __init__(self, key: str, title: str, solution: Callable, cases: Callable[[], list[Case]],
-                 hint: str, mistakes: list[Mistake] | tuple = (), rtol: float = 1e-5, atol: float = 1e-6):
+                 hint: str, mistakes: list[Mistake] | tuple = (), rtol: float = 1e-5, atol: float = 1e-6,
+                 reference: Callable | None = None):
         self.key, self.title, self.solution, self.cases = key, title, solution, cases
         self.hint, self.mistakes, self.rtol, self.atol = hint, list(mistakes), rtol, atol
+        self.reference = reference
 
     # -- comparison ----------------------------------------------------------
     def _mismatch(self, got: Any, expected: Any) -> str | None:
@@ -136,7 +143,7 @@ class Exercise:
 
     # -- the check -----------------------------------------------------------
     def check(self, fn: Callable | None) -> CheckResult:
-        """Run ``fn`` on every case and compare with the reference solution."""
+        """Run ``fn`` on every case and compare with the reference (or the solution)."""
         head = f"[{self.key}] {self.title}"
         not_yet = CheckResult(self.key, False, False,
                               f"{head}\n- not attempted yet: fill in the function above and run this cell again.")
@@ -145,8 +152,9 @@ class Exercise:
         if not callable(fn):
             return CheckResult(self.key, True, False, f"{head}\n✗ expected a function, got {type(fn).__name__}.")
         cases = self.cases()
+        expect = self.solution if self.reference is None else self.reference
         for n, case in enumerate(cases, 1):
-            expected = self.solution(*case.args, **case.kwargs)
+            expected = expect(*case.args, **case.kwargs)
             try:
                 got = fn(*case.args, **case.kwargs)
             except NotImplementedError:

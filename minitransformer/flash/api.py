@@ -31,43 +31,26 @@ import math
 import torch
 from torch import Tensor
 
+from ..reference import gqa_attention
+from ..validation import check_positive_int, check_qkv, describe
+
 __all__ = ["flash_attention", "flash_decode", "BACKENDS", "KERNELS"]
 
 BACKENDS = ("auto", "numpy", "torch", "cupy")
 KERNELS = ("teaching", "fast")
 TEACHING_MAX_HEAD_DIM = 128
-_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def _check_qkv(q, k, v, is_causal: bool, scale) -> None:
-    """Types, ranks, shapes, dtypes and devices of ``q, k, v`` (ValueError/TypeError)."""
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        if not isinstance(t, Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.dim() != 4:
-            raise ValueError(f"{name} must have shape (B, H, N, d); got {tuple(t.shape)}")
-        if t.dtype not in _FLOATS:
-            raise TypeError(f"{name} must be a floating tensor (float16/bfloat16/float32/float64), "
-                            f"got {t.dtype}")
-    B, H, N, d = q.shape
-    if k.shape != v.shape:
-        raise ValueError(f"k and v must have the same shape; got k {tuple(k.shape)} and v {tuple(v.shape)}")
-    if k.shape[0] != B:
-        raise ValueError(f"q has batch size {B} but k has {k.shape[0]}")
-    if k.shape[3] != d:
-        raise ValueError(f"q has head dim {d} but k has {k.shape[3]}")
-    if k.shape[1] == 0 or H % k.shape[1]:
-        raise ValueError(f"q has {H} heads, not a multiple of k's {k.shape[1]} heads")
-    if min(B, H, N, d, k.shape[2]) == 0:
-        raise ValueError(f"empty input: q {tuple(q.shape)}, k {tuple(k.shape)}")
-    if is_causal and k.shape[2] != N:
-        raise ValueError(f"is_causal=True needs as many keys as queries; q has N={N}, k has N_k={k.shape[2]}")
-    if not (q.dtype == k.dtype == v.dtype):
-        raise TypeError(f"q, k, v must have one dtype; got {q.dtype}, {k.dtype}, {v.dtype}")
-    if not (q.device == k.device == v.device):
-        raise ValueError(f"q, k, v must be on one device; got {q.device}, {k.device}, {v.device}")
+    """Types, ranks, shapes, dtypes and devices of ``q, k, v``, and the scale (ValueError/TypeError)."""
+    check_qkv(q, k, v, grouped=True, square="is_causal=True" if is_causal else None)
     if scale is not None and not (isinstance(scale, (int, float)) and math.isfinite(scale)):
         raise ValueError(f"scale must be a finite number or None, got {scale!r}")
+
+
+def _device_index(t: Tensor) -> int:
+    """The CUDA device ``t`` lives on (``cuda`` without an index means the current device)."""
+    return t.device.index if t.device.index is not None else torch.cuda.current_device()
 
 
 def _resolve(q: Tensor, backend: str, kernel: str | None) -> tuple[str, str | None]:
@@ -103,7 +86,7 @@ def _resolve(q: Tensor, backend: str, kernel: str | None) -> tuple[str, str | No
         if d not in bridge.FAST_HEAD_DIMS:
             raise ValueError(f"head dim {d} is not supported by the fast kernel; "
                              f"supported: {bridge.FAST_HEAD_DIMS}")
-        arch = bridge.device_arch(q.device.index if q.device.index is not None else torch.cuda.current_device())
+        arch = bridge.device_arch(_device_index(q))
         if q.dtype == torch.bfloat16 and arch < bridge.BF16_MIN_ARCH:
             raise TypeError(f"bfloat16 needs a GPU of compute capability 8.0 or newer; this one is "
                             f"sm_{arch}: use float16")
@@ -153,28 +136,14 @@ def flash_attention(q: Tensor, k: Tensor, v: Tensor, *, is_causal: bool = False,
     return CupyFlashFunction.apply(q.contiguous(), k.contiguous(), v.contiguous(), is_causal, scale, kern)
 
 
-def _decode_reference(q: Tensor, k: Tensor, v: Tensor, lengths: Tensor, scale: float,
-                      is_causal: bool) -> Tensor:
-    """Exact decode attention in torch (the CPU path and the tests' reference).
+def _decode_exact(q: Tensor, k: Tensor, v: Tensor, lengths: Tensor, scale: float, is_causal: bool) -> Tensor:
+    """Exact decode attention in torch, float32 (the CPU path; differentiable).
 
     Query ``t`` of ``T`` new ones sits at position ``lengths[b] - T + t``.
     """
-    B, H, T, d = q.shape
-    H_kv, S = k.shape[1], k.shape[2]
-    G = H // H_kv
-    kk = k.repeat_interleave(G, dim=1).float()                 # (B, H, S, d)
-    vv = v.repeat_interleave(G, dim=1).float()
-    s = scale * q.float() @ kk.transpose(-1, -2)                # (B, H, T, S)
-    j = torch.arange(S, device=q.device)                        # key positions
-    L = lengths.to(q.device).long().view(B, 1, 1, 1)
-    visible = j.view(1, 1, 1, S) < L                            # (B, 1, 1, S)
-    if is_causal:
-        pos = L - T + torch.arange(T, device=q.device).view(1, 1, T, 1)   # (B, 1, T, 1)
-        visible = visible & (j.view(1, 1, 1, S) <= pos)
-    s = s.masked_fill(~visible, float("-inf"))
-    # positions past a sequence's length are never read (they may hold anything, even NaN)
-    vv = torch.where((j.view(1, 1, S, 1) < L), vv, torch.zeros((), dtype=vv.dtype, device=vv.device))
-    return (torch.softmax(s, dim=-1) @ vv).to(q.dtype)
+    out = gqa_attention(q.float(), k.float(), v.float(), scale=scale, is_causal=is_causal,
+                        lengths=lengths)  # (B, H, T, d)
+    return out.to(q.dtype)
 
 
 def flash_decode(q: Tensor, k_cache: Tensor, v_cache: Tensor, lengths: Tensor | None = None, *,
@@ -208,20 +177,19 @@ def flash_decode(q: Tensor, k_cache: Tensor, v_cache: Tensor, lengths: Tensor | 
         lengths = torch.full((B,), S, dtype=torch.int32, device=q.device)
     if not isinstance(lengths, Tensor) or lengths.shape != (B,) or lengths.dtype.is_floating_point \
             or lengths.dtype == torch.bool:
-        got = tuple(lengths.shape) if isinstance(lengths, Tensor) else type(lengths).__name__
-        raise ValueError(f"lengths must be an integer tensor of shape (B,) = ({B},); got {got}")
+        raise ValueError(f"lengths must be an integer tensor of shape (B,) = ({B},); got {describe(lengths)}")
     lo, hi = int(lengths.min()), int(lengths.max())
     if lo < T or hi > S:
         raise ValueError(f"lengths must lie in [T, S] = [{T}, {S}] (they count the {T} new "
                          f"token(s)); got min {lo}, max {hi}")
-    if num_splits is not None and (not isinstance(num_splits, int) or num_splits < 1):
-        raise ValueError(f"num_splits must be a positive int or None, got {num_splits!r}")
+    if num_splits is not None:
+        check_positive_int("num_splits", num_splits)
     scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
     from . import cupy_bridge as bridge
     if q.is_cuda and bridge.cupy_available() and d in bridge.DECODE_HEAD_DIMS \
             and q.dtype != torch.float64 and not (torch.is_grad_enabled() and q.requires_grad):
-        if q.dtype == torch.bfloat16 and bridge.device_arch(q.device.index or 0) < bridge.BF16_MIN_ARCH:
-            return _decode_reference(q, k_cache, v_cache, lengths, scale, is_causal)
+        if q.dtype == torch.bfloat16 and bridge.device_arch(_device_index(q)) < bridge.BF16_MIN_ARCH:
+            return _decode_exact(q, k_cache, v_cache, lengths, scale, is_causal)
         return bridge.decode(q.contiguous(), k_cache, v_cache, lengths.to(q.device, torch.int32),
                              scale, num_splits, is_causal)
-    return _decode_reference(q, k_cache, v_cache, lengths, scale, is_causal)
+    return _decode_exact(q, k_cache, v_cache, lengths, scale, is_causal)

@@ -3,9 +3,9 @@
 The ``.cu`` files in ``minitransformer/flash/kernels`` ship as package data.
 This module
 
-* reads them with :mod:`importlib.resources` and inlines their local
-  ``#include "..."`` (so the source handed to NVRTC is one self-contained
-  string, whether the package is a directory or a zip);
+* reads them with :func:`minitransformer.flash.sources.kernel_source`, which
+  inlines their local ``#include "..."`` (so the source handed to NVRTC is one
+  self-contained string, whether the package is a directory or a zip);
 * compiles each file once per (file, options, compute capability) with
   ``cupy.RawModule`` -- NVRTC at run time, the same compiler the CI tests run
   device-free with exactly :data:`NVRTC_OPTIONS` and :func:`name_expressions`;
@@ -27,18 +27,18 @@ shared-memory limit) and ``"fast"`` (fp16/bf16 on tensor cores,
 from __future__ import annotations
 
 import functools
-import importlib.resources
 import math
-import re
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from .tiles import BACKWARD_THREADS, PREPROCESS_THREADS, choose_tiles
+from .sources import kernel_source
+from .tiles import BACKWARD_THREADS, PREPROCESS_THREADS, TileConfig, choose_tiles
 
 __all__ = [
     "KERNEL_FILES", "NVRTC_OPTIONS", "FAST_HEAD_DIMS", "DECODE_HEAD_DIMS", "DECODE_ROWS",
-    "kernel_source", "name_expressions", "fast_forward_config", "fast_backward_config",
+    "kernel_source", "name_expressions", "FastForwardConfig", "fast_forward_config", "fast_backward_config",
     "require_cupy", "cupy_available", "teaching_forward", "teaching_backward", "fast_forward",
     "fast_backward", "decode", "CupyFlashFunction",
 ]
@@ -54,33 +54,6 @@ DECODE_HEAD_DIMS = (32, 64, 128)
 DECODE_ROWS = (1, 4, 8)               # query rows per decode block (G * T rounded up)
 F16, BF16, F32 = 0, 1, 2              # element types, as in fast_common.cuh (MT_F16 ...)
 BF16_MIN_ARCH = 80                    # mma.sync with bf16 inputs needs sm_80+
-
-_INCLUDE = re.compile(r'^#include "([A-Za-z0-9_.]+)"\s*$', re.MULTILINE)
-
-
-def _kernel_dir():
-    return importlib.resources.files("minitransformer.flash").joinpath("kernels")
-
-
-@functools.lru_cache(maxsize=None)
-def kernel_source(filename: str) -> str:
-    """The source of ``kernels/<filename>`` with its local includes inlined (once each)."""
-    seen: set[str] = set()
-
-    def expand(name: str) -> str:
-        text = _kernel_dir().joinpath(name).read_text(encoding="utf-8")
-
-        def include(match: re.Match) -> str:
-            inc = match.group(1)
-            if inc in seen:
-                return f"// (already included: {inc})"
-            seen.add(inc)
-            return f'#line 1 "{inc}"\n{expand(inc)}\n#line 1 "{name}"'
-
-        return _INCLUDE.sub(include, text)
-
-    return expand(filename)
-
 
 def _dtypes(arch: int) -> tuple[int, ...]:
     return (F16, BF16) if arch >= BF16_MIN_ARCH else (F16,)
@@ -106,21 +79,51 @@ def name_expressions(filename: str, arch: int) -> tuple[str, ...]:
     raise ValueError(f"unknown kernel file {filename!r}; known: {KERNEL_FILES}")
 
 
-def fast_forward_config(head_dim: int, arch: int) -> dict:
-    """Launch shape of ``flash_fwd_fast`` (mirrors ``FwdCfg`` in fast_forward.cu)."""
-    BR = 64
-    BC = 64 if (head_dim <= 64 or arch >= 80) else 32
+FAST_THREADS = 128                    # 4 warps per block in both fast kernels
+
+
+@dataclass(frozen=True)
+class FastForwardConfig(TileConfig):
+    """Launch shape of ``flash_fwd_fast``: a :class:`~.tiles.TileConfig` (``Br`` query
+    rows per block, so the grid is ``ceil(N / Br)`` blocks per head; ``Bc`` keys per
+    tile; ``threads`` per block; ``smem_bytes`` of dynamic shared memory per block)
+    plus ``stages``, the K/V buffers in shared memory (2: cp.async double buffering
+    on sm_80+, 1 on sm_75)."""
+
+    stages: int
+
+
+def fast_forward_config(head_dim: int, arch: int) -> FastForwardConfig:
+    """Launch shape of ``flash_fwd_fast`` (mirrors ``FwdCfg`` in fast_forward.cu).
+
+    Args:
+        head_dim: ``d``, one of :data:`FAST_HEAD_DIMS`.
+        arch: compute capability, e.g. 75, 80, 90 (picks the code path).
+
+    Returns:
+        The :class:`FastForwardConfig`.
+    """
+    Br = 64
+    Bc = 64 if (head_dim <= 64 or arch >= 80) else 32
     stages = 2 if arch >= 80 else 1
-    smem = (BR + 2 * stages * BC) * (head_dim + 8) * 2
-    return dict(BR=BR, BC=BC, stages=stages, threads=128, smem_bytes=smem)
+    smem = (Br + 2 * stages * Bc) * (head_dim + 8) * 2            # 16-bit rows padded by 8
+    return FastForwardConfig(Br=Br, Bc=Bc, stages=stages, threads=FAST_THREADS, smem_bytes=smem)
 
 
-def fast_backward_config(head_dim: int) -> dict:
-    """Launch shape of ``flash_bwd_fast`` (mirrors ``BwdCfg`` in fast_backward.cu)."""
-    BC, BR = 64, (64 if head_dim <= 64 else 32)
-    LD, LDS = head_dim + 8, BR + 8
-    smem = (2 * BC + 2 * BR) * LD * 2 + BC * LDS * 2 + 2 * BR * 4
-    return dict(BR=BR, BC=BC, threads=128, smem_bytes=smem)
+def fast_backward_config(head_dim: int) -> TileConfig:
+    """Launch shape of ``flash_bwd_fast`` (mirrors ``BwdCfg`` in fast_backward.cu).
+
+    Args:
+        head_dim: ``d``, one of :data:`FAST_HEAD_DIMS`.
+
+    Returns:
+        A :class:`~.tiles.TileConfig` (the same on every architecture): ``Bc`` keys per
+        block (the grid is ``ceil(N_k / Bc)`` blocks per head), ``Br`` queries per step.
+    """
+    Bc, Br = 64, (64 if head_dim <= 64 else 32)
+    LD, LDS = head_dim + 8, Br + 8
+    smem = (2 * Bc + 2 * Br) * LD * 2 + Bc * LDS * 2 + 2 * Br * 4
+    return TileConfig(Br=Br, Bc=Bc, threads=FAST_THREADS, smem_bytes=smem)
 
 
 # ---------------------------------------------------------------------------
@@ -308,9 +311,9 @@ def fast_forward(q: Tensor, k: Tensor, v: Tensor, is_causal: bool, scale: float
     cfg = fast_forward_config(d, device_arch(dev))
     O = _out(q.shape, q)
     L = _out((B, H, N), q, torch.float32)
-    fn = _kernel("fast_forward.cu", f"flash_fwd_fast<{d}, {_dt(q.dtype)}>", dev, cfg["smem_bytes"])
-    _launch(fn, (math.ceil(N / cfg["BR"]), B * H), (cfg["threads"],),
-            (q, k, v, O, L, H, H_kv, N, N_k, float(scale), int(is_causal)), cfg["smem_bytes"], q.device)
+    fn = _kernel("fast_forward.cu", f"flash_fwd_fast<{d}, {_dt(q.dtype)}>", dev, cfg.smem_bytes)
+    _launch(fn, (math.ceil(N / cfg.Br), B * H), (cfg.threads,),
+            (q, k, v, O, L, H, H_kv, N, N_k, float(scale), int(is_causal)), cfg.smem_bytes, q.device)
     return O, L
 
 
@@ -330,10 +333,10 @@ def fast_backward(q: Tensor, k: Tensor, v: Tensor, O: Tensor, dO: Tensor, L: Ten
     # dK, dV per *query* head; the heads of a group are summed below (in fp32).
     dKh = _out((B, H, N_k, d), q)
     dVh = _out((B, H, N_k, d), q)
-    fn = _kernel("fast_backward.cu", names[1], dev, cfg["smem_bytes"], module_names=names)
-    _launch(fn, (math.ceil(N_k / cfg["BC"]), B * H), (cfg["threads"],),
+    fn = _kernel("fast_backward.cu", names[1], dev, cfg.smem_bytes, module_names=names)
+    _launch(fn, (math.ceil(N_k / cfg.Bc), B * H), (cfg.threads,),
             (q, k, v, dO, L, Dvec, dQacc, dKh, dVh, H, H_kv, N, N_k, float(scale), int(is_causal)),
-            cfg["smem_bytes"], q.device)
+            cfg.smem_bytes, q.device)
     dQ = dQacc.to(q.dtype)
     if H == H_kv:
         return dQ, dKh, dVh
@@ -413,16 +416,16 @@ def decode(q: Tensor, k_cache: Tensor, v_cache: Tensor, lengths: Tensor, scale: 
     n_splits = num_splits or decode_splits(B * H_kv * zchunks, max_len, device_sm_count(dev))
     split_len = math.ceil(max_len / n_splits)
     rows = B * H * T
-    Opart = _out((rows, n_splits, d), q, torch.float32)
-    Mpart = _out((rows, n_splits), q, torch.float32)
-    Lpart = _out((rows, n_splits), q, torch.float32)
+    O_part = _out((rows, n_splits, d), q, torch.float32)       # per split: output, max m, sum l
+    m_part = _out((rows, n_splits), q, torch.float32)
+    l_part = _out((rows, n_splits), q, torch.float32)
     names = (f"flash_decode_partial<{d}, {t}, {R}>", f"flash_decode_combine<{d}, {t}>")
     fn = _kernel("decode.cu", names[0], dev, module_names=names)
     _launch(fn, (n_splits, B * H_kv, zchunks), (128,),
-            (q, kc, vc, lengths, Opart, Mpart, Lpart, H, H_kv, T, S_stride, n_splits, split_len,
+            (q, kc, vc, lengths, O_part, m_part, l_part, H, H_kv, T, S_stride, n_splits, split_len,
              float(scale), int(is_causal)), 0, q.device)
     O = _out(q.shape, q)
     L = _out((B, H, T), q, torch.float32)
     comb = _kernel("decode.cu", names[1], dev, module_names=names)
-    _launch(comb, (rows,), (d,), (Opart, Mpart, Lpart, O, L, n_splits), 0, q.device)
+    _launch(comb, (rows,), (d,), (O_part, m_part, l_part, O, L, n_splits), 0, q.device)
     return O

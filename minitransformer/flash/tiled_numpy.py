@@ -32,31 +32,24 @@ from typing import Iterator
 
 import numpy as np
 
+from ..validation import check_positive_int, check_qkv_shapes
+from .online_softmax import online_softmax_step
+
 __all__ = ["flash_forward_numpy", "flash_backward_numpy", "flash_forward_steps", "FlashStep",
            "check_flash_inputs"]
 
 
 def check_flash_inputs(q_shape, k_shape, v_shape, *, is_causal: bool, Br: int, Bc: int) -> None:
-    """Raise ``ValueError`` (naming the argument) unless the shapes fit flash attention."""
-    for name, shape in (("q", q_shape), ("k", k_shape), ("v", v_shape)):
-        if len(shape) != 4:
-            raise ValueError(f"{name} must be (B, H, N, d); got shape {tuple(shape)}")
-    B, H, N, d = q_shape
-    if tuple(k_shape) != tuple(v_shape):
-        raise ValueError(f"k and v must have the same shape; got {tuple(k_shape)} and {tuple(v_shape)}")
-    if k_shape[0] != B:
-        raise ValueError(f"q has batch {B} but k has {k_shape[0]}")
-    if k_shape[3] != d:
-        raise ValueError(f"q has head dim {d} but k has {k_shape[3]}")
-    if k_shape[1] < 1 or H % k_shape[1]:
-        raise ValueError(f"q has {H} heads, not a multiple of k's {k_shape[1]} heads")
-    if k_shape[2] < 1:
-        raise ValueError("k and v need at least one key (N_k >= 1)")
-    if is_causal and k_shape[2] != N:
-        raise ValueError(f"is_causal=True needs as many keys as queries; q has {N}, k has {k_shape[2]}")
-    for name, size in (("Br", Br), ("Bc", Bc)):
-        if not isinstance(size, (int, np.integer)) or size < 1:
-            raise ValueError(f"{name}={size!r} must be a positive integer")
+    """Raise ``ValueError`` (naming the argument) unless the shapes and tiles fit flash attention.
+
+    Args:
+        q_shape: ``(B, H, N, d)``; k_shape, v_shape: ``(B, H_kv, N_k, d)``, ``H % H_kv == 0``.
+        is_causal: causal attention needs ``N_k == N``.
+        Br, Bc: the tile sizes, positive ints.
+    """
+    check_qkv_shapes(q_shape, k_shape, v_shape, grouped=True, square="is_causal=True" if is_causal else None)
+    check_positive_int("Br", Br)
+    check_positive_int("Bc", Bc)
 
 
 def _grouped(x: np.ndarray, H_kv: int) -> np.ndarray:
@@ -109,12 +102,8 @@ def flash_forward_numpy(q: np.ndarray, k: np.ndarray, v: np.ndarray, *, is_causa
                 rows = np.arange(r0, r1)[:, None]
                 cols = np.arange(c0, c1)[None, :]
                 S = np.where(cols <= rows, S, -np.inf)
-            m_new = np.maximum(m, S.max(axis=-1))             # (B, H_kv, G, br)
-            P = np.exp(S - m_new[..., None])                  # (B, H_kv, G, br, bc)
-            alpha = np.exp(m - m_new)                         # rescales what was summed so far
-            l = alpha * l + P.sum(axis=-1)
-            Oi = alpha[..., None] * Oi + P @ Vj               # (B, H_kv, G, br, d)
-            m = m_new
+            # The online softmax (m, l: (B, H_kv, G, br); Oi: (B, H_kv, G, br, d)).
+            m, l, Oi, _, _ = online_softmax_step(m, l, Oi, S, Vj)
         O[..., r0:r1, :] = Oi / l[..., None]                  # normalise once, at the end
         L[..., r0:r1] = m + np.log(l)                         # log-sum-exp, saved for backward
     return O.reshape(B, H, N, d), L.reshape(B, H, N)
@@ -241,11 +230,6 @@ def flash_forward_steps(q: np.ndarray, k: np.ndarray, v: np.ndarray, *, Br: int,
             S = scale * (q[r0:r1] @ k[c0:c1].T)
             if is_causal:
                 S = np.where(np.arange(c0, c1)[None, :] <= np.arange(r0, r1)[:, None], S, -np.inf)
-            m_new = np.maximum(m, S.max(axis=-1))
-            P = np.exp(S - m_new[:, None])
-            alpha = np.exp(m - m_new)
-            l = alpha * l + P.sum(axis=-1)
-            O_acc = alpha[:, None] * O_acc + P @ v[c0:c1]
-            m = m_new
+            m, l, O_acc, P, alpha = online_softmax_step(m, l, O_acc, S, v[c0:c1])
             yield FlashStep(i, j, (r0, r1), (c0, c1), S, P, m.copy(), l.copy(), alpha,
                             O_acc.copy(), O_acc / l[:, None], j == Tc_i - 1)

@@ -1,7 +1,8 @@
 """Flash attention as tiled PyTorch, differentiable through its own tiled backward.
 
-The same loop nest, tile names (``Br, Bc, Tr, Tc, m, l``) and saved
-log-sum-exp ``L`` as :mod:`minitransformer.flash.tiled_numpy` and the CUDA
+The same loop nest, tile names (``Br, Bc, Tr, Tc, m, l``), online-softmax
+update (:func:`~minitransformer.flash.online_softmax.online_softmax_step`) and
+saved log-sum-exp ``L`` as :mod:`minitransformer.flash.tiled_numpy` and the CUDA
 kernels, written with torch operations so that it runs on any device and
 dtype and vectorises over batch and heads. :class:`FlashAttentionTorch`
 saves only ``q, k, v, O, L`` in the forward pass (memory O(N), no ``N x N``
@@ -15,6 +16,7 @@ import math
 import torch
 from torch import Tensor
 
+from .online_softmax import online_softmax_step
 from .tiled_numpy import check_flash_inputs
 
 __all__ = ["flash_forward_torch", "flash_backward_torch", "FlashAttentionTorch",
@@ -75,12 +77,8 @@ def flash_forward_torch(q: Tensor, k: Tensor, v: Tensor, *, is_causal: bool = Fa
             S = scale * (Qi @ Kj.transpose(-1, -2))            # (B, H_kv, G, br, bc)
             if is_causal and c1 - 1 > r0:                      # the tile crosses the diagonal
                 S = S.masked_fill(~_causal_tile_mask(r0, r1, c0, c1, q.device), -math.inf)
-            m_new = torch.maximum(m, S.amax(dim=-1))           # (B, H_kv, G, br)
-            P = torch.exp(S - m_new[..., None])                # (B, H_kv, G, br, bc)
-            alpha = torch.exp(m - m_new)
-            l = alpha * l + P.sum(dim=-1)
-            Oi = alpha[..., None] * Oi + P @ Vj                # (B, H_kv, G, br, d)
-            m = m_new
+            # The online softmax (m, l: (B, H_kv, G, br); Oi: (B, H_kv, G, br, d)).
+            m, l, Oi, _, _ = online_softmax_step(m, l, Oi, S, Vj)
         O[..., r0:r1, :] = Oi / l[..., None]
         L[..., r0:r1] = m + torch.log(l)
     return O.reshape(B, H, N, d).to(q.dtype), L.reshape(B, H, N)

@@ -35,7 +35,12 @@ PREPROCESS_THREADS = 128    # D = rowsum(dO * O): one warp per row, 4 rows per b
 
 @dataclass(frozen=True)
 class TileConfig:
-    """One kernel's launch shape: ``Br`` query rows and ``Bc`` key rows per tile."""
+    """One kernel's launch shape: ``Br`` query rows and ``Bc`` key rows per tile.
+
+    The teaching kernels' tiles (:func:`choose_tiles`) and the fast kernels' launch
+    shapes (:func:`~minitransformer.flash.cupy_bridge.fast_forward_config`,
+    :func:`~minitransformer.flash.cupy_bridge.fast_backward_config`) share it.
+    """
 
     Br: int
     Bc: int

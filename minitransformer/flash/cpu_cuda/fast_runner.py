@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cupy_bridge import fast_backward_config, fast_forward_config, kernel_source
+from ..cupy_bridge import fast_backward_config, fast_forward_config
+from ..sources import kernel_source
 from .runner import CpuModule, load_module
 
 __all__ = ["fast_forward_cpu", "fast_backward_cpu", "decode_cpu", "emulated_module", "to_bits", "from_bits"]
@@ -31,17 +32,21 @@ __all__ = ["fast_forward_cpu", "fast_backward_cpu", "decode_cpu", "emulated_modu
 MMA_HEADER = Path(__file__).with_name("cuda_cpu_mma.h")
 _NP16 = {0: np.float16}          # numpy has no bfloat16: bf16 travels as uint16 bits
 
-_FWD_PARAMS = ("const mt_u16* Q, const mt_u16* K, const mt_u16* V, mt_u16* O, float* LSE, "
-               "int H, int H_kv, int Nq, int Nk, float scale, int causal", "Q, K, V, O, LSE, H, H_kv, Nq, Nk, scale, causal")
-_BWD_PARAMS = ("const mt_u16* Q, const mt_u16* K, const mt_u16* V, const mt_u16* dO, const float* LSE, "
-               "const float* Dv, float* dQ, mt_u16* dK, mt_u16* dV, int H, int H_kv, int Nq, int Nk, "
-               "float scale, int causal", "Q, K, V, dO, LSE, Dv, dQ, dK, dV, H, H_kv, Nq, Nk, scale, causal")
-_DOT_PARAMS = ("const mt_u16* dO, const mt_u16* O, float* Dv, int rows", "dO, O, Dv, rows")
-_DEC_PARAMS = ("const void* Q, const void* K, const void* V, const int* lengths, float* Op, float* Mp, "
-               "float* Lp, int H, int H_kv, int T, int S, int n_splits, int split_len, float scale, int causal",
-               "Q, K, V, lengths, Op, Mp, Lp, H, H_kv, T, S, n_splits, split_len, scale, causal")
-_COMB_PARAMS = ("const float* Op, const float* Mp, const float* Lp, void* O, float* LSE, int n_splits",
-                "Op, Mp, Lp, O, LSE, n_splits")
+# (C parameter list, C argument list) of each kernel's extern "C" wrapper: the kernels' own names.
+_FWD_PARAMS = ("const mt_u16* Q, const mt_u16* K, const mt_u16* V, mt_u16* O, float* L, "
+               "int H, int H_kv, int N, int N_k, float scale, int is_causal",
+               "Q, K, V, O, L, H, H_kv, N, N_k, scale, is_causal")
+_BWD_PARAMS = ("const mt_u16* Q, const mt_u16* K, const mt_u16* V, const mt_u16* dO, const float* L, "
+               "const float* Dvec, float* dQacc, mt_u16* dK, mt_u16* dV, int H, int H_kv, int N, int N_k, "
+               "float scale, int is_causal",
+               "Q, K, V, dO, L, Dvec, dQacc, dK, dV, H, H_kv, N, N_k, scale, is_causal")
+_DOT_PARAMS = ("const mt_u16* dO, const mt_u16* O, float* Dvec, int rows", "dO, O, Dvec, rows")
+_DEC_PARAMS = ("const void* Q, const void* K, const void* V, const int* lengths, float* O_part, float* m_part, "
+               "float* l_part, int H, int H_kv, int T, int S_max, int n_splits, int split_len, float scale, "
+               "int is_causal",
+               "Q, K, V, lengths, O_part, m_part, l_part, H, H_kv, T, S_max, n_splits, split_len, scale, is_causal")
+_COMB_PARAMS = ("const float* O_part, const float* m_part, const float* l_part, void* O, float* L, int n_splits",
+                "O_part, m_part, l_part, O, L, n_splits")
 
 
 def _wrapper(name: str, template: str, params: tuple[str, str]) -> str:
@@ -93,8 +98,8 @@ def fast_forward_cpu(q, k, v, *, is_causal: bool = False, scale: float | None = 
         source: a mutated copy of the inlined source to run instead.
 
     Returns:
-        ``O`` ``(B, H, N, d)`` float32 (from the 16-bit output) and ``LSE``
-        ``(B, H, N)``; both start as NaN, so unwritten elements stay NaN.
+        ``O`` ``(B, H, N, d)`` float32 (from the 16-bit output) and ``L``
+        ``(B, H, N)``, the log-sum-exp; both start as NaN, so unwritten elements stay NaN.
     """
     B, H, N, d = q.shape
     H_kv, N_k = k.shape[1], k.shape[2]
@@ -104,9 +109,9 @@ def fast_forward_cpu(q, k, v, *, is_causal: bool = False, scale: float | None = 
     cfg = fast_forward_config(d, sm)
     O = np.full(q.shape, 0xFFFF, np.uint16)                 # NaN bits
     L = np.full((B, H, N), np.nan, np.float32)
-    mod.launch(name, (math.ceil(N / cfg["BR"]), B * H), (cfg["threads"],),
+    mod.launch(name, (math.ceil(N / cfg.Br), B * H), (cfg.threads,),
                [to_bits(q, dt), to_bits(k, dt), to_bits(v, dt), O, L, H, H_kv, N, N_k, scale, int(is_causal)],
-               shared_mem=cfg["smem_bytes"], schedule=schedule, seed=seed)
+               shared_mem=cfg.smem_bytes, schedule=schedule, seed=seed)
     return from_bits(O, dt), L
 
 
@@ -128,15 +133,15 @@ def fast_backward_cpu(q, k, v, O, dO, L, *, is_causal: bool = False, scale: floa
     cfg = fast_backward_config(d)
     O16, dO16 = to_bits(O, dt), to_bits(dO, dt)
     rows = B * H * N
-    Dv = np.full((B, H, N), np.nan, np.float32)
-    mod.launch(names[1], (math.ceil(rows / 4),), (128,), [dO16, O16, Dv, rows], schedule=schedule, seed=seed)
+    Dvec = np.full((B, H, N), np.nan, np.float32)
+    mod.launch(names[1], (math.ceil(rows / 4),), (128,), [dO16, O16, Dvec, rows], schedule=schedule, seed=seed)
     dq = np.zeros(q.shape, np.float32)
     dk = np.full((B, H, N_k, d), 0xFFFF, np.uint16)
     dv = np.full((B, H, N_k, d), 0xFFFF, np.uint16)
-    mod.launch(names[0], (math.ceil(N_k / cfg["BC"]), B * H), (cfg["threads"],),
-               [to_bits(q, dt), to_bits(k, dt), to_bits(v, dt), dO16, np.ascontiguousarray(L, np.float32), Dv,
+    mod.launch(names[0], (math.ceil(N_k / cfg.Bc), B * H), (cfg.threads,),
+               [to_bits(q, dt), to_bits(k, dt), to_bits(v, dt), dO16, np.ascontiguousarray(L, np.float32), Dvec,
                 dq, dk, dv, H, H_kv, N, N_k, scale, int(is_causal)],
-               shared_mem=cfg["smem_bytes"], schedule=schedule, seed=seed)
+               shared_mem=cfg.smem_bytes, schedule=schedule, seed=seed)
     return dq, from_bits(dk, dt), from_bits(dv, dt)
 
 
@@ -160,13 +165,13 @@ def decode_cpu(q, k_cache, v_cache, lengths, *, scale: float | None = None, num_
     lengths = np.ascontiguousarray(lengths, np.int32)
     split_len = math.ceil(int(lengths.max()) / num_splits)
     rows = B * H * T
-    Op = np.full((rows, num_splits, d), np.nan, np.float32)
-    Mp = np.full((rows, num_splits), np.nan, np.float32)
-    Lp = np.full((rows, num_splits), np.nan, np.float32)
+    O_part = np.full((rows, num_splits, d), np.nan, np.float32)
+    m_part = np.full((rows, num_splits), np.nan, np.float32)
+    l_part = np.full((rows, num_splits), np.nan, np.float32)
     mod.launch(names[0], (num_splits, B * H_kv, math.ceil(G * T / R)), (128,),
-               [conv(q), conv(k_cache), conv(v_cache), lengths, Op, Mp, Lp, H, H_kv, T, S, num_splits,
-                split_len, scale, int(is_causal)], schedule=schedule, seed=seed)
+               [conv(q), conv(k_cache), conv(v_cache), lengths, O_part, m_part, l_part, H, H_kv, T, S,
+                num_splits, split_len, scale, int(is_causal)], schedule=schedule, seed=seed)
     O = np.full(q.shape, np.nan, np.float32) if dt == 2 else np.full(q.shape, 0xFFFF, np.uint16)
-    LSE = np.full((B, H, T), np.nan, np.float32)
-    mod.launch(names[1], (rows,), (d,), [Op, Mp, Lp, O, LSE, num_splits], schedule=schedule, seed=seed)
+    L = np.full((B, H, T), np.nan, np.float32)
+    mod.launch(names[1], (rows,), (d,), [O_part, m_part, l_part, O, L, num_splits], schedule=schedule, seed=seed)
     return O if dt == 2 else from_bits(O, dt)

@@ -33,15 +33,15 @@ from typing import Sequence
 
 import numpy as np
 
-from ..tiled_numpy import check_flash_inputs
+from ...validation import check_qkv_shapes
+from ..sources import kernel_source
 from ..tiles import (BACKWARD_THREADS, MAX_HEAD_DIM, PREPROCESS_THREADS, backward_smem_bytes,
                      choose_tiles, forward_smem_bytes, forward_threads)
 
 __all__ = ["SCHEDULES", "CompileError", "KernelError", "CpuModule", "gxx_available", "load_module",
-           "kernel_source", "rewrite_shared", "teaching_forward_cpu", "teaching_backward_cpu"]
+           "rewrite_shared", "teaching_forward_cpu", "teaching_backward_cpu"]
 
 HEADER = Path(__file__).with_name("cuda_cpu.h")
-KERNEL_DIR = Path(__file__).resolve().parent.parent / "kernels"
 SCHEDULES = {"forward": 0, "reverse": 1, "round_robin": 2, "random": 3}
 CXX = os.environ.get("CXX", "g++")
 CXXFLAGS = ["-x", "c++", "-std=c++17", "-O2", "-fPIC", "-shared", "-ffp-contract=off", "-w"]
@@ -61,11 +61,6 @@ class KernelError(RuntimeError):
 def gxx_available() -> bool:
     """True if the C++ compiler (``$CXX``, default ``g++``) is on the PATH."""
     return shutil.which(CXX) is not None
-
-
-def kernel_source(name: str) -> str:
-    """The text of ``minitransformer/flash/kernels/<name>``."""
-    return (KERNEL_DIR / name).read_text()
 
 
 _EXTERN_SHARED = re.compile(
@@ -212,7 +207,7 @@ def _f32(name: str, x) -> np.ndarray:
 
 def _check(q: np.ndarray, k: np.ndarray, v: np.ndarray, is_causal: bool) -> tuple[int, int, int, int]:
     """Validate the shapes for the teaching kernels; return ``(B, H, N, d)``."""
-    check_flash_inputs(q.shape, k.shape, v.shape, is_causal=is_causal, Br=1, Bc=1)
+    check_qkv_shapes(q.shape, k.shape, v.shape, grouped=True, square="is_causal=True" if is_causal else None)
     if q.shape[-1] > MAX_HEAD_DIM:
         raise ValueError(f"the teaching kernels support head dims up to {MAX_HEAD_DIM}; q has {q.shape[-1]}")
     return q.shape

@@ -11,18 +11,18 @@
 //     query row, a partial softmax: max m_s, sum l_s and the unnormalized
 //     output o_s = sum_j exp(s_j - m_s) v_j;
 //   pass 2 (flash_decode_combine): per query row, M = max_s m_s,
-//     L = sum_s l_s exp(m_s - M), O = sum_s o_s exp(m_s - M) / L -- the same
+//     l = sum_s l_s exp(m_s - M), O = sum_s o_s exp(m_s - M) / l -- the same
 //     rescaling as the online softmax, one level up.
 //
-// Inside a block, a key is handled by a group of GS = D / 8 lanes, each lane
-// owning 8 of the D components (one 16-byte load in fp16); the dot product is
+// Inside a block, a key is handled by a group of GS = d / 8 lanes, each lane
+// owning 8 of the d components (one 16-byte load in fp16); the dot product is
 // summed over the group with shuffles. Each key group keeps its own running
 // softmax; groups are merged with shuffles, then warps through shared memory.
 //
-// Layouts (contiguous): Q (B, H, T, D); K, V caches (B, H_kv, S_max, D) of
+// Layouts (contiguous): Q (B, H, T, d); K, V caches (B, H_kv, S_max, d) of
 // which the first lengths[b] positions are valid (they include the T new
-// tokens); O (B, H, T, D) in the input type; LSE (B, H, T) fp32; partials
-// Opart (B*H*T, n_splits, D), Mpart/Lpart (B*H*T, n_splits) fp32, m in log2
+// tokens); O (B, H, T, d) in the input type; L (B, H, T) fp32; partials
+// O_part (B*H*T, n_splits, d), m_part/l_part (B*H*T, n_splits) fp32, m in log2
 // units. Causal (the default for generation): new query t sits at position
 // lengths[b] - T + t and sees keys up to it.
 // Types: DT = MT_F32, MT_F16 or MT_BF16; R = query rows per block (1, 2, 4, 8).
@@ -44,19 +44,19 @@ template <int DT> MT_DEV void load8(const void* base, long long idx, float x[8])
   }
 }
 
-template <int D, int DT, int R>
+template <int d, int DT, int R>
 __global__ void __launch_bounds__(128)
-flash_decode_partial(const void* __restrict__ Q, const void* __restrict__ Kc,
-                     const void* __restrict__ Vc, const int* __restrict__ lengths,
-                     float* __restrict__ Opart, float* __restrict__ Mpart, float* __restrict__ Lpart,
+flash_decode_partial(const void* __restrict__ Q, const void* __restrict__ K,
+                     const void* __restrict__ V, const int* __restrict__ lengths,
+                     float* __restrict__ O_part, float* __restrict__ m_part, float* __restrict__ l_part,
                      int H, int H_kv, int T, int S_max, int n_splits, int split_len,
-                     float scale, int causal) {
-  constexpr int GS = D / 8;          // lanes per key
+                     float scale, int is_causal) {
+  constexpr int GS = d / 8;          // lanes per key
   constexpr int KPW = 32 / GS;       // keys per warp per step
   constexpr int KG = 4 * KPW;        // keys per block per step (4 warps)
-  __shared__ float sM[4][R];                     // per warp: max, sum and output of each row
-  __shared__ float sL[4][R];
-  __shared__ float sAcc[4][R][D];
+  __shared__ float s_m[4][R];                    // per warp: max, sum and output of each row
+  __shared__ float s_l[4][R];
+  __shared__ float s_acc[4][R][d];
 
   const int split = blockIdx.x, b = blockIdx.y / H_kv, hk = blockIdx.y % H_kv;
   const int G = H / H_kv;                                  // query heads per kv head
@@ -76,7 +76,7 @@ flash_decode_partial(const void* __restrict__ Q, const void* __restrict__ Kc,
     row_ok[r] = rho < G * T;
     const int h = hk * G + rho / T, t = rho % T;
     qpos[r] = len - T + t;
-    if (row_ok[r]) load8<DT>(Q, ((long long)(b * H + h) * T + t) * D + e0, q[r]);
+    if (row_ok[r]) load8<DT>(Q, ((long long)(b * H + h) * T + t) * d + e0, q[r]);
     for (int e = 0; e < 8; ++e) { q[r][e] = row_ok[r] ? q[r][e] * sl2 : 0.f; acc[r][e] = 0.f; }
     m[r] = mt_neg_inf();
     l[r] = 0.f;
@@ -88,8 +88,8 @@ flash_decode_partial(const void* __restrict__ Q, const void* __restrict__ Kc,
     const bool k_ok = j < s1;
     float kx[8], vx[8];
     if (k_ok) {
-      load8<DT>(Kc, (kv_base + j) * D + e0, kx);
-      load8<DT>(Vc, (kv_base + j) * D + e0, vx);
+      load8<DT>(K, (kv_base + j) * d + e0, kx);
+      load8<DT>(V, (kv_base + j) * d + e0, vx);
     } else {
       for (int e = 0; e < 8; ++e) kx[e] = vx[e] = 0.f;
     }
@@ -97,7 +97,7 @@ flash_decode_partial(const void* __restrict__ Q, const void* __restrict__ Kc,
       float dot = 0.f;
       for (int e = 0; e < 8; ++e) dot += q[r][e] * kx[e];
       for (int o = GS / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
-      const bool visible = k_ok && row_ok[r] && (!causal || j <= qpos[r]);
+      const bool visible = k_ok && row_ok[r] && (!is_causal || j <= qpos[r]);
       if (visible) {                                       // online softmax, one key
         const float m_new = fmaxf(m[r], dot);
         const float alpha = exp2f(m[r] - m_new), p = exp2f(dot - m_new);
@@ -126,53 +126,53 @@ flash_decode_partial(const void* __restrict__ Q, const void* __restrict__ Kc,
   }
   if (lane < GS) {
     for (int r = 0; r < R; ++r) {
-      for (int e = 0; e < 8; ++e) sAcc[warp][r][e0 + e] = acc[r][e];
-      if (lane == 0) { sM[warp][r] = m[r]; sL[warp][r] = l[r]; }
+      for (int e = 0; e < 8; ++e) s_acc[warp][r][e0 + e] = acc[r][e];
+      if (lane == 0) { s_m[warp][r] = m[r]; s_l[warp][r] = l[r]; }
     }
   }
   __syncthreads();
 
   // ---- merge the 4 warps, write this split's partials ----
-  for (int idx = threadIdx.x; idx < R * D; idx += 128) {
-    const int r = idx / D, d = idx % D, rho = blockIdx.z * R + r;
+  for (int idx = threadIdx.x; idx < R * d; idx += 128) {
+    const int r = idx / d, x = idx % d, rho = blockIdx.z * R + r;
     if (rho >= G * T) continue;
     float M = mt_neg_inf();
-    for (int w = 0; w < 4; ++w) M = fmaxf(M, sM[w][r]);
+    for (int w = 0; w < 4; ++w) M = fmaxf(M, s_m[w][r]);
     float o = 0.f, lsum = 0.f;
     if (M != mt_neg_inf()) {
       for (int w = 0; w < 4; ++w) {
-        const float wgt = exp2f(sM[w][r] - M);
-        o += wgt * sAcc[w][r][d];
-        lsum += wgt * sL[w][r];
+        const float wgt = exp2f(s_m[w][r] - M);
+        o += wgt * s_acc[w][r][x];
+        lsum += wgt * s_l[w][r];
       }
     }
     const int h = hk * G + rho / T, t = rho % T;
     const long long row = (long long)(b * H + h) * T + t;
-    Opart[(row * n_splits + split) * D + d] = o;
-    if (d == 0) { Mpart[row * n_splits + split] = M; Lpart[row * n_splits + split] = lsum; }
+    O_part[(row * n_splits + split) * d + x] = o;
+    if (x == 0) { m_part[row * n_splits + split] = M; l_part[row * n_splits + split] = lsum; }
   }
 }
 
-// Pass 2: one block of D threads per query row merges the n_splits partials.
-template <int D, int DT>
+// Pass 2: one block of d threads per query row merges the n_splits partials.
+template <int d, int DT>
 __global__ void __launch_bounds__(128)
-flash_decode_combine(const float* __restrict__ Opart, const float* __restrict__ Mpart,
-                     const float* __restrict__ Lpart, void* __restrict__ O, float* __restrict__ LSE,
+flash_decode_combine(const float* __restrict__ O_part, const float* __restrict__ m_part,
+                     const float* __restrict__ l_part, void* __restrict__ O, float* __restrict__ L,
                      int n_splits) {
   const long long row = blockIdx.x;
-  const int d = threadIdx.x;
+  const int x = threadIdx.x;
   float M = mt_neg_inf();
-  for (int s = 0; s < n_splits; ++s) M = fmaxf(M, Mpart[row * n_splits + s]);
+  for (int s = 0; s < n_splits; ++s) M = fmaxf(M, m_part[row * n_splits + s]);
   float lsum = 0.f, o = 0.f;
   for (int s = 0; s < n_splits; ++s) {
-    const float ms = Mpart[row * n_splits + s];
+    const float ms = m_part[row * n_splits + s];
     if (ms == mt_neg_inf()) continue;                      // a split past the valid length
     const float wgt = exp2f(ms - M);
-    lsum += wgt * Lpart[row * n_splits + s];
-    o += wgt * Opart[(row * n_splits + s) * D + d];
+    lsum += wgt * l_part[row * n_splits + s];
+    o += wgt * O_part[(row * n_splits + s) * d + x];
   }
   o /= lsum;
-  if (DT == MT_F32) ((float*)O)[row * D + d] = o;
-  else ((mt_u16*)O)[row * D + d] = from_float<DT>(o);
-  if (d == 0) LSE[row] = (M + log2f(lsum)) * 0.6931471805599453f;
+  if (DT == MT_F32) ((float*)O)[row * d + x] = o;
+  else ((mt_u16*)O)[row * d + x] = from_float<DT>(o);
+  if (x == 0) L[row] = (M + log2f(lsum)) * 0.6931471805599453f;
 }

@@ -9,7 +9,7 @@
 //   dV += P^T dO        dP = dO V^T         dS = P * (dP - D),  D = rowsum(dO * O)
 //   dK += scale * dS^T Q                    dQ += scale * dS K
 //
-// One block owns BC = 64 keys (4 warps x 16 keys) and loops over the query
+// One block owns Bc = 64 keys (4 warps x 16 keys) and loops over the query
 // tiles. Each warp computes the *transposed* score tile S^T = K Q^T for its
 // 16 keys, so that P^T and dS^T come out of the tensor cores already in the A
 // fragment layout that dV += P^T dO and dK += dS^T Q need: dK and dV stay in
@@ -18,108 +18,108 @@
 // ldmatrix, and each block adds its share of dQ into an fp32 buffer with
 // atomicAdd (several key blocks contribute to the same dQ rows).
 //
-// Layouts (contiguous): Q, dO (B, H, Nq, D); K, V (B, H_kv, Nk, D); LSE, Dvec
-// (B, H, Nq) fp32; dQacc (B, H, Nq, D) fp32, zeroed by the caller, receives
-// dQ; dK, dV (B, H, Nk, D) per *query* head (the caller sums the heads of a
+// Layouts (contiguous): Q, dO (B, H, N, d); K, V (B, H_kv, N_k, d); L, Dvec
+// (B, H, N) fp32; dQacc (B, H, N, d) fp32, zeroed by the caller, receives
+// dQ; dK, dV (B, H, N_k, d) per *query* head (the caller sums the heads of a
 // group under grouped-query attention). Causal: bottom-right, query i sees
-// keys j <= i + (Nk - Nq); query tiles that see none of a block's keys are
+// keys j <= i + (N_k - N); query tiles that see none of a block's keys are
 // skipped.
-// Launch: grid (ceil(Nk / 64), B * H), 128 threads, BwdCfg<D>::SMEM bytes.
+// Launch: grid (ceil(N_k / 64), B * H), 128 threads, BwdCfg<d>::SMEM bytes.
 #include "fast_common.cuh"
 
-template <int D> struct BwdCfg {
+template <int d> struct BwdCfg {
   static constexpr int THREADS = 128;            // 4 warps
-  static constexpr int BC = 64;                  // keys per block (16 per warp)
-  static constexpr int BR = D <= 64 ? 64 : 32;   // queries per step (D = 128: fits sm_75's 64 KB)
-  static constexpr int LD = D + 8;               // padded rows of K, V, Q, dO (halves)
-  static constexpr int LDS = BR + 8;             // padded rows of dS^T (halves)
-  static constexpr int SMEM = (2 * BC + 2 * BR) * LD * 2 + BC * LDS * 2 + 2 * BR * 4;
+  static constexpr int Bc = 64;                  // keys per block (16 per warp)
+  static constexpr int Br = d <= 64 ? 64 : 32;   // queries per step (d = 128: fits sm_75's 64 KB)
+  static constexpr int LD = d + 8;               // padded rows of K, V, Q, dO (halves)
+  static constexpr int LDS = Br + 8;             // padded rows of dS^T (halves)
+  static constexpr int SMEM = (2 * Bc + 2 * Br) * LD * 2 + Bc * LDS * 2 + 2 * Br * 4;
 };
 
 // D_i = sum_d dO[i][d] * O[i][d], one warp per row (the "preprocess" pass).
-template <int D, int DT>
+template <int d, int DT>
 __global__ void __launch_bounds__(128)
 flash_bwd_dot_do_o(const mt_u16* __restrict__ dO, const mt_u16* __restrict__ O,
                    float* __restrict__ Dvec, int rows) {
   const int row = blockIdx.x * 4 + (threadIdx.x >> 5), lane = threadIdx.x & 31;
   if (row >= rows) return;                       // whole warp leaves together
   float acc = 0.f;
-  for (int c = lane; c < D; c += 32)
-    acc += to_float<DT>(dO[(long long)row * D + c]) * to_float<DT>(O[(long long)row * D + c]);
+  for (int c = lane; c < d; c += 32)
+    acc += to_float<DT>(dO[(long long)row * d + c]) * to_float<DT>(O[(long long)row * d + c]);
   for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
   if (lane == 0) Dvec[row] = acc;
 }
 
-template <int D, int DT>
+template <int d, int DT>
 __global__ void __launch_bounds__(128)
 flash_bwd_fast(const mt_u16* __restrict__ Q, const mt_u16* __restrict__ K,
                const mt_u16* __restrict__ V, const mt_u16* __restrict__ dO,
-               const float* __restrict__ LSE, const float* __restrict__ Dvec,
+               const float* __restrict__ L, const float* __restrict__ Dvec,
                float* __restrict__ dQacc, mt_u16* __restrict__ dK, mt_u16* __restrict__ dV,
-               int H, int H_kv, int Nq, int Nk, float scale, int causal) {
-  typedef BwdCfg<D> C;
-  constexpr int BR = C::BR, BC = C::BC, LD = C::LD, LDS = C::LDS, T = C::THREADS;
-  extern __shared__ mt_u4 mt_smem[];             // dynamic: BwdCfg<D>::SMEM bytes
-  mt_u16* sK = (mt_u16*)mt_smem;                 // [BC][LD]
-  mt_u16* sV = sK + BC * LD;                     // [BC][LD]
-  mt_u16* sQ = sV + BC * LD;                     // [BR][LD]
-  mt_u16* sdO = sQ + BR * LD;                    // [BR][LD]
-  mt_u16* sdS = sdO + BR * LD;                   // [BC][LDS]  dS^T: rows are keys
-  float* sL = (float*)(sdS + BC * LDS);          // [BR] log-sum-exp, log2 units
-  float* sD = sL + BR;                           // [BR] rowsum(dO * O)
+               int H, int H_kv, int N, int N_k, float scale, int is_causal) {
+  typedef BwdCfg<d> C;
+  constexpr int Br = C::Br, Bc = C::Bc, LD = C::LD, LDS = C::LDS, T = C::THREADS;
+  extern __shared__ mt_u4 mt_smem[];             // dynamic: BwdCfg<d>::SMEM bytes
+  mt_u16* sK = (mt_u16*)mt_smem;                 // [Bc][LD]
+  mt_u16* sV = sK + Bc * LD;                     // [Bc][LD]
+  mt_u16* sQ = sV + Bc * LD;                     // [Br][LD]
+  mt_u16* sdO = sQ + Br * LD;                    // [Br][LD]
+  mt_u16* sdS = sdO + Br * LD;                   // [Bc][LDS]  dS^T: rows are keys
+  float* sL = (float*)(sdS + Bc * LDS);          // [Br] log-sum-exp, log2 units
+  float* sD = sL + Br;                           // [Br] rowsum(dO * O)
 
-  const int k0 = blockIdx.x * BC;                // first key of this block
+  const int k0 = blockIdx.x * Bc;                // first key of this block
   const int bh = blockIdx.y, b = bh / H, h = bh % H;
   const int hk = h / (H / H_kv);
-  const mt_u16* Qg = Q + (long long)bh * Nq * D;
-  const mt_u16* dOg = dO + (long long)bh * Nq * D;
-  const mt_u16* Kg = K + (long long)(b * H_kv + hk) * Nk * D;
-  const mt_u16* Vg = V + (long long)(b * H_kv + hk) * Nk * D;
-  const float* Lg = LSE + (long long)bh * Nq;
-  const float* Dg = Dvec + (long long)bh * Nq;
+  const mt_u16* Qg = Q + (long long)bh * N * d;
+  const mt_u16* dOg = dO + (long long)bh * N * d;
+  const mt_u16* Kg = K + (long long)(b * H_kv + hk) * N_k * d;
+  const mt_u16* Vg = V + (long long)(b * H_kv + hk) * N_k * d;
+  const float* Lg = L + (long long)bh * N;
+  const float* Dg = Dvec + (long long)bh * N;
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int g = lane >> 2, t = lane & 3, mi = lane >> 3, mr = lane & 7;
-  const int off = Nk - Nq;
+  const int off = N_k - N;
   const float sl2 = scale * 1.4426950408889634f;
   const int key_j[2] = {k0 + warp * 16 + g, k0 + warp * 16 + g + 8};   // this lane's two key rows
 
-  load_tile_async<BC, D, LD, T>(sK, Kg, k0, Nk);
-  load_tile_async<BC, D, LD, T>(sV, Vg, k0, Nk);
+  load_tile_async<Bc, d, LD, T>(sK, Kg, k0, N_k);
+  load_tile_async<Bc, d, LD, T>(sV, Vg, k0, N_k);
   cp_async_commit();
 
-  float dk[D / 8][4], dv[D / 8][4];              // this warp's 16 keys x D, in registers throughout
-  for (int i = 0; i < D / 8; ++i)
+  float dk[d / 8][4], dv[d / 8][4];              // this warp's 16 keys x d, in registers throughout
+  for (int i = 0; i < d / 8; ++i)
     for (int e = 0; e < 4; ++e) dk[i][e] = dv[i][e] = 0.f;
 
-  // dQ tiling of a BR x D block over the 4 warps: MT row tiles of 16, each split in WN column parts.
-  constexpr int MT = BR / 16, WN = 4 / MT, NTW = (D / 8) / WN;
+  // dQ tiling of a Br x d block over the 4 warps: MT row tiles of 16, each split in WN column parts.
+  constexpr int MT = Br / 16, WN = 4 / MT, NTW = (d / 8) / WN;
   const int dq_mt = warp % MT, dq_n0 = (warp / MT) * NTW;
 
   // Causal: queries before k0 - off see none of these keys.
-  const int q_first = causal ? max(0, k0 - off) : 0;
-  for (int q0 = (q_first / BR) * BR; q0 < Nq; q0 += BR) {
+  const int q_first = is_causal ? max(0, k0 - off) : 0;
+  for (int q0 = (q_first / Br) * Br; q0 < N; q0 += Br) {
     // ---- Q, dO, L, D of this query tile ----
-    load_tile_async<BR, D, LD, T>(sQ, Qg, q0, Nq);
-    load_tile_async<BR, D, LD, T>(sdO, dOg, q0, Nq);
+    load_tile_async<Br, d, LD, T>(sQ, Qg, q0, N);
+    load_tile_async<Br, d, LD, T>(sdO, dOg, q0, N);
     cp_async_commit();
-    for (int r = threadIdx.x; r < BR; r += T) {
-      const bool ok = q0 + r < Nq;              // missing rows: P = exp(. - inf) = 0
+    for (int r = threadIdx.x; r < Br; r += T) {
+      const bool ok = q0 + r < N;               // missing rows: P = exp(. - inf) = 0
       sL[r] = ok ? Lg[q0 + r] * 1.4426950408889634f : __int_as_float(0x7f800000);
       sD[r] = ok ? Dg[q0 + r] : 0.f;
     }
     cp_async_wait<0>();
     __syncthreads();
 
-    // ---- S^T = K Q^T and dP^T = V dO^T: 16 keys x BR queries per warp ----
-    float st[BR / 8][4], dpt[BR / 8][4];
-    for (int i = 0; i < BR / 8; ++i)
+    // ---- S^T = K Q^T and dP^T = V dO^T: 16 keys x Br queries per warp ----
+    float st[Br / 8][4], dpt[Br / 8][4];
+    for (int i = 0; i < Br / 8; ++i)
       for (int e = 0; e < 4; ++e) st[i][e] = dpt[i][e] = 0.f;
-    for (int kc = 0; kc < D / 16; ++kc) {
+    for (int kc = 0; kc < d / 16; ++kc) {
       mt_u32 ka[4], va[4];                       // this warp's K and V rows as A fragments
       ldmatrix_x4(ka, sK + (warp * 16 + mr + (mi & 1) * 8) * LD + kc * 16 + (mi >> 1) * 8);
       ldmatrix_x4(va, sV + (warp * 16 + mr + (mi & 1) * 8) * LD + kc * 16 + (mi >> 1) * 8);
-      for (int nt = 0; nt < BR / 8; nt += 2) {
+      for (int nt = 0; nt < Br / 8; nt += 2) {
         mt_u32 qf[4], of[4];                     // Q, dO rows as B fragments (columns of Q^T)
         ldmatrix_x4(qf, sQ + (nt * 8 + mr + (mi >> 1) * 8) * LD + kc * 16 + (mi & 1) * 8);
         ldmatrix_x4(of, sdO + (nt * 8 + mr + (mi >> 1) * 8) * LD + kc * 16 + (mi & 1) * 8);
@@ -131,24 +131,24 @@ flash_bwd_fast(const mt_u16* __restrict__ Q, const mt_u16* __restrict__ K,
     }
 
     // ---- P^T = exp2(S^T * scale * log2 e - L), masked; dS^T = P^T (dP^T - D) ----
-    for (int nt = 0; nt < BR / 8; ++nt)
+    for (int nt = 0; nt < Br / 8; ++nt)
       for (int e = 0; e < 4; ++e) {
         const int j = key_j[e >> 1], ic = nt * 8 + 2 * t + (e & 1), i = q0 + ic;
-        const bool visible = j < Nk && i < Nq && (!causal || j <= i + off);
+        const bool visible = j < N_k && i < N && (!is_causal || j <= i + off);
         const float p = visible ? exp2f(st[nt][e] * sl2 - sL[ic]) : 0.f;
         st[nt][e] = p;
         dpt[nt][e] = p * (dpt[nt][e] - sD[ic]);  // dS^T (scale applied at the end)
       }
 
     // ---- dV += P^T dO and dK += dS^T Q, straight from registers ----
-    for (int kc = 0; kc < BR / 16; ++kc) {
+    for (int kc = 0; kc < Br / 16; ++kc) {
       const mt_u32 pa[4] = {pack2<DT>(st[2 * kc][0], st[2 * kc][1]), pack2<DT>(st[2 * kc][2], st[2 * kc][3]),
                             pack2<DT>(st[2 * kc + 1][0], st[2 * kc + 1][1]),
                             pack2<DT>(st[2 * kc + 1][2], st[2 * kc + 1][3])};
       const mt_u32 da[4] = {pack2<DT>(dpt[2 * kc][0], dpt[2 * kc][1]), pack2<DT>(dpt[2 * kc][2], dpt[2 * kc][3]),
                             pack2<DT>(dpt[2 * kc + 1][0], dpt[2 * kc + 1][1]),
                             pack2<DT>(dpt[2 * kc + 1][2], dpt[2 * kc + 1][3])};
-      for (int dt = 0; dt < D / 8; dt += 2) {
+      for (int dt = 0; dt < d / 8; dt += 2) {
         mt_u32 of[4], qf[4];                     // dO, Q as B (k = query, n = d): transposing ldmatrix
         ldmatrix_x4_trans(of, sdO + (kc * 16 + mr + (mi & 1) * 8) * LD + dt * 8 + (mi >> 1) * 8);
         ldmatrix_x4_trans(qf, sQ + (kc * 16 + mr + (mi & 1) * 8) * LD + dt * 8 + (mi >> 1) * 8);
@@ -160,7 +160,7 @@ flash_bwd_fast(const mt_u16* __restrict__ Q, const mt_u16* __restrict__ K,
     }
 
     // ---- dS^T -> shared memory, then dQ += dS K for the whole block ----
-    for (int nt = 0; nt < BR / 8; ++nt)
+    for (int nt = 0; nt < Br / 8; ++nt)
       for (int r = 0; r < 2; ++r)
         *(mt_u32*)(sdS + (warp * 16 + g + 8 * r) * LDS + nt * 8 + 2 * t) =
             pack2<DT>(dpt[nt][2 * r], dpt[nt][2 * r + 1]);
@@ -168,7 +168,7 @@ flash_bwd_fast(const mt_u16* __restrict__ Q, const mt_u16* __restrict__ K,
 
     float dq[NTW][4];
     for (int i = 0; i < NTW; ++i) dq[i][0] = dq[i][1] = dq[i][2] = dq[i][3] = 0.f;
-    for (int kc = 0; kc < BC / 16; ++kc) {
+    for (int kc = 0; kc < Bc / 16; ++kc) {
       mt_u32 dsa[4];                             // dS (query x key) = transpose of what is stored
       ldmatrix_x4_trans(dsa, sdS + (kc * 16 + mr + (mi >> 1) * 8) * LDS + dq_mt * 16 + (mi & 1) * 8);
       for (int nn = 0; nn < NTW; nn += 2) {
@@ -180,8 +180,8 @@ flash_bwd_fast(const mt_u16* __restrict__ Q, const mt_u16* __restrict__ K,
     }
     for (int r = 0; r < 2; ++r) {
       const int i = q0 + dq_mt * 16 + g + 8 * r;
-      if (i < Nq) {
-        float* row = dQacc + ((long long)bh * Nq + i) * D;
+      if (i < N) {
+        float* row = dQacc + ((long long)bh * N + i) * d;
         for (int nn = 0; nn < NTW; ++nn) {
           atomicAdd(row + (dq_n0 + nn) * 8 + 2 * t, dq[nn][2 * r] * scale);
           atomicAdd(row + (dq_n0 + nn) * 8 + 2 * t + 1, dq[nn][2 * r + 1] * scale);
@@ -194,10 +194,10 @@ flash_bwd_fast(const mt_u16* __restrict__ Q, const mt_u16* __restrict__ K,
   // ---- epilogue: this block's keys of dK (scaled) and dV ----
   for (int r = 0; r < 2; ++r) {
     const int j = key_j[r];
-    if (j < Nk) {
-      mt_u16* dk_row = dK + ((long long)bh * Nk + j) * D;
-      mt_u16* dv_row = dV + ((long long)bh * Nk + j) * D;
-      for (int dt = 0; dt < D / 8; ++dt) {
+    if (j < N_k) {
+      mt_u16* dk_row = dK + ((long long)bh * N_k + j) * d;
+      mt_u16* dv_row = dV + ((long long)bh * N_k + j) * d;
+      for (int dt = 0; dt < d / 8; ++dt) {
         *(mt_u32*)(dk_row + dt * 8 + 2 * t) = pack2<DT>(dk[dt][2 * r] * scale, dk[dt][2 * r + 1] * scale);
         *(mt_u32*)(dv_row + dt * 8 + 2 * t) = pack2<DT>(dv[dt][2 * r], dv[dt][2 * r + 1]);
       }

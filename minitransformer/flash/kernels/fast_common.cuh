@@ -312,43 +312,43 @@ MT_DEV float quad_sum(float x) {
   return x + __shfl_xor_sync(0xffffffffu, x, 2);
 }
 
-// Tile copies. A tile is rows [row0, row0 + ROWS) of a row-major (n_rows x D)
-// matrix `g`, stored in shared memory with row stride LD (LD = D + 8: eight
+// Tile copies. A tile is rows [row0, row0 + ROWS) of a row-major (n_rows x d)
+// matrix `g`, stored in shared memory with row stride LD (LD = d + 8: eight
 // halves of padding per row put the 8 rows an ldmatrix reads in 8 different
 // bank groups, so it is conflict-free). Rows at or past n_rows become zeros:
 // that is all "any N" costs the kernels.
-template <int ROWS, int D, int LD, int THREADS>
+template <int ROWS, int d, int LD, int THREADS>
 MT_DEV void load_tile_async(mt_u16* smem, const mt_u16* g, int row0, int n_rows) {
-  constexpr int CPR = D / 8;  // 16-byte chunks per row
+  constexpr int CPR = d / 8;  // 16-byte chunks per row
   for (int c = threadIdx.x; c < ROWS * CPR; c += THREADS) {
     const int r = c / CPR, col = (c % CPR) * 8;
     const bool ok = row0 + r < n_rows;
-    cp_async_16(smem + r * LD + col, g + (long long)(ok ? row0 + r : 0) * D + col, ok);
+    cp_async_16(smem + r * LD + col, g + (long long)(ok ? row0 + r : 0) * d + col, ok);
   }
 }
 
 // The same copy in two halves, through registers (sm_75 has no cp.async):
 // issue the global loads early, store to shared memory once the tile in
 // shared memory is no longer being read.
-template <int ROWS, int D, int THREADS> struct RegTile {
-  static constexpr int N = ROWS * (D / 8) / THREADS;   // 16-byte chunks per thread
-  mt_u4 v[N];
+template <int ROWS, int d, int THREADS> struct RegTile {
+  static constexpr int CHUNKS = ROWS * (d / 8) / THREADS;   // 16-byte chunks per thread
+  mt_u4 v[CHUNKS];
 };
 
-template <int ROWS, int D, int THREADS>
-MT_DEV void load_tile_regs(RegTile<ROWS, D, THREADS>& t, const mt_u16* g, int row0, int n_rows) {
-  constexpr int CPR = D / 8;
-  for (int i = 0; i < RegTile<ROWS, D, THREADS>::N; ++i) {
+template <int ROWS, int d, int THREADS>
+MT_DEV void load_tile_regs(RegTile<ROWS, d, THREADS>& t, const mt_u16* g, int row0, int n_rows) {
+  constexpr int CPR = d / 8;
+  for (int i = 0; i < RegTile<ROWS, d, THREADS>::CHUNKS; ++i) {
     const int c = threadIdx.x + i * THREADS, r = c / CPR, col = (c % CPR) * 8;
     const mt_u4 zero = {0u, 0u, 0u, 0u};
-    t.v[i] = row0 + r < n_rows ? *(const mt_u4*)(g + (long long)(row0 + r) * D + col) : zero;
+    t.v[i] = row0 + r < n_rows ? *(const mt_u4*)(g + (long long)(row0 + r) * d + col) : zero;
   }
 }
 
-template <int ROWS, int D, int LD, int THREADS>
-MT_DEV void store_tile_regs(mt_u16* smem, const RegTile<ROWS, D, THREADS>& t) {
-  constexpr int CPR = D / 8;
-  for (int i = 0; i < RegTile<ROWS, D, THREADS>::N; ++i) {
+template <int ROWS, int d, int LD, int THREADS>
+MT_DEV void store_tile_regs(mt_u16* smem, const RegTile<ROWS, d, THREADS>& t) {
+  constexpr int CPR = d / 8;
+  for (int i = 0; i < RegTile<ROWS, d, THREADS>::CHUNKS; ++i) {
     const int c = threadIdx.x + i * THREADS, r = c / CPR, col = (c % CPR) * 8;
     *(mt_u4*)(smem + r * LD + col) = t.v[i];
   }
