@@ -20,6 +20,7 @@ where the naive score matrix does not fit.
     python benchmarks/bench_flash.py --out results.json     # on a GPU
     python benchmarks/bench_flash.py --dry-run              # on a CPU: plan + a tiny timed run
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,8 +30,8 @@ import math
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -38,8 +39,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from minitransformer.flash.api import flash_attention  # noqa: E402
 
-TOKENS = 16 * 1024          # B * N
-WIDTH = 2048                # H * d
+TOKENS = 16 * 1024  # B * N
+WIDTH = 2048  # H * d
 SDPA_BACKENDS = ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION", "MATH")
 
 
@@ -51,8 +52,9 @@ def attention_flops(B: int, H: int, N: int, d: int, causal: bool, backward: bool
 
 def grid(ns: list[int], ds: list[int]) -> list[dict]:
     """The (B, H, N, d, causal) configurations: B * N = 16k tokens, H * d = 2048."""
-    return [dict(B=max(1, TOKENS // n), H=WIDTH // d, N=n, d=d, causal=c)
-            for d in ds for n in ns for c in (False, True)]
+    return [
+        dict(B=max(1, TOKENS // n), H=WIDTH // d, N=n, d=d, causal=c) for d in ds for n in ns for c in (False, True)
+    ]
 
 
 def time_cuda(fn: Callable[[], object], repeats: int, warmup: int) -> float:
@@ -91,6 +93,7 @@ def methods(causal: bool, on_gpu: bool) -> dict[str, Callable]:
         def run(q, k, v):
             with sdpa_kernel(getattr(SDPBackend, backend)):
                 return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+
         return run
 
     out: dict[str, Callable] = {}
@@ -114,6 +117,7 @@ def measure(fn: Callable, q, k, v, timer, repeats: int, warmup: int) -> tuple[fl
 
     def fwd_bwd():
         torch.autograd.grad(fn(qg, kg, vg), (qg, kg, vg), dO)
+
     t_fb = timer(fwd_bwd, repeats, warmup)
     return t_f, max(t_fb - t_f, 0.0)
 
@@ -123,17 +127,22 @@ def run_grid(configs: list[dict], device: str, dtype, repeats: int, warmup: int)
     rows = []
     for c in configs:
         g = torch.Generator(device=device).manual_seed(0)
-        q, k, v = (torch.randn(c["B"], c["H"], c["N"], c["d"], device=device, generator=g, dtype=dtype)
-                   for _ in range(3))
+        q, k, v = (
+            torch.randn(c["B"], c["H"], c["N"], c["d"], device=device, generator=g, dtype=dtype) for _ in range(3)
+        )
         for name, fn in methods(c["causal"], device == "cuda").items():
             row = dict(c, method=name)
             try:
                 t_f, t_b = measure(fn, q, k, v, timer, repeats, warmup)
-                row.update(fwd_ms=t_f, bwd_ms=t_b,
-                           fwd_tflops=attention_flops(c["B"], c["H"], c["N"], c["d"], c["causal"]) / t_f / 1e9,
-                           bwd_tflops=(attention_flops(c["B"], c["H"], c["N"], c["d"], c["causal"], True)
-                                       / t_b / 1e9) if t_b > 0 else None)
-            except (RuntimeError, torch.cuda.OutOfMemoryError) as err:   # unsupported backend, OOM
+                row.update(
+                    fwd_ms=t_f,
+                    bwd_ms=t_b,
+                    fwd_tflops=attention_flops(c["B"], c["H"], c["N"], c["d"], c["causal"]) / t_f / 1e9,
+                    bwd_tflops=(attention_flops(c["B"], c["H"], c["N"], c["d"], c["causal"], True) / t_b / 1e9)
+                    if t_b > 0
+                    else None,
+                )
+            except (RuntimeError, torch.cuda.OutOfMemoryError) as err:  # unsupported backend, OOM
                 row.update(error=str(err).splitlines()[0][:160])
                 if device == "cuda":
                     torch.cuda.empty_cache()
@@ -156,12 +165,16 @@ def naive_attention(q, k, v):
     return torch.softmax(s, dim=-1) @ v
 
 
-def run_teaching(ns: list[int], d: int, device: str, repeats: int, warmup: int,
-                 B: int | None = None, H: int | None = None) -> list[dict]:
+def run_teaching(
+    ns: list[int], d: int, device: str, repeats: int, warmup: int, B: int | None = None, H: int | None = None
+) -> list[dict]:
     """fp32 teaching kernel vs naive attention (time and peak memory); B, H default to the grid's."""
     timer = time_cuda if device == "cuda" else time_cpu
-    teaching = ((lambda q, k, v: flash_attention(q, k, v, backend="cupy", kernel="teaching"))
-                if device == "cuda" else (lambda q, k, v: flash_attention(q, k, v, backend="torch")))
+    teaching = (
+        (lambda q, k, v: flash_attention(q, k, v, backend="cupy", kernel="teaching"))
+        if device == "cuda"
+        else (lambda q, k, v: flash_attention(q, k, v, backend="torch"))
+    )
     rows = []
     for n in ns:
         B_n, H_n = B or max(1, TOKENS // n), H or WIDTH // d
@@ -185,8 +198,11 @@ def run_teaching(ns: list[int], d: int, device: str, repeats: int, warmup: int,
                 except (RuntimeError, torch.cuda.OutOfMemoryError) as err:
                     row.update(error=str(err).splitlines()[0][:160])
             rows.append(row)
-            print(f"fp32 N={n:6d} d={d} {name:9s} " + (f"{row['fwd_ms']:10.3f} ms" if "fwd_ms" in row
-                                                         else f"n/a ({row['error']})"), flush=True)
+            print(
+                f"fp32 N={n:6d} d={d} {name:9s} "
+                + (f"{row['fwd_ms']:10.3f} ms" if "fwd_ms" in row else f"n/a ({row['error']})"),
+                flush=True,
+            )
     return rows
 
 
@@ -203,8 +219,10 @@ def ratios(rows: list[dict], num: str, den: str, key: str) -> dict[tuple, float]
 
 def markdown(rows: list[dict], teach: list[dict], reference: str) -> str:
     """The table of TFLOP/s ratios against ``reference`` (and teaching/naive speed-ups)."""
-    lines = [f"| d | N | causal | fwd TFLOP/s | fwd / {reference} | bwd TFLOP/s | bwd / {reference} |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"| d | N | causal | fwd TFLOP/s | fwd / {reference} | bwd TFLOP/s | bwd / {reference} |",
+        "|---|---|---|---|---|---|---|",
+    ]
     contender = "fast" if any(r["method"] == "fast" for r in rows) else "torch-twin"
     fwd, bwd = ratios(rows, contender, reference, "fwd_tflops"), ratios(rows, contender, reference, "bwd_tflops")
     for r in rows:
@@ -216,8 +234,11 @@ def markdown(rows: list[dict], teach: list[dict], reference: str) -> str:
         bt = f"{r['bwd_tflops']:.2f}" if r.get("bwd_tflops") else "n/a"
         lines.append(f"| {r['d']} | {r['N']} | {int(r['causal'])} | {r['fwd_tflops']:.2f} | {f} | {bt} | {b} |")
     if teach:
-        lines += ["", "| N | teaching ms | naive ms | teaching speed-up | teaching peak MiB | naive peak MiB |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| N | teaching ms | naive ms | teaching speed-up | teaching peak MiB | naive peak MiB |",
+            "|---|---|---|---|---|---|",
+        ]
         by = {(r["N"], r["method"]): r for r in teach}
         for n in sorted({r["N"] for r in teach}):
             t, nv = by.get((n, "teaching"), {}), by.get((n, "naive"), {})
@@ -230,10 +251,14 @@ def markdown(rows: list[dict], teach: list[dict], reference: str) -> str:
 
 
 def environment(device: str) -> dict:
-    env = dict(date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), torch=torch.__version__,
-               device=torch.cuda.get_device_name() if device == "cuda" else "cpu")
+    env = dict(
+        date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        torch=torch.__version__,
+        device=torch.cuda.get_device_name() if device == "cuda" else "cpu",
+    )
     try:
         import cupy
+
         env["cupy"] = cupy.__version__
     except ImportError:
         env["cupy"] = None
@@ -241,11 +266,15 @@ def environment(device: str) -> dict:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--out", type=Path, help="write all measurements and ratios as JSON here")
-    p.add_argument("--dry-run", action="store_true",
-                   help="CPU: print the plan, time a tiny configuration with the CPU methods, write --out")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="CPU: print the plan, time a tiny configuration with the CPU methods, write --out",
+    )
     p.add_argument("--ns", type=int, nargs="+", default=[512, 1024, 2048, 4096, 8192, 16384])
     p.add_argument("--ds", type=int, nargs="+", default=[64, 128])
     p.add_argument("--teaching-ns", type=int, nargs="+", default=[2048, 4096, 8192])
@@ -260,13 +289,18 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.dry_run:
         plan = grid(args.ns, args.ds)
-        print(f"plan: {len(plan)} fp16 configurations x {len(SDPA_BACKENDS) + 2} methods; "
-              f"teaching vs naive at N={args.teaching_ns} and N={args.long_n}")
+        print(
+            f"plan: {len(plan)} fp16 configurations x {len(SDPA_BACKENDS) + 2} methods; "
+            f"teaching vs naive at N={args.teaching_ns} and N={args.long_n}"
+        )
         for c in plan:
-            print(f"  B={c['B']:3d} H={c['H']:3d} N={c['N']:6d} d={c['d']:3d} causal={int(c['causal'])} "
-                  f"fwd {attention_flops(**c) / 1e12:8.3f} TFLOP")
-        rows = run_grid([dict(B=1, H=2, N=64, d=16, causal=c) for c in (False, True)], "cpu",
-                        torch.float32, repeats=2, warmup=1)
+            print(
+                f"  B={c['B']:3d} H={c['H']:3d} N={c['N']:6d} d={c['d']:3d} causal={int(c['causal'])} "
+                f"fwd {attention_flops(**c) / 1e12:8.3f} TFLOP"
+            )
+        rows = run_grid(
+            [dict(B=1, H=2, N=64, d=16, causal=c) for c in (False, True)], "cpu", torch.float32, repeats=2, warmup=1
+        )
         teach = run_teaching([64], 16, "cpu", repeats=2, warmup=1, B=1, H=2)
         table = markdown(rows, teach, "sdpa-math")
         env = environment("cpu")
@@ -285,8 +319,13 @@ def main(argv=None) -> int:
     print()
     print(table)
     if args.out:
-        args.out.write_text(json.dumps(dict(environment=env, dry_run=args.dry_run, grid=rows, teaching=teach,
-                                            table=table), indent=1, default=str))
+        args.out.write_text(
+            json.dumps(
+                dict(environment=env, dry_run=args.dry_run, grid=rows, teaching=teach, table=table),
+                indent=1,
+                default=str,
+            )
+        )
         print(f"\nwrote {args.out}")
     return 0
 

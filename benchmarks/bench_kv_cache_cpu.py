@@ -12,6 +12,7 @@ are asserted for every length.
     python benchmarks/bench_kv_cache_cpu.py --lengths 8 16 --repeats 1   # a quick check
     python benchmarks/bench_kv_cache_cpu.py --out kv_cpu.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,15 +53,27 @@ def measure(model: GPT, new_tokens: int, repeats: int, prompt_len: int = 1) -> d
     if not same:
         raise AssertionError(f"cached and uncached generation differ at {new_tokens} new tokens")
     cached, recompute = statistics.median(times[True]), statistics.median(times[False])
-    return dict(new_tokens=new_tokens, cached_s=cached, recompute_s=recompute, speedup=recompute / cached,
-                cached_tokens_per_s=new_tokens / cached, same_tokens=same)
+    return dict(
+        new_tokens=new_tokens,
+        cached_s=cached,
+        recompute_s=recompute,
+        speedup=recompute / cached,
+        cached_tokens_per_s=new_tokens / cached,
+        same_tokens=same,
+    )
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--lengths", type=int, nargs="+", default=[32, 64, 128, 256, 384],
-                   help="numbers of generated tokens (the curve)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--lengths",
+        type=int,
+        nargs="+",
+        default=[32, 64, 128, 256, 384],
+        help="numbers of generated tokens (the curve)",
+    )
     p.add_argument("--repeats", type=int, default=5, help="alternating repeats per length (median)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's choice)")
     p.add_argument("--out", type=Path, help="write the measurements as JSON here")
@@ -76,15 +89,24 @@ def main(argv=None) -> int:
     for n in args.lengths:
         row = measure(model, n, args.repeats)
         rows.append(row)
-        print(f"{n:4d} new tokens: cached {row['cached_s']:.3f} s ({row['cached_tokens_per_s']:.0f} tok/s), "
-              f"recompute {row['recompute_s']:.3f} s, speed-up x{row['speedup']:.2f}, same tokens", flush=True)
+        print(
+            f"{n:4d} new tokens: cached {row['cached_s']:.3f} s ({row['cached_tokens_per_s']:.0f} tok/s), "
+            f"recompute {row['recompute_s']:.3f} s, speed-up x{row['speedup']:.2f}, same tokens",
+            flush=True,
+        )
     table = ["| new tokens | cached s | recompute s | speed-up |", "|---|---|---|---|"]
-    table += [f"| {r['new_tokens']} | {r['cached_s']:.3f} | {r['recompute_s']:.3f} | {r['speedup']:.2f} |"
-              for r in rows]
+    table += [
+        f"| {r['new_tokens']} | {r['cached_s']:.3f} | {r['recompute_s']:.3f} | {r['speedup']:.2f} |" for r in rows
+    ]
     print("\n" + "\n".join(table))
     if args.out:
-        env = dict(date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), torch=torch.__version__,
-                   machine=platform.machine(), processor=platform.processor(), threads=torch.get_num_threads())
+        env = dict(
+            date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            torch=torch.__version__,
+            machine=platform.machine(),
+            processor=platform.processor(),
+            threads=torch.get_num_threads(),
+        )
         args.out.write_text(json.dumps(dict(environment=env, rows=rows, table="\n".join(table)), indent=1))
         print(f"\nwrote {args.out}")
     return 0

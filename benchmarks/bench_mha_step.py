@@ -19,6 +19,7 @@ to compare a change of the attention code with the code before it.
     OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_mha_step.py --threads 2 --old /tmp/old_multihead.py
     python benchmarks/bench_mha_step.py --dry-run         # a smoke test (a few steps)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,15 +42,20 @@ from minitransformer import GPT, GPTConfig  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--batch", type=int, default=12, help="sequences per step (default 12)")
     p.add_argument("--block", type=int, default=64, help="context length (default 64, GPTConfig.CHAR_CPU)")
     p.add_argument("--chunk", type=int, default=20, help="steps per timing chunk (default 20)")
     p.add_argument("--rounds", type=int, default=12, help="timing rounds, one chunk per variant each (default 12)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
-    p.add_argument("--old", default=None, metavar="PATH",
-                   help="a multihead.py whose MultiHeadAttention is timed as a third variant, 'old'")
+    p.add_argument(
+        "--old",
+        default=None,
+        metavar="PATH",
+        help="a multihead.py whose MultiHeadAttention is timed as a third variant, 'old'",
+    )
     p.add_argument("--out", default=None, help="write the results as JSON here")
     p.add_argument("--dry-run", action="store_true", help="2 rounds of 2 steps")
     return p.parse_args(argv)
@@ -108,9 +114,12 @@ def main(argv: list[str] | None = None) -> int:
             block.self_attn.__class__ = old_cls  # same parameters and attributes, the old forward
     trainers = {name: Trainer(m, args.batch, args.block, config.vocab_size) for name, m in models.items()}
     names = list(trainers)
-    print(f"GPT {config.n_layer}x{config.n_head}x{config.d_model}, {base.num_parameters():,} parameters; "
-          f"batch {args.batch}, block {args.block}; torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}; variants {names}", flush=True)
+    print(
+        f"GPT {config.n_layer}x{config.n_head}x{config.d_model}, {base.num_parameters():,} parameters; "
+        f"batch {args.batch}, block {args.block}; torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}; variants {names}",
+        flush=True,
+    )
 
     for t in trainers.values():
         t.steps(3)  # warm-up, untimed
@@ -120,25 +129,43 @@ def main(argv: list[str] | None = None) -> int:
         for n in order:
             chunks[n].append(trainers[n].steps(args.chunk))
         order.reverse()  # A B C, C B A, ...: drift hits every variant alike
-        print(f"round {r + 1:>3}/{args.rounds}: " + "  ".join(
-            f"{n} {1e3 * chunks[n][-1] / args.chunk:.1f} ms/step" for n in names), flush=True)
+        print(
+            f"round {r + 1:>3}/{args.rounds}: "
+            + "  ".join(f"{n} {1e3 * chunks[n][-1] / args.chunk:.1f} ms/step" for n in names),
+            flush=True,
+        )
 
-    report = {"batch": args.batch, "block": args.block, "chunk": args.chunk, "rounds": args.rounds,
-              "threads": torch.get_num_threads(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-              "torch": torch.__version__, "platform": platform.platform(),
-              "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "old": args.old,
-              "ms_per_step": {n: [1e3 * c / args.chunk for c in chunks[n]] for n in names}, "ratios": {}}
+    report = {
+        "batch": args.batch,
+        "block": args.block,
+        "chunk": args.chunk,
+        "rounds": args.rounds,
+        "threads": torch.get_num_threads(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "old": args.old,
+        "ms_per_step": {n: [1e3 * c / args.chunk for c in chunks[n]] for n in names},
+        "ratios": {},
+    }
     for n in names:
         if n == "torch":
             continue
         per_round = [a / b for a, b in zip(chunks[n], chunks["torch"])]
         q = statistics.quantiles(per_round, n=4) if len(per_round) >= 2 else [per_round[0]] * 3
-        report["ratios"][n] = {"median": statistics.median(per_round), "q1": q[0], "q3": q[2],
-                               "total": sum(chunks[n]) / sum(chunks["torch"]),
-                               "fastest": min(chunks[n]) / min(chunks["torch"])}
-        print(f"{n:>16} / torch: median {report['ratios'][n]['median']:.3f} "
-              f"(quartiles {q[0]:.3f}-{q[2]:.3f}), total {report['ratios'][n]['total']:.3f}, "
-              f"fastest chunks {report['ratios'][n]['fastest']:.3f}")
+        report["ratios"][n] = {
+            "median": statistics.median(per_round),
+            "q1": q[0],
+            "q3": q[2],
+            "total": sum(chunks[n]) / sum(chunks["torch"]),
+            "fastest": min(chunks[n]) / min(chunks["torch"]),
+        }
+        print(
+            f"{n:>16} / torch: median {report['ratios'][n]['median']:.3f} "
+            f"(quartiles {q[0]:.3f}-{q[2]:.3f}), total {report['ratios'][n]['total']:.3f}, "
+            f"fastest chunks {report['ratios'][n]['fastest']:.3f}"
+        )
     if "old" in names:
         per_round = [a / b for a, b in zip(chunks["minitransformer"], chunks["old"])]
         fastest = min(chunks["minitransformer"]) / min(chunks["old"])

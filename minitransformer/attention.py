@@ -10,6 +10,7 @@ for boolean masks):
 * A query that may see no key at all (a fully masked row) gets all-zero
   weights and a zero output, never NaN.
 """
+
 from __future__ import annotations
 
 import math
@@ -53,13 +54,13 @@ def causal_mask(Lq: int, Lk: int | None = None, device=None) -> Tensor:
     return j <= i + (Lk - Lq)  # (Lq, Lk)
 
 
-CAUSAL_BIAS_CACHE_SIZE = 16        # shapes kept
-CAUSAL_BIAS_CACHE_MAX_ENTRIES = 1 << 18   # biases larger than this (e.g. above 512 x 512) are not cached
+CAUSAL_BIAS_CACHE_SIZE = 16  # shapes kept
+CAUSAL_BIAS_CACHE_MAX_ENTRIES = 1 << 18  # biases larger than this (e.g. above 512 x 512) are not cached
 
 
 def _build_causal_bias(Lq: int, Lk: int, device: torch.device, dtype: torch.dtype) -> Tensor:
     """A fresh ``(Lq, Lk)`` bias: 0 where :func:`causal_mask` is True, ``-inf`` elsewhere."""
-    with torch.inference_mode(False):            # a normal tensor, usable with autograd later
+    with torch.inference_mode(False):  # a normal tensor, usable with autograd later
         bias = torch.zeros(Lq, Lk, device=device, dtype=dtype)
         return bias.masked_fill_(~causal_mask(Lq, Lk, device=device), float("-inf"))  # (Lq, Lk)
 
@@ -119,8 +120,7 @@ def _check_mask(mask: Tensor, q: Tensor, k: Tensor) -> None:
         full = None
     if full != torch.Size(scores_shape):
         raise ValueError(
-            f"mask of shape {tuple(mask.shape)} does not broadcast to the scores' shape "
-            f"{scores_shape} (..., Lq, Lk)"
+            f"mask of shape {tuple(mask.shape)} does not broadcast to the scores' shape {scores_shape} (..., Lq, Lk)"
         )
 
 

@@ -17,15 +17,22 @@ shared 37 000-token vocabulary and all three embedding matrices tied this
 gives 63.1M for base and 214.3M for big (the paper's Table 3 says 65M and
 213M; it does not spell out its vocabulary or bookkeeping).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import ClassVar
 
 __all__ = [
-    "TransformerConfig", "GPTConfig", "count_linear_params", "count_layernorm_params",
-    "count_attention_params", "count_ffn_params", "count_block_params",
-    "count_transformer_params", "count_gpt_params",
+    "TransformerConfig",
+    "GPTConfig",
+    "count_linear_params",
+    "count_layernorm_params",
+    "count_attention_params",
+    "count_ffn_params",
+    "count_block_params",
+    "count_transformer_params",
+    "count_gpt_params",
 ]
 
 
@@ -39,8 +46,7 @@ def count_layernorm_params(d_model: int, bias: bool = True) -> int:
     return d_model * (2 if bias else 1)
 
 
-def count_attention_params(d_model: int, num_heads: int = 1, num_kv_heads: int | None = None,
-                           bias: bool = True) -> int:
+def count_attention_params(d_model: int, num_heads: int = 1, num_kv_heads: int | None = None, bias: bool = True) -> int:
     """Multi-head attention: ``W_Q, W_O`` are ``d x d``; ``W_K, W_V`` are ``d x (H_kv d_head)``.
 
     With ``H_kv == H`` this is ``4 d^2 + 4 d`` (with biases), whatever the number of heads.
@@ -56,18 +62,26 @@ def count_ffn_params(d_model: int, d_ff: int | None = None, bias: bool = True) -
     return count_linear_params(d_model, d_ff, bias) + count_linear_params(d_ff, d_model, bias)
 
 
-def count_block_params(d_model: int, d_ff: int | None = None, *, num_heads: int = 1,
-                       num_kv_heads: int | None = None, cross_attention: bool = False,
-                       bias: bool = True) -> int:
+def count_block_params(
+    d_model: int,
+    d_ff: int | None = None,
+    *,
+    num_heads: int = 1,
+    num_kv_heads: int | None = None,
+    cross_attention: bool = False,
+    bias: bool = True,
+) -> int:
     """One layer: an encoder layer (attention, FFN, 2 LayerNorms), or with
     ``cross_attention`` a decoder layer (2 attentions, FFN, 3 LayerNorms).
 
     For ``d_model = 512, d_ff = 2048``: 3 152 384 (encoder layer), 4 204 032 (decoder layer).
     """
     n_attn = 2 if cross_attention else 1
-    return (n_attn * count_attention_params(d_model, num_heads, num_kv_heads, bias)
-            + count_ffn_params(d_model, d_ff, bias)
-            + (n_attn + 1) * count_layernorm_params(d_model, bias))
+    return (
+        n_attn * count_attention_params(d_model, num_heads, num_kv_heads, bias)
+        + count_ffn_params(d_model, d_ff, bias)
+        + (n_attn + 1) * count_layernorm_params(d_model, bias)
+    )
 
 
 @dataclass(frozen=True)
@@ -143,8 +157,9 @@ def count_transformer_params(config: TransformerConfig) -> int:
     c = config
     d = c.d_model
     enc = c.num_encoder_layers * count_block_params(d, c.d_ff, num_heads=c.num_heads, num_kv_heads=c.num_kv_heads)
-    dec = c.num_decoder_layers * count_block_params(d, c.d_ff, num_heads=c.num_heads,
-                                                    num_kv_heads=c.num_kv_heads, cross_attention=True)
+    dec = c.num_decoder_layers * count_block_params(
+        d, c.d_ff, num_heads=c.num_heads, num_kv_heads=c.num_kv_heads, cross_attention=True
+    )
     final_norms = 2 * count_layernorm_params(d) if c.norm_first else 0
     embeddings = c.src_vocab_size * d + (0 if c.share_embeddings else c.tgt_vocab_size * d)
     output = c.tgt_vocab_size * (0 if c.tie_output else d) + c.tgt_vocab_size  # weights (unless tied) + bias

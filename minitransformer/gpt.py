@@ -10,6 +10,7 @@ Beyond ``block_size``: the model has (learned) positions ``0 .. block_size-1``
 only, so :meth:`GPT.forward` rejects longer inputs and :meth:`GPT.generate`
 crops the context to its last ``block_size`` tokens (the nanoGPT behaviour).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -68,8 +69,9 @@ def sampling_probs(logits: Tensor, temperature: float = 1.0, top_k: int | None =
     return torch.softmax(logits, dim=-1)  # (B, V)
 
 
-def sample_next_token(logits: Tensor, temperature: float = 1.0, top_k: int | None = None,
-                      generator: torch.Generator | None = None) -> Tensor:
+def sample_next_token(
+    logits: Tensor, temperature: float = 1.0, top_k: int | None = None, generator: torch.Generator | None = None
+) -> Tensor:
     """Pick the next token: argmax at ``temperature == 0``, else one draw from :func:`sampling_probs`.
 
     Args:
@@ -110,13 +112,30 @@ class GPT(nn.Module):
     projections that write into the residual stream scaled by ``1/sqrt(2 n_layer)``.
     """
 
-    def __init__(self, vocab_size: int, block_size: int, n_layer: int, n_head: int, d_model: int,
-                 dropout: float = 0.0, *, d_ff: int | None = None, num_kv_heads: int | None = None,
-                 positional: str = "learned", tie_weights: bool = True, bias: bool = True,
-                 attn_backend: str = "minitransformer"):
+    def __init__(
+        self,
+        vocab_size: int,
+        block_size: int,
+        n_layer: int,
+        n_head: int,
+        d_model: int,
+        dropout: float = 0.0,
+        *,
+        d_ff: int | None = None,
+        num_kv_heads: int | None = None,
+        positional: str = "learned",
+        tie_weights: bool = True,
+        bias: bool = True,
+        attn_backend: str = "minitransformer",
+    ):
         super().__init__()
-        for name, value in (("vocab_size", vocab_size), ("block_size", block_size),
-                            ("n_layer", n_layer), ("n_head", n_head), ("d_model", d_model)):
+        for name, value in (
+            ("vocab_size", vocab_size),
+            ("block_size", block_size),
+            ("n_layer", n_layer),
+            ("n_head", n_head),
+            ("d_model", d_model),
+        ):
             check_positive_int(name, value)
         if d_model % n_head != 0:
             raise ValueError(f"d_model={d_model} is not divisible by n_head={n_head}")
@@ -134,8 +153,18 @@ class GPT(nn.Module):
         rotary = RotaryEmbedding(d_model // n_head) if positional == "rotary" else None
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(
-            EncoderLayer(d_model, n_head, d_ff, dropout, norm_first=True, activation="gelu",
-                         num_kv_heads=num_kv_heads, bias=bias, rotary=rotary, ffn_dropout=0.0)
+            EncoderLayer(
+                d_model,
+                n_head,
+                d_ff,
+                dropout,
+                norm_first=True,
+                activation="gelu",
+                num_kv_heads=num_kv_heads,
+                bias=bias,
+                rotary=rotary,
+                ffn_dropout=0.0,
+            )
             for _ in range(n_layer)
         )
         self.ln_f = nn.LayerNorm(d_model, bias=bias)
@@ -180,8 +209,9 @@ class GPT(nn.Module):
             n -= self.pos_emb.weight.numel()
         return n
 
-    def configure_optimizers(self, lr: float = 1e-3, weight_decay: float = 0.1,
-                             betas: tuple[float, float] = (0.9, 0.95)) -> torch.optim.AdamW:
+    def configure_optimizers(
+        self, lr: float = 1e-3, weight_decay: float = 0.1, betas: tuple[float, float] = (0.9, 0.95)
+    ) -> torch.optim.AdamW:
         """AdamW with weight decay on matrices (linear and embedding weights) only, not on biases or norms."""
         params = {id(p): p for p in self.parameters() if p.requires_grad}.values()
         decay = [p for p in params if p.dim() >= 2]
@@ -193,8 +223,10 @@ class GPT(nn.Module):
         """One empty :class:`KVCache` per block, each with room for ``block_size`` positions."""
         p = self.tok_emb.weight
         attn = self.blocks[0].self_attn
-        return [KVCache(batch_size, attn.num_kv_heads, self.block_size, attn.head_dim,
-                        device=p.device, dtype=p.dtype) for _ in self.blocks]
+        return [
+            KVCache(batch_size, attn.num_kv_heads, self.block_size, attn.head_dim, device=p.device, dtype=p.dtype)
+            for _ in self.blocks
+        ]
 
     # -- forward -----------------------------------------------------------------
     def _check_idx(self, idx: Tensor, past: int = 0, any_length: bool = False) -> None:
@@ -205,8 +237,10 @@ class GPT(nn.Module):
         if T == 0:
             raise ValueError(f"idx must hold at least one token, got shape {tuple(idx.shape)}")
         if past + T > self.block_size and not any_length:
-            raise ValueError(f"idx has {T} tokens (after {past} cached) but block_size={self.block_size}; "
-                             "crop the context to the last block_size tokens")
+            raise ValueError(
+                f"idx has {T} tokens (after {past} cached) but block_size={self.block_size}; "
+                "crop the context to the last block_size tokens"
+            )
         lo, hi = torch.aminmax(idx)
         if lo < 0 or hi >= self.vocab_size:
             raise ValueError(f"idx holds ids in [{int(lo)}, {int(hi)}] but vocab_size={self.vocab_size}")
@@ -220,7 +254,7 @@ class GPT(nn.Module):
         if self.pos_emb is not None:
             x = x + self.pos_emb(torch.arange(past, past + T, device=idx.device))  # (B, T, d)
         elif self.positional == "sinusoidal":
-            x = x + self.pe[past:past + T]  # (B, T, d)
+            x = x + self.pe[past : past + T]  # (B, T, d)
         x = self.drop(x)
         weights = []
         for i, block in enumerate(self.blocks):
@@ -232,8 +266,9 @@ class GPT(nn.Module):
         x = self.ln_f(x)  # (B, T, d)
         return (x, weights) if need_weights else x
 
-    def forward(self, idx: Tensor, targets: Tensor | None = None,
-                kv_caches: list[KVCache] | None = None) -> tuple[Tensor, Tensor | None]:
+    def forward(
+        self, idx: Tensor, targets: Tensor | None = None, kv_caches: list[KVCache] | None = None
+    ) -> tuple[Tensor, Tensor | None]:
         """Next-token logits (and the loss when targets are given).
 
         Args:
@@ -263,9 +298,15 @@ class GPT(nn.Module):
         return torch.stack(weights)  # (L, B, H, T, T)
 
     @torch.no_grad()
-    def generate(self, idx: Tensor, max_new_tokens: int, temperature: float = 1.0,
-                 top_k: int | None = None, use_cache: bool = True,
-                 generator: torch.Generator | None = None) -> Tensor:
+    def generate(
+        self,
+        idx: Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        use_cache: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
         """Extend ``idx`` by ``max_new_tokens`` tokens, one at a time.
 
         Each step feeds the context, takes the last position's logits and picks
@@ -295,7 +336,7 @@ class GPT(nn.Module):
         self.eval()
         caches = None
         for _ in range(max_new_tokens):
-            window = idx[:, -self.block_size:]  # (B, <= block_size)
+            window = idx[:, -self.block_size :]  # (B, <= block_size)
             if not use_cache:
                 logits, _ = self(window)  # (B, T, V)
             elif caches is None or len(caches[0]) == self.block_size:

@@ -9,6 +9,7 @@ One :class:`KVCache` serves one attention layer. It is preallocated for
 ``max_len`` positions and grows by appending; it holds ``num_kv_heads`` heads,
 which is fewer than the query heads under grouped-query attention.
 """
+
 from __future__ import annotations
 
 import torch
@@ -35,10 +36,22 @@ class KVCache:
     first :attr:`length` positions are valid.
     """
 
-    def __init__(self, batch_size: int, num_kv_heads: int, max_len: int, head_dim: int,
-                 device=None, dtype: torch.dtype = torch.float32, static: bool = False):
-        for name, value in (("batch_size", batch_size), ("num_kv_heads", num_kv_heads),
-                            ("max_len", max_len), ("head_dim", head_dim)):
+    def __init__(
+        self,
+        batch_size: int,
+        num_kv_heads: int,
+        max_len: int,
+        head_dim: int,
+        device=None,
+        dtype: torch.dtype = torch.float32,
+        static: bool = False,
+    ):
+        for name, value in (
+            ("batch_size", batch_size),
+            ("num_kv_heads", num_kv_heads),
+            ("max_len", max_len),
+            ("head_dim", head_dim),
+        ):
             check_positive_int(name, value, where="KVCache")
         shape = (batch_size, num_kv_heads, max_len, head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)  # (B, H_kv, max_len, hd)
@@ -78,14 +91,14 @@ class KVCache:
                 f"KVCache is full: {self.length} stored + {T} new > max_len={self.max_len}; "
                 "allocate a larger cache or crop the context"
             )
-        self.k[:, :, self.length:self.length + T] = k
-        self.v[:, :, self.length:self.length + T] = v
+        self.k[:, :, self.length : self.length + T] = k
+        self.v[:, :, self.length : self.length + T] = v
         self.length += T
-        return self.k[:, :, :self.length], self.v[:, :, :self.length]  # (B, H_kv, length, hd) each
+        return self.k[:, :, : self.length], self.v[:, :, : self.length]  # (B, H_kv, length, hd) each
 
     def get(self) -> tuple[Tensor, Tensor]:
         """The valid keys and values, ``(B, H_kv, length, hd)`` each."""
-        return self.k[:, :, :self.length], self.v[:, :, :self.length]
+        return self.k[:, :, : self.length], self.v[:, :, : self.length]
 
     def nbytes(self) -> int:
         """Bytes allocated for K and V together (the whole capacity)."""
@@ -97,8 +110,9 @@ class KVCache:
         return f"KVCache({kind}B={B}, H_kv={H}, length={self.length}/{L}, head_dim={D}, dtype={self.k.dtype})"
 
 
-def kv_cache_bytes(n_layers: int, n_kv_heads: int, head_dim: int, tokens: int,
-                   batch_size: int = 1, bytes_per_element: int = 2) -> int:
+def kv_cache_bytes(
+    n_layers: int, n_kv_heads: int, head_dim: int, tokens: int, batch_size: int = 1, bytes_per_element: int = 2
+) -> int:
     """Memory of a whole model's KV cache: ``2 · layers · kv_heads · d_head · tokens · batch · bytes``.
 
     The factor 2 counts keys and values. ``bytes_per_element`` is 2 for fp16/bf16, 4 for fp32.
@@ -114,13 +128,23 @@ def _human(n: float) -> str:
     raise AssertionError  # pragma: no cover
 
 
-def kv_cache_report(name: str, n_layers: int, n_heads: int, n_kv_heads: int, head_dim: int,
-                    tokens: int, batch_size: int = 1, bytes_per_element: int = 2) -> str:
+def kv_cache_report(
+    name: str,
+    n_layers: int,
+    n_heads: int,
+    n_kv_heads: int,
+    head_dim: int,
+    tokens: int,
+    batch_size: int = 1,
+    bytes_per_element: int = 2,
+) -> str:
     """One line the book prints: the formula filled in, and the saving of grouped-query attention."""
     full = kv_cache_bytes(n_layers, n_heads, head_dim, tokens, batch_size, bytes_per_element)
     used = kv_cache_bytes(n_layers, n_kv_heads, head_dim, tokens, batch_size, bytes_per_element)
-    line = (f"{name}: 2 x {n_layers} layers x {n_kv_heads} kv-heads x {head_dim} x {tokens} tokens"
-            f" x {batch_size} x {bytes_per_element} B = {_human(used)}")
+    line = (
+        f"{name}: 2 x {n_layers} layers x {n_kv_heads} kv-heads x {head_dim} x {tokens} tokens"
+        f" x {batch_size} x {bytes_per_element} B = {_human(used)}"
+    )
     if n_kv_heads != n_heads:
         line += f" ({n_heads // n_kv_heads}x smaller than {_human(full)} with {n_heads} kv-heads)"
     return line

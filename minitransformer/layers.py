@@ -20,6 +20,7 @@ applied to each sub-layer's output before it is added to the residual stream
 (and inside attention and the FFN), exactly as ``torch.nn.TransformerEncoderLayer``
 does, so ``from_torch`` copies give identical outputs.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -45,8 +46,9 @@ def _check_activation(activation: str) -> str:
     return activation
 
 
-def _check_common(d_model: int, num_heads: int, d_ff: int | None, dropout: float,
-                  ffn_dropout: float | None = None) -> None:
+def _check_common(
+    d_model: int, num_heads: int, d_ff: int | None, dropout: float, ffn_dropout: float | None = None
+) -> None:
     check_positive_int("d_model", d_model)
     check_positive_int("num_heads", num_heads)
     if d_model % num_heads != 0:
@@ -75,8 +77,9 @@ class FeedForward(nn.Module):
     Parameters: ``2 * d_model * d_ff + d_ff + d_model`` (with biases).
     """
 
-    def __init__(self, d_model: int, d_ff: int | None = None, dropout: float = 0.0,
-                 activation: str = "relu", bias: bool = True):
+    def __init__(
+        self, d_model: int, d_ff: int | None = None, dropout: float = 0.0, activation: str = "relu", bias: bool = True
+    ):
         super().__init__()
         _check_common(d_model, 1, d_ff, dropout)
         self.activation = _check_activation(activation)
@@ -89,8 +92,9 @@ class FeedForward(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Args: x ``(..., d_model)``. Returns: ``(..., d_model)``."""
         if x.shape[-1] != self.d_model:
-            raise ValueError(f"FeedForward: x has {x.shape[-1]} features but d_model={self.d_model} "
-                             f"(shape {tuple(x.shape)})")
+            raise ValueError(
+                f"FeedForward: x has {x.shape[-1]} features but d_model={self.d_model} (shape {tuple(x.shape)})"
+            )
         h = _ACTIVATIONS[self.activation](self.linear1(x))  # (..., d_ff)
         return self.linear2(self.dropout(h))  # (..., d_model)
 
@@ -120,10 +124,21 @@ class EncoderLayer(nn.Module):
             (GPT-2 / nanoGPT use none there: ``ffn_dropout=0.0``).
     """
 
-    def __init__(self, d_model: int, num_heads: int, d_ff: int | None = None, dropout: float = 0.0,
-                 norm_first: bool = False, activation: str = "relu", num_kv_heads: int | None = None,
-                 *, bias: bool = True, layer_norm_eps: float = 1e-5,
-                 rotary: Callable[[Tensor, Tensor], Tensor] | None = None, ffn_dropout: float | None = None):
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        d_ff: int | None = None,
+        dropout: float = 0.0,
+        norm_first: bool = False,
+        activation: str = "relu",
+        num_kv_heads: int | None = None,
+        *,
+        bias: bool = True,
+        layer_norm_eps: float = 1e-5,
+        rotary: Callable[[Tensor, Tensor], Tensor] | None = None,
+        ffn_dropout: float | None = None,
+    ):
         super().__init__()
         _check_common(d_model, num_heads, d_ff, dropout, ffn_dropout)
         self.norm_first = norm_first
@@ -134,8 +149,15 @@ class EncoderLayer(nn.Module):
         self.dropout1 = nn.Dropout(dropout)
         self.dropout2 = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None, *, is_causal: bool = False,
-                kv_cache: KVCache | None = None, need_weights: bool = False):
+    def forward(
+        self,
+        x: Tensor,
+        mask: Tensor | None = None,
+        *,
+        is_causal: bool = False,
+        kv_cache: KVCache | None = None,
+        need_weights: bool = False,
+    ):
         """Args:
             x: ``(B, T, d_model)``.
             mask: bool, broadcastable to ``(B, H, T, S)``, True = may attend
@@ -147,9 +169,9 @@ class EncoderLayer(nn.Module):
         Returns:
             ``(B, T, d_model)`` [, weights ``(B, H, T, S)``].
         """
+
         def self_block(h: Tensor) -> Tensor:  # the self-attention sub-layer, (B, T, d)
-            out = self.self_attn(h, mask=mask, is_causal=is_causal, kv_cache=kv_cache,
-                                 need_weights=need_weights)
+            out = self.self_attn(h, mask=mask, is_causal=is_causal, kv_cache=kv_cache, need_weights=need_weights)
             out, weights["self"] = out if need_weights else (out, None)  # (B, T, d), (B, H, T, S)
             return self.dropout1(out)
 
@@ -171,9 +193,16 @@ class EncoderLayer(nn.Module):
         """
         if not isinstance(layer, nn.TransformerEncoderLayer):
             raise TypeError(f"from_torch expects torch.nn.TransformerEncoderLayer, got {type(layer).__name__}")
-        new = cls(layer.self_attn.embed_dim, layer.self_attn.num_heads, layer.linear1.out_features,
-                  layer.dropout.p, layer.norm_first, _torch_activation(layer),
-                  bias=layer.linear1.bias is not None, layer_norm_eps=layer.norm1.eps)
+        new = cls(
+            layer.self_attn.embed_dim,
+            layer.self_attn.num_heads,
+            layer.linear1.out_features,
+            layer.dropout.p,
+            layer.norm_first,
+            _torch_activation(layer),
+            bias=layer.linear1.bias is not None,
+            layer_norm_eps=layer.norm1.eps,
+        )
         new.self_attn = MultiHeadAttention.from_torch(layer.self_attn)
         _copy_ffn_and_norms(new, layer, n_norms=2)
         return new.train(layer.training)
@@ -191,10 +220,21 @@ class DecoderLayer(nn.Module):
     ``num_kv_heads`` and ``dropout`` to both attentions).
     """
 
-    def __init__(self, d_model: int, num_heads: int, d_ff: int | None = None, dropout: float = 0.0,
-                 norm_first: bool = False, activation: str = "relu", num_kv_heads: int | None = None,
-                 *, bias: bool = True, layer_norm_eps: float = 1e-5,
-                 rotary: Callable[[Tensor, Tensor], Tensor] | None = None, ffn_dropout: float | None = None):
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        d_ff: int | None = None,
+        dropout: float = 0.0,
+        norm_first: bool = False,
+        activation: str = "relu",
+        num_kv_heads: int | None = None,
+        *,
+        bias: bool = True,
+        layer_norm_eps: float = 1e-5,
+        rotary: Callable[[Tensor, Tensor], Tensor] | None = None,
+        ffn_dropout: float | None = None,
+    ):
         super().__init__()
         _check_common(d_model, num_heads, d_ff, dropout, ffn_dropout)
         self.norm_first = norm_first
@@ -208,10 +248,18 @@ class DecoderLayer(nn.Module):
         self.dropout2 = nn.Dropout(dropout)
         self.dropout3 = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, memory: Tensor, self_mask: Tensor | None = None,
-                memory_mask: Tensor | None = None, *, is_causal: bool = True,
-                self_cache: KVCache | None = None, cross_cache: KVCache | None = None,
-                need_weights: bool = False):
+    def forward(
+        self,
+        x: Tensor,
+        memory: Tensor,
+        self_mask: Tensor | None = None,
+        memory_mask: Tensor | None = None,
+        *,
+        is_causal: bool = True,
+        self_cache: KVCache | None = None,
+        cross_cache: KVCache | None = None,
+        need_weights: bool = False,
+    ):
         """Args:
             x: decoder input ``(B, T, d_model)``.
             memory: final encoder output ``(B, S, d_model)``.
@@ -230,15 +278,14 @@ class DecoderLayer(nn.Module):
         """
         if memory.dim() != 3 or memory.shape[0] != x.shape[0] or memory.shape[-1] != x.shape[-1]:
             raise ValueError(f"memory must be (B={x.shape[0]}, S, d_model={x.shape[-1]}), got {tuple(memory.shape)}")
+
         def self_block(h: Tensor) -> Tensor:  # masked self-attention sub-layer, (B, T, d)
-            out = self.self_attn(h, mask=self_mask, is_causal=is_causal, kv_cache=self_cache,
-                                 need_weights=need_weights)
+            out = self.self_attn(h, mask=self_mask, is_causal=is_causal, kv_cache=self_cache, need_weights=need_weights)
             out, weights["self"] = out if need_weights else (out, None)  # (B, T, d), (B, H, T, T_total)
             return self.dropout1(out)
 
         def cross_block(h: Tensor) -> Tensor:  # queries from h, keys/values from memory, (B, T, d)
-            out = self.cross_attn(h, memory, memory, mask=memory_mask, kv_cache=cross_cache,
-                                  need_weights=need_weights)
+            out = self.cross_attn(h, memory, memory, mask=memory_mask, kv_cache=cross_cache, need_weights=need_weights)
             out, weights["cross"] = out if need_weights else (out, None)  # (B, T, d), (B, H, T, S)
             return self.dropout2(out)
 
@@ -258,9 +305,16 @@ class DecoderLayer(nn.Module):
         """Copy a batch-first ``torch.nn.TransformerDecoderLayer`` into an equal layer (our mask convention)."""
         if not isinstance(layer, nn.TransformerDecoderLayer):
             raise TypeError(f"from_torch expects torch.nn.TransformerDecoderLayer, got {type(layer).__name__}")
-        new = cls(layer.self_attn.embed_dim, layer.self_attn.num_heads, layer.linear1.out_features,
-                  layer.dropout.p, layer.norm_first, _torch_activation(layer),
-                  bias=layer.linear1.bias is not None, layer_norm_eps=layer.norm1.eps)
+        new = cls(
+            layer.self_attn.embed_dim,
+            layer.self_attn.num_heads,
+            layer.linear1.out_features,
+            layer.dropout.p,
+            layer.norm_first,
+            _torch_activation(layer),
+            bias=layer.linear1.bias is not None,
+            layer_norm_eps=layer.norm1.eps,
+        )
         new.self_attn = MultiHeadAttention.from_torch(layer.self_attn)
         new.cross_attn = MultiHeadAttention.from_torch(layer.multihead_attn)
         _copy_ffn_and_norms(new, layer, n_norms=3)

@@ -25,6 +25,7 @@ multiplication is associative, ``(phi(Q) phi(K)^T) V = phi(Q) (phi(K)^T V)``.
 
 All functions take ``q (..., n, d)``, ``k (..., m, d)``, ``v (..., m, dv)``.
 """
+
 from __future__ import annotations
 
 import math
@@ -36,8 +37,14 @@ from torch import Tensor
 
 from .validation import check_positive_int, check_qkv, describe
 
-__all__ = ["elu_feature_map", "linear_attention", "linear_attention_from_features",
-           "orthogonal_random_features", "favor_features", "favor_attention"]
+__all__ = [
+    "elu_feature_map",
+    "linear_attention",
+    "linear_attention_from_features",
+    "orthogonal_random_features",
+    "favor_features",
+    "favor_attention",
+]
 
 
 def elu_feature_map(x: Tensor) -> Tensor:
@@ -45,8 +52,9 @@ def elu_feature_map(x: Tensor) -> Tensor:
     return F.elu(x) + 1.0
 
 
-def linear_attention_from_features(phi_q: Tensor, phi_k: Tensor, v: Tensor, *, causal: bool = False,
-                                   chunk_size: int = 64, eps: float = 1e-6) -> Tensor:
+def linear_attention_from_features(
+    phi_q: Tensor, phi_k: Tensor, v: Tensor, *, causal: bool = False, chunk_size: int = 64, eps: float = 1e-6
+) -> Tensor:
     """``phi_q (phi_k^T v)``, normalised, from features that are already computed.
 
     Args:
@@ -59,37 +67,45 @@ def linear_attention_from_features(phi_q: Tensor, phi_k: Tensor, v: Tensor, *, c
     Returns:
         ``(..., n, dv)``.
     """
-    check_qkv(phi_q, phi_k, v, square="causal=True" if causal else None, same_head_dim=False,
-              names=("phi_q", "phi_k", "v"))
+    check_qkv(
+        phi_q, phi_k, v, square="causal=True" if causal else None, same_head_dim=False, names=("phi_q", "phi_k", "v")
+    )
     if phi_q.shape[-1] != phi_k.shape[-1]:
         raise ValueError(f"phi(q) has {phi_q.shape[-1]} features but phi(k) has {phi_k.shape[-1]}")
     check_positive_int("chunk_size", chunk_size)
     if not causal:
-        kv = phi_k.transpose(-2, -1) @ v                   # (..., r, dv): built once, O(m r dv)
-        z = phi_k.sum(dim=-2).unsqueeze(-1)                 # (..., r, 1)
-        return (phi_q @ kv) / (phi_q @ z).clamp_min(eps)    # (..., n, dv)
+        kv = phi_k.transpose(-2, -1) @ v  # (..., r, dv): built once, O(m r dv)
+        z = phi_k.sum(dim=-2).unsqueeze(-1)  # (..., r, 1)
+        return (phi_q @ kv) / (phi_q @ z).clamp_min(eps)  # (..., n, dv)
     n = phi_q.shape[-2]
     lead = torch.broadcast_shapes(phi_q.shape[:-2], phi_k.shape[:-2], v.shape[:-2])
     r, dv = phi_q.shape[-1], v.shape[-1]
     dtype = torch.result_type(phi_q, v)
-    S = torch.zeros(lead + (r, dv), dtype=dtype, device=v.device)   # running sum of phi(k_j) v_j^T
-    z = torch.zeros(lead + (r, 1), dtype=dtype, device=v.device)    # running sum of phi(k_j)
+    S = torch.zeros(lead + (r, dv), dtype=dtype, device=v.device)  # running sum of phi(k_j) v_j^T
+    z = torch.zeros(lead + (r, 1), dtype=dtype, device=v.device)  # running sum of phi(k_j)
     outs = []
     for c0 in range(0, n, chunk_size):
         c1 = min(c0 + chunk_size, n)
-        fq, fk, vc = phi_q[..., c0:c1, :], phi_k[..., c0:c1, :], v[..., c0:c1, :]   # (..., c, r|dv)
-        A = torch.tril(fq @ fk.transpose(-2, -1))           # (..., c, c): inside the chunk, j <= i
-        num = A @ vc + fq @ S                               # (..., c, dv): this chunk + all earlier ones
-        den = A.sum(dim=-1, keepdim=True) + fq @ z          # (..., c, 1)
+        fq, fk, vc = phi_q[..., c0:c1, :], phi_k[..., c0:c1, :], v[..., c0:c1, :]  # (..., c, r|dv)
+        A = torch.tril(fq @ fk.transpose(-2, -1))  # (..., c, c): inside the chunk, j <= i
+        num = A @ vc + fq @ S  # (..., c, dv): this chunk + all earlier ones
+        den = A.sum(dim=-1, keepdim=True) + fq @ z  # (..., c, 1)
         outs.append(num / den.clamp_min(eps))
-        S = S + fk.transpose(-2, -1) @ vc                   # the state moves past the chunk
+        S = S + fk.transpose(-2, -1) @ vc  # the state moves past the chunk
         z = z + fk.sum(dim=-2).unsqueeze(-1)
-    return torch.cat(outs, dim=-2)                          # (..., n, dv)
+    return torch.cat(outs, dim=-2)  # (..., n, dv)
 
 
-def linear_attention(q: Tensor, k: Tensor, v: Tensor, *,
-                     feature_map: Callable[[Tensor], Tensor] = elu_feature_map, causal: bool = False,
-                     chunk_size: int = 64, eps: float = 1e-6) -> Tensor:
+def linear_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    feature_map: Callable[[Tensor], Tensor] = elu_feature_map,
+    causal: bool = False,
+    chunk_size: int = 64,
+    eps: float = 1e-6,
+) -> Tensor:
     """Linear attention (Katharopoulos et al., 2020): ``phi(Q) (phi(K)^T V)``, normalised.
 
     Equals the quadratic form ``(A V) / rowsum(A)`` with ``A = phi(Q) phi(K)^T``
@@ -106,13 +122,20 @@ def linear_attention(q: Tensor, k: Tensor, v: Tensor, *,
         ``(..., n, dv)``.
     """
     check_qkv(q, k, v, square="causal=True" if causal else None)
-    return linear_attention_from_features(feature_map(q), feature_map(k), v, causal=causal,
-                                          chunk_size=chunk_size, eps=eps)
+    return linear_attention_from_features(
+        feature_map(q), feature_map(k), v, causal=causal, chunk_size=chunk_size, eps=eps
+    )
 
 
-def orthogonal_random_features(num_features: int, dim: int, *, seed: int | None = 0,
-                               generator: torch.Generator | None = None, dtype=torch.float64,
-                               device=None) -> Tensor:
+def orthogonal_random_features(
+    num_features: int,
+    dim: int,
+    *,
+    seed: int | None = 0,
+    generator: torch.Generator | None = None,
+    dtype=torch.float64,
+    device=None,
+) -> Tensor:
     """Performer's projection ``W`` ``(num_features, dim)``: orthogonal rows with Gaussian lengths.
 
     Rows come in blocks of ``dim`` mutually orthogonal directions (from the QR
@@ -133,9 +156,9 @@ def orthogonal_random_features(num_features: int, dim: int, *, seed: int | None 
     g = generator if generator is not None else torch.Generator().manual_seed(0 if seed is None else seed)
     n_blocks = -(-num_features // dim)
     G = torch.randn(n_blocks, dim, dim, generator=g, dtype=torch.float64)
-    Qm, R = torch.linalg.qr(G)                                  # (n_blocks, d, d), batched
+    Qm, R = torch.linalg.qr(G)  # (n_blocks, d, d), batched
     Qm = Qm * torch.sign(torch.diagonal(R, dim1=-2, dim2=-1)).unsqueeze(-2)  # uniformly random rotations
-    W = Qm.transpose(-2, -1).reshape(n_blocks * dim, dim)[:num_features]    # (r, d): orthonormal rows
+    W = Qm.transpose(-2, -1).reshape(n_blocks * dim, dim)[:num_features]  # (r, d): orthonormal rows
     lengths = torch.randn(num_features, dim, generator=g, dtype=torch.float64).norm(dim=1)
     return (W * lengths.unsqueeze(1)).to(dtype=dtype, device=device)
 
@@ -158,8 +181,8 @@ def favor_features(x: Tensor, W: Tensor, *, stabilizer: str = "row") -> Tensor:
     """
     if not isinstance(W, Tensor) or W.dim() != 2 or W.shape[1] != x.shape[-1]:
         raise ValueError(f"W must be (num_features, {x.shape[-1]}); got {describe(W)}")
-    proj = x @ W.to(x).T                                         # (..., n, r)
-    logits = proj - 0.5 * (x * x).sum(dim=-1, keepdim=True)      # (..., n, r)
+    proj = x @ W.to(x).T  # (..., n, r)
+    logits = proj - 0.5 * (x * x).sum(dim=-1, keepdim=True)  # (..., n, r)
     if stabilizer == "row":
         logits = logits - logits.amax(dim=-1, keepdim=True).detach()
     elif stabilizer == "global":
@@ -169,9 +192,18 @@ def favor_features(x: Tensor, W: Tensor, *, stabilizer: str = "row") -> Tensor:
     return torch.exp(logits) / math.sqrt(W.shape[0])
 
 
-def favor_attention(q: Tensor, k: Tensor, v: Tensor, num_features: int = 256, *, causal: bool = False,
-                    scale: float | None = None, seed: int = 0, features: Tensor | None = None,
-                    chunk_size: int = 64) -> Tensor:
+def favor_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    num_features: int = 256,
+    *,
+    causal: bool = False,
+    scale: float | None = None,
+    seed: int = 0,
+    features: Tensor | None = None,
+    chunk_size: int = 64,
+) -> Tensor:
     """Softmax attention approximated by FAVOR+ (Performer, Choromanski et al., 2020).
 
     ``exp(scale * q . k) = exp(q' . k')`` with ``q' = q sqrt(scale)``,
@@ -193,9 +225,12 @@ def favor_attention(q: Tensor, k: Tensor, v: Tensor, num_features: int = 256, *,
     check_qkv(q, k, v, square="causal=True" if causal else None)
     d = q.shape[-1]
     scale = 1.0 / math.sqrt(d) if scale is None else scale
-    W = features if features is not None else orthogonal_random_features(
-        num_features, d, seed=seed, dtype=q.dtype, device=q.device)
+    W = (
+        features
+        if features is not None
+        else orthogonal_random_features(num_features, d, seed=seed, dtype=q.dtype, device=q.device)
+    )
     root = math.sqrt(scale)
-    phi_q = favor_features(q * root, W, stabilizer="row")       # (..., n, r)
-    phi_k = favor_features(k * root, W, stabilizer="global")    # (..., m, r)
+    phi_q = favor_features(q * root, W, stabilizer="row")  # (..., n, r)
+    phi_k = favor_features(k * root, W, stabilizer="global")  # (..., m, r)
     return linear_attention_from_features(phi_q, phi_k, v, causal=causal, chunk_size=chunk_size)

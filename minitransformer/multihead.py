@@ -32,6 +32,7 @@ one of several backends, chosen by the ``backend`` attribute:
 
 ``need_weights=True`` always uses our implementation, which can return the weights.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -57,8 +58,7 @@ def _check_backend(backend: str) -> str:
     return backend
 
 
-def _torch_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_causal: bool,
-                     dropout_p: float) -> Tensor:
+def _torch_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_causal: bool, dropout_p: float) -> Tensor:
     """The same attention through ``F.scaled_dot_product_attention`` (True = may attend there too).
 
     torch's ``is_causal`` aligns the queries with the FIRST keys; ours with the LAST
@@ -74,8 +74,9 @@ def _torch_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_ca
         causal = causal_mask(T, S, device=q.device)  # (T, S)
         mask = causal if mask is None else mask & causal
         is_causal = False
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
-                                          is_causal=is_causal)  # (B, H, T, hd)
+    return F.scaled_dot_product_attention(
+        q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal
+    )  # (B, H, T, hd)
 
 
 def _flash_attention(q: Tensor, k: Tensor, v: Tensor, is_causal: bool, dropout_p: float) -> Tensor:
@@ -86,8 +87,10 @@ def _flash_attention(q: Tensor, k: Tensor, v: Tensor, is_causal: bool, dropout_p
     from .flash import flash_attention, flash_decode  # lazy: flash loads CuPy only when used
 
     if dropout_p > 0.0:
-        raise ValueError(f"backend 'flash' has no attention dropout (dropout={dropout_p}); "
-                         "build the model with dropout=0.0 or use backend='minitransformer'")
+        raise ValueError(
+            f"backend 'flash' has no attention dropout (dropout={dropout_p}); "
+            "build the model with dropout=0.0 or use backend='minitransformer'"
+        )
     T, S = q.shape[2], k.shape[2]
     if is_causal and T < S:  # new tokens against a KV cache: the split-KV decode kernel
         return flash_decode(q, k, v, is_causal=True)  # (B, H, T, hd)
@@ -114,10 +117,16 @@ class MultiHeadAttention(nn.Module):
     when ``H_kv == H``.
     """
 
-    def __init__(self, d_model: int, num_heads: int, num_kv_heads: int | None = None,
-                 dropout: float = 0.0, bias: bool = True,
-                 rotary: Callable[[Tensor, Tensor], Tensor] | None = None,
-                 backend: str = "minitransformer"):
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        num_kv_heads: int | None = None,
+        dropout: float = 0.0,
+        bias: bool = True,
+        rotary: Callable[[Tensor, Tensor], Tensor] | None = None,
+        backend: str = "minitransformer",
+    ):
         super().__init__()
         num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
         for name, value in (("d_model", d_model), ("num_heads", num_heads), ("num_kv_heads", num_kv_heads)):
@@ -145,9 +154,17 @@ class MultiHeadAttention(nn.Module):
     def backend(self, name: str) -> None:
         self._backend = _check_backend(name)
 
-    def forward(self, query: Tensor, key: Tensor | None = None, value: Tensor | None = None,
-                mask: Tensor | None = None, *, is_causal: bool = False, need_weights: bool = False,
-                kv_cache: KVCache | None = None):
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor | None = None,
+        value: Tensor | None = None,
+        mask: Tensor | None = None,
+        *,
+        is_causal: bool = False,
+        need_weights: bool = False,
+        kv_cache: KVCache | None = None,
+    ):
         """Attend from ``query`` to ``key``/``value``.
 
         Args:
@@ -175,8 +192,9 @@ class MultiHeadAttention(nn.Module):
         return (out, weights) if need_weights else out
 
     # -- the steps of forward --------------------------------------------------
-    def _qkv_heads(self, query: Tensor, key: Tensor | None, value: Tensor | None,
-                   kv_cache: KVCache | None) -> tuple[Tensor, Tensor, Tensor]:
+    def _qkv_heads(
+        self, query: Tensor, key: Tensor | None, value: Tensor | None, kv_cache: KVCache | None
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """Project to queries, keys and values, split them into heads, rotate, and use the cache.
 
         Args:
@@ -207,8 +225,9 @@ class MultiHeadAttention(nn.Module):
             k, v = kv_cache.append(k, v)  # (B, H_kv, S_total, hd) each
         return q, k, v
 
-    def _project_qkv(self, query: Tensor, key: Tensor | None, value: Tensor | None,
-                     self_attention: bool) -> tuple[Tensor, Tensor, Tensor]:
+    def _project_qkv(
+        self, query: Tensor, key: Tensor | None, value: Tensor | None, self_attention: bool
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """``q = query W_Q``, ``k = key W_K``, ``v = value W_V``, one matrix product for self-attention.
 
         Returns:
@@ -236,8 +255,9 @@ class MultiHeadAttention(nn.Module):
         B, T, _ = x.shape
         return x.view(B, T, heads, self.head_dim).transpose(1, 2)  # (B, T, h*hd) -> (B, h, T, hd)
 
-    def _attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_causal: bool,
-                need_weights: bool) -> tuple[Tensor, Tensor | None]:
+    def _attend(
+        self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_causal: bool, need_weights: bool
+    ) -> tuple[Tensor, Tensor | None]:
         """``softmax(q k^T / sqrt(hd)) v`` per head, by the chosen backend.
 
         Args:
@@ -258,8 +278,9 @@ class MultiHeadAttention(nn.Module):
             v = v.repeat_interleave(group, dim=1)  # (B, H_kv, S, hd) -> (B, H, S, hd)
         if self.backend == "torch" and not need_weights:
             return _torch_attention(q, k, v, mask, is_causal, dropout_p), None  # (B, H, T, hd)
-        return scaled_dot_product_attention(q, k, v, mask, is_causal=is_causal, dropout_p=dropout_p,
-                                            return_weights=True)  # (B, H, T, hd), (B, H, T, S)
+        return scaled_dot_product_attention(
+            q, k, v, mask, is_causal=is_causal, dropout_p=dropout_p, return_weights=True
+        )  # (B, H, T, hd), (B, H, T, S)
 
     def _check(self, query: Tensor, key: Tensor | None, value: Tensor | None) -> None:
         """``ValueError`` unless query ``(B, T, d)``, key and value ``(B, S, d)`` fit together."""
@@ -271,8 +292,9 @@ class MultiHeadAttention(nn.Module):
             if not isinstance(t, Tensor) or t.dim() != 3:
                 raise ValueError(f"{name} must be batch-first (B, T, d_model={self.d_model}), got {describe(t)}")
             if t.shape[-1] != self.d_model:
-                raise ValueError(f"{name} has {t.shape[-1]} features but d_model={self.d_model} "
-                                 f"(shape {tuple(t.shape)})")
+                raise ValueError(
+                    f"{name} has {t.shape[-1]} features but d_model={self.d_model} (shape {tuple(t.shape)})"
+                )
         if key is not None and key.shape[0] != query.shape[0]:
             raise ValueError(f"query batch {query.shape[0]} != key batch {key.shape[0]}")
         if key is not None and value is not None and key.shape[:2] != value.shape[:2]:

@@ -9,6 +9,7 @@ every pair by ``k * w_i``, whatever ``p`` is: ``PE[p + k] = T_k PE[p]`` with
 :func:`transition_matrix` ``T_k`` (block-diagonal 2x2 rotations). That is why
 a fixed linear map can attend "``k`` tokens back".
 """
+
 from __future__ import annotations
 
 import torch
@@ -18,13 +19,17 @@ from torch import Tensor
 from .validation import check_positive_int, check_probability, describe
 
 __all__ = [
-    "sinusoidal_encoding", "SinusoidalPositionalEncoding", "LearnedPositionalEmbedding",
-    "sinusoidal_encoding_2d", "transition_matrix",
+    "sinusoidal_encoding",
+    "SinusoidalPositionalEncoding",
+    "LearnedPositionalEmbedding",
+    "sinusoidal_encoding_2d",
+    "transition_matrix",
 ]
 
 
-def sinusoidal_encoding(num_positions: int, d_model: int, base: float = 10000.0,
-                        device=None, dtype: torch.dtype = torch.float32) -> Tensor:
+def sinusoidal_encoding(
+    num_positions: int, d_model: int, base: float = 10000.0, device=None, dtype: torch.dtype = torch.float32
+) -> Tensor:
     """The sinusoidal position table.
 
     Args:
@@ -46,8 +51,7 @@ def sinusoidal_encoding(num_positions: int, d_model: int, base: float = 10000.0,
     return pe.to(device=device, dtype=dtype)  # (P, d)
 
 
-def transition_matrix(k: int, d_model: int, base: float = 10000.0,
-                      dtype: torch.dtype = torch.float32) -> Tensor:
+def transition_matrix(k: int, d_model: int, base: float = 10000.0, dtype: torch.dtype = torch.float32) -> Tensor:
     """The matrix ``T_k`` that moves every sinusoidal encoding ``k`` positions on.
 
     Column-vector convention: ``PE[p + k] = T_k @ PE[p]`` for every ``p``, where
@@ -85,8 +89,9 @@ def transition_matrix(k: int, d_model: int, base: float = 10000.0,
     return T.to(dtype)  # (d, d)
 
 
-def sinusoidal_encoding_2d(height: int, width: int, d_model: int, base: float = 10000.0,
-                           device=None, dtype: torch.dtype = torch.float32) -> Tensor:
+def sinusoidal_encoding_2d(
+    height: int, width: int, d_model: int, base: float = 10000.0, device=None, dtype: torch.dtype = torch.float32
+) -> Tensor:
     """Sinusoidal encodings for a ``height x width`` grid of image patches.
 
     Layout: patch ``n`` is at row ``r = n // width`` and column ``c = n % width``

@@ -10,6 +10,7 @@ CPU path of ``flash_decode``, and :func:`gqa_attention_ref` is the same
 formula in float64, with the log-sum-exp and gradients the kernels are
 tested against. Nothing else in the library imports this module.
 """
+
 from __future__ import annotations
 
 import math
@@ -42,15 +43,17 @@ def causal_mask_ref(Lq: int, Lk: int) -> np.ndarray:
     return out
 
 
-def attention_ref(q, k, v, mask=None, *, is_causal: bool = False, scale: float | None = None,
-                  return_weights: bool = False):
+def attention_ref(
+    q, k, v, mask=None, *, is_causal: bool = False, scale: float | None = None, return_weights: bool = False
+):
     """Float64 attention by the formula, one query row at a time.
 
     Accepts NumPy arrays or tensors of shape ``(..., Lq, d)``, ``(..., Lk, d)``,
     ``(..., Lk, dv)``; the mask is bool, True = may attend. Returns NumPy float64.
     """
-    q, k, v = (np.asarray(t.detach().cpu().double() if isinstance(t, Tensor) else t, dtype=np.float64)
-               for t in (q, k, v))
+    q, k, v = (
+        np.asarray(t.detach().cpu().double() if isinstance(t, Tensor) else t, dtype=np.float64) for t in (q, k, v)
+    )
     lead = np.broadcast_shapes(q.shape[:-2], k.shape[:-2])
     Lq, d, Lk, dv = q.shape[-2], q.shape[-1], k.shape[-2], v.shape[-1]
     scale = 1.0 / math.sqrt(d) if scale is None else scale
@@ -67,8 +70,7 @@ def attention_ref(q, k, v, mask=None, *, is_causal: bool = False, scale: float |
     weights = np.zeros(lead + (Lq, Lk))
     for idx in np.ndindex(*lead):
         for i in range(Lq):
-            scores = np.array([q[idx][i] @ k[idx][j] * scale if allowed[idx][i, j] else -np.inf
-                               for j in range(Lk)])
+            scores = np.array([q[idx][i] @ k[idx][j] * scale if allowed[idx][i, j] else -np.inf for j in range(Lk)])
             w = softmax_ref(scores)
             weights[idx][i] = w
             out[idx][i] = w @ v[idx]
@@ -76,6 +78,7 @@ def attention_ref(q, k, v, mask=None, *, is_causal: bool = False, scale: float |
 
 
 # -- positions (chapter 5) ----------------------------------------------------
+
 
 def sinusoidal_ref(num_positions: int, d_model: int, base: float = 10000.0) -> np.ndarray:
     """The sinusoidal table by the formula, one entry at a time: ``(P, d)`` float64."""
@@ -105,8 +108,9 @@ def rope_complex_ref(x, positions, base: float = 10000.0) -> np.ndarray:
     return out
 
 
-def t5_bucket_ref(relative_position: int, bidirectional: bool = True, num_buckets: int = 32,
-                  max_distance: int = 128) -> int:
+def t5_bucket_ref(
+    relative_position: int, bidirectional: bool = True, num_buckets: int = 32, max_distance: int = 128
+) -> int:
     """T5's bucket of one relative position, written as in Mesh TensorFlow (``n = -relative``)."""
     ret = 0
     n = -relative_position
@@ -119,16 +123,16 @@ def t5_bucket_ref(relative_position: int, bidirectional: bool = True, num_bucket
     max_exact = num_buckets // 2
     if n < max_exact:
         return ret + n
-    large = max_exact + int(math.log(n / max_exact) / math.log(max_distance / max_exact)
-                            * (num_buckets - max_exact))
+    large = max_exact + int(math.log(n / max_exact) / math.log(max_distance / max_exact) * (num_buckets - max_exact))
     return ret + min(large, num_buckets - 1)
 
 
 def alibi_slopes_ref(n: int) -> list[float]:
     """ALiBi slopes exactly as the paper's code computes them (recursive rule for non-powers of 2)."""
+
     def get_slopes_power_of_2(n):
-        start = 2 ** (-2 ** -(math.log2(n) - 3))
-        return [start * start ** i for i in range(n)]
+        start = 2 ** (-(2 ** -(math.log2(n) - 3)))
+        return [start * start**i for i in range(n)]
 
     if math.log2(n).is_integer():
         return get_slopes_power_of_2(n)
@@ -193,8 +197,17 @@ __all__ += ["rnn_attention_ref", "additive_attention_ref", "luong_attention_ref"
 # Grouped-query attention (chapters 4 and 8): the reference of flash attention,
 # its kernels and flash decoding. Torch, so that autograd gives the gradients.
 
-def gqa_attention(q: Tensor, k: Tensor, v: Tensor, *, scale: float | None = None, is_causal: bool = False,
-                  lengths: Tensor | None = None, return_lse: bool = False):
+
+def gqa_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    scale: float | None = None,
+    is_causal: bool = False,
+    lengths: Tensor | None = None,
+    return_lse: bool = False,
+):
     """Grouped-query attention by the formula, in the inputs' dtype and device (differentiable).
 
     Query head ``h`` reads key head ``h // (H // H_kv)``. The ``T`` queries are
@@ -220,32 +233,33 @@ def gqa_attention(q: Tensor, k: Tensor, v: Tensor, *, scale: float | None = None
     H_kv, S = k.shape[1], k.shape[2]
     G = H // H_kv
     scale = 1.0 / math.sqrt(d) if scale is None else scale
-    kk = k.repeat_interleave(G, dim=1)                          # (B, H, S, d)
-    vv = v.repeat_interleave(G, dim=1)                          # (B, H, S, dv)
-    s = scale * q @ kk.transpose(-1, -2)                        # (B, H, T, S)
-    j = torch.arange(S, device=q.device).view(1, 1, 1, S)       # key positions
+    kk = k.repeat_interleave(G, dim=1)  # (B, H, S, d)
+    vv = v.repeat_interleave(G, dim=1)  # (B, H, S, dv)
+    s = scale * q @ kk.transpose(-1, -2)  # (B, H, T, S)
+    j = torch.arange(S, device=q.device).view(1, 1, 1, S)  # key positions
     L = S if lengths is None else lengths.to(q.device).long().view(B, 1, 1, 1)
     visible = None
     if lengths is not None:
-        visible = j < L                                         # (B, 1, 1, S)
+        visible = j < L  # (B, 1, 1, S)
         # keys past a sequence's length are never read (they may hold anything, even NaN)
         vv = torch.where(j.view(1, 1, S, 1) < L, vv, torch.zeros((), dtype=vv.dtype, device=vv.device))
     if is_causal:
-        pos = L - T + torch.arange(T, device=q.device).view(1, 1, T, 1)   # (B or 1, 1, T, 1)
-        visible = j <= pos if visible is None else visible & (j <= pos)   # (B or 1, 1, T, S)
+        pos = L - T + torch.arange(T, device=q.device).view(1, 1, T, 1)  # (B or 1, 1, T, 1)
+        visible = j <= pos if visible is None else visible & (j <= pos)  # (B or 1, 1, T, S)
     if visible is not None:
         s = s.masked_fill(~visible, float("-inf"))
-    out = torch.softmax(s, dim=-1) @ vv                         # (B, H, T, dv)
+    out = torch.softmax(s, dim=-1) @ vv  # (B, H, T, dv)
     return (out, torch.logsumexp(s, dim=-1)) if return_lse else out
 
 
 class GQAReference(NamedTuple):
     """What :func:`gqa_attention_ref` returns: float64 tensors (gradients None without ``dO``)."""
-    out: Tensor           # (B, H, T, dv)
-    lse: Tensor           # (B, H, T)
-    dq: Tensor | None     # (B, H, T, d)
-    dk: Tensor | None     # (B, H_kv, S, d)
-    dv: Tensor | None     # (B, H_kv, S, dv)
+
+    out: Tensor  # (B, H, T, dv)
+    lse: Tensor  # (B, H, T)
+    dq: Tensor | None  # (B, H, T, d)
+    dk: Tensor | None  # (B, H_kv, S, d)
+    dv: Tensor | None  # (B, H_kv, S, dv)
 
 
 def _f64(x) -> Tensor:
@@ -255,8 +269,9 @@ def _f64(x) -> Tensor:
     return torch.from_numpy(np.asarray(x, dtype=np.float64))
 
 
-def gqa_attention_ref(q, k, v, *, scale: float | None = None, is_causal: bool = False,
-                      lengths=None, dO=None) -> GQAReference:
+def gqa_attention_ref(
+    q, k, v, *, scale: float | None = None, is_causal: bool = False, lengths=None, dO=None
+) -> GQAReference:
     """Float64 grouped-query attention, its log-sum-exp and (given ``dO``) its gradients.
 
     :func:`gqa_attention` on float64 copies of the inputs (tensors keep their
@@ -303,7 +318,7 @@ def linear_attention_ref(q, k, v, phi: Callable[[Tensor], Tensor], causal: bool 
     for idx in np.ndindex(*fq.shape[:-2]):
         for i in range(fq.shape[-2]):
             last = i + 1 if causal else fk.shape[-2]
-            a = fk[idx][:last] @ fq[idx][i]                       # (keys,)
+            a = fk[idx][:last] @ fq[idx][i]  # (keys,)
             out[idx + (i,)] = a @ v[idx][:last] / a.sum()
     return out
 

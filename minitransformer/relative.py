@@ -15,6 +15,7 @@ Relative position is ``key position - query position`` (negative = the key is
 in the past). With fewer queries than keys (a KV-cache step) the queries are
 the LAST ``Lq`` positions, as in :func:`~minitransformer.causal_mask`.
 """
+
 from __future__ import annotations
 
 import math
@@ -28,8 +29,9 @@ from .validation import check_positive_int
 __all__ = ["relative_position_bucket", "RelativePositionBias", "alibi_slopes", "alibi_bias"]
 
 
-def relative_position_bucket(relative_position: Tensor, bidirectional: bool = True,
-                             num_buckets: int = 32, max_distance: int = 128) -> Tensor:
+def relative_position_bucket(
+    relative_position: Tensor, bidirectional: bool = True, num_buckets: int = 32, max_distance: int = 128
+) -> Tensor:
     """T5's bucket of each relative position ``key - query`` (same arithmetic as T5).
 
     Bidirectional: half the buckets for keys at or before the query, half (offset
@@ -52,9 +54,11 @@ def relative_position_bucket(relative_position: Tensor, bidirectional: bool = Tr
         raise TypeError(f"relative_position must be an integer tensor, got {relative_position.dtype}")
     half = num_buckets // 2 if bidirectional else num_buckets
     if half // 2 < 1 or max_distance <= half // 2:
-        raise ValueError(f"need num_buckets >= {4 if bidirectional else 2} and max_distance > the exact range "
-                         f"{half // 2}; got num_buckets={num_buckets}, max_distance={max_distance}, "
-                         f"bidirectional={bidirectional}")
+        raise ValueError(
+            f"need num_buckets >= {4 if bidirectional else 2} and max_distance > the exact range "
+            f"{half // 2}; got num_buckets={num_buckets}, max_distance={max_distance}, "
+            f"bidirectional={bidirectional}"
+        )
     relative_position = relative_position.long()
     buckets = torch.zeros_like(relative_position)  # (...)
     if bidirectional:
@@ -82,8 +86,7 @@ class RelativePositionBias(nn.Module):
     Parameters: ``embedding.weight`` of shape ``(num_buckets, num_heads)``.
     """
 
-    def __init__(self, num_heads: int, num_buckets: int = 32, max_distance: int = 128,
-                 bidirectional: bool = True):
+    def __init__(self, num_heads: int, num_buckets: int = 32, max_distance: int = 128, bidirectional: bool = True):
         super().__init__()
         check_positive_int("num_heads", num_heads, where="RelativePositionBias")
         relative_position_bucket(torch.zeros(1, dtype=torch.long), bidirectional, num_buckets, max_distance)
@@ -98,8 +101,10 @@ class RelativePositionBias(nn.Module):
         if query_offset is None:
             query_offset = Lk - Lq
         if query_offset < 0:
-            raise ValueError(f"RelativePositionBias: query_offset must be >= 0, got {query_offset} "
-                             f"(Lq={Lq} > Lk={Lk}: pass query_offset explicitly)")
+            raise ValueError(
+                f"RelativePositionBias: query_offset must be >= 0, got {query_offset} "
+                f"(Lq={Lq} > Lk={Lk}: pass query_offset explicitly)"
+            )
         device = self.embedding.weight.device
         q_pos = torch.arange(query_offset, query_offset + Lq, device=device)  # (Lq,)
         k_pos = torch.arange(Lk, device=device)  # (Lk,)
@@ -123,8 +128,10 @@ class RelativePositionBias(nn.Module):
         return bias.permute(2, 0, 1).unsqueeze(0)  # (Lq, Lk, H) -> (1, H, Lq, Lk)
 
     def extra_repr(self) -> str:
-        return (f"num_heads={self.num_heads}, num_buckets={self.num_buckets}, "
-                f"max_distance={self.max_distance}, bidirectional={self.bidirectional}")
+        return (
+            f"num_heads={self.num_heads}, num_buckets={self.num_buckets}, "
+            f"max_distance={self.max_distance}, bidirectional={self.bidirectional}"
+        )
 
 
 def alibi_slopes(num_heads: int, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -154,8 +161,9 @@ def alibi_slopes(num_heads: int, dtype: torch.dtype = torch.float32) -> Tensor:
     return torch.tensor(slopes, dtype=dtype)  # (H,)
 
 
-def alibi_bias(num_heads: int, Lq: int, Lk: int, causal: bool = True,
-               dtype: torch.dtype = torch.float32, device=None) -> Tensor:
+def alibi_bias(
+    num_heads: int, Lq: int, Lk: int, causal: bool = True, dtype: torch.dtype = torch.float32, device=None
+) -> Tensor:
     """ALiBi bias ``-slope_h * (query_pos - key_pos)`` to add to attention scores.
 
     The queries are the last ``Lq`` of the ``Lk`` positions (query ``i`` sits at

@@ -20,6 +20,7 @@ The decoder's first state is ``s_0 = tanh(W_s [h_T^fwd; h_1^bwd])`` (the
 "bridge"). Shapes: ``B`` batch, ``S`` source length, ``T`` target length,
 ``H`` hidden size, ``E`` embedding size, ``V`` vocabulary.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ ATTENTION_KINDS = (None, "bahdanau", "luong-dot", "luong-general", "luong-concat
 @dataclass(frozen=True)
 class Seq2SeqConfig:
     """Sizes of a :class:`Seq2Seq` model. ``PRESETS`` holds named ones."""
+
     vocab_size: int
     emb_dim: int = 32
     hidden_size: int = 64
@@ -81,15 +83,14 @@ class Seq2Seq(nn.Module):
         self.config = c = config
         H, E, V = c.hidden_size, c.emb_dim, c.vocab_size
         self.embed = nn.Embedding(V, E, padding_idx=c.pad_id)
-        self.encoder = nn.GRU(E, H // 2 if c.bidirectional else H, batch_first=True,
-                              bidirectional=c.bidirectional)
-        self.bridge = nn.Linear(H, H)                      # s_0 = tanh(W_s h_final)
-        self.cell = nn.GRUCell(E + H, H)                   # input: [y_{t-1}; c_t] or [y_{t-1}; h~_{t-1}]
+        self.encoder = nn.GRU(E, H // 2 if c.bidirectional else H, batch_first=True, bidirectional=c.bidirectional)
+        self.bridge = nn.Linear(H, H)  # s_0 = tanh(W_s h_final)
+        self.cell = nn.GRUCell(E + H, H)  # input: [y_{t-1}; c_t] or [y_{t-1}; h~_{t-1}]
         if c.attention is None or c.attention == "bahdanau":
-            self.out = nn.Linear(H + H + E, V)             # logits from [s_t; c_t; y_{t-1}]
+            self.out = nn.Linear(H + H + E, V)  # logits from [s_t; c_t; y_{t-1}]
         else:
-            self.W_c = nn.Linear(H + H, H, bias=False)     # h~_t = tanh(W_c [c_t; s_t])
-            self.out = nn.Linear(H, V)                     # logits from h~_t
+            self.W_c = nn.Linear(H + H, H, bias=False)  # h~_t = tanh(W_c [c_t; s_t])
+            self.out = nn.Linear(H, V)  # logits from h~_t
         if c.attention == "bahdanau":
             self.attn = AdditiveAttention(H, H, H)
         elif c.attention is not None:
@@ -101,19 +102,25 @@ class Seq2Seq(nn.Module):
             raise ValueError(f"src must be a (B, S) tensor of token ids, got {describe(src)}")
         B, S = src.shape
         if src_lengths is None:
-            return src != self.config.pad_id                                  # (B, S)
+            return src != self.config.pad_id  # (B, S)
         if not isinstance(src_lengths, Tensor):
-            raise TypeError(f"src_lengths must be a (B,) tensor, a (B, S) bool mask or None, "
-                            f"got {type(src_lengths).__name__}")
+            raise TypeError(
+                f"src_lengths must be a (B,) tensor, a (B, S) bool mask or None, got {type(src_lengths).__name__}"
+            )
         if src_lengths.dtype == torch.bool:
             if src_lengths.shape != (B, S) or not torch.equal(
-                    torch.arange(S, device=src.device) < src_lengths.sum(1, keepdim=True), src_lengths):
-                raise ValueError(f"a mask for src must be (B, S) = ({B}, {S}) and True on a prefix "
-                                 f"(padding at the end), got shape {tuple(src_lengths.shape)}")
+                torch.arange(S, device=src.device) < src_lengths.sum(1, keepdim=True), src_lengths
+            ):
+                raise ValueError(
+                    f"a mask for src must be (B, S) = ({B}, {S}) and True on a prefix "
+                    f"(padding at the end), got shape {tuple(src_lengths.shape)}"
+                )
             return src_lengths
         if src_lengths.shape != (B,) or src_lengths.min() < 1 or src_lengths.max() > S:
-            raise ValueError(f"src_lengths must be (B,) = ({B},) with values in [1, {S}], "
-                             f"got shape {tuple(src_lengths.shape)}, values {src_lengths.tolist()}")
+            raise ValueError(
+                f"src_lengths must be (B,) = ({B},) with values in [1, {S}], "
+                f"got shape {tuple(src_lengths.shape)}, values {src_lengths.tolist()}"
+            )
         return torch.arange(S, device=src.device) < src_lengths.to(src.device)[:, None]  # (B, S)
 
     def encode(self, src: Tensor, src_lengths: Tensor | None = None):
@@ -128,15 +135,15 @@ class Seq2Seq(nn.Module):
             ``(outputs (B, S, H), mask (B, S), s_0 (B, H), summary (B, H))``;
             ``summary`` is the final state(s) ``c = [h_T^fwd; h_1^bwd]``.
         """
-        mask = self._src_mask(src, src_lengths)                       # (B, S)
-        lengths = mask.sum(dim=1).cpu()                               # (B,)
+        mask = self._src_mask(src, src_lengths)  # (B, S)
+        lengths = mask.sum(dim=1).cpu()  # (B,)
         if lengths.min() < 1:
             raise ValueError("every source sequence needs at least one real token")
         packed = pack_padded_sequence(self.embed(src), lengths, batch_first=True, enforce_sorted=False)
-        outputs, h_n = self.encoder(packed)                           # h_n: (dirs, B, H / dirs)
+        outputs, h_n = self.encoder(packed)  # h_n: (dirs, B, H / dirs)
         outputs, _ = pad_packed_sequence(outputs, batch_first=True, total_length=src.shape[1])  # (B, S, H)
-        summary = torch.cat(list(h_n), dim=-1)                        # (B, H)
-        s0 = torch.tanh(self.bridge(summary))                         # (B, H)
+        summary = torch.cat(list(h_n), dim=-1)  # (B, H)
+        s0 = torch.tanh(self.bridge(summary))  # (B, H)
         return outputs, mask, s0, summary
 
     # ------------------------------------------------------------------ decoder
@@ -146,27 +153,26 @@ class Seq2Seq(nn.Module):
         Returns ``logits (B, V), new state, weights (B, S) or None``."""
         outputs, keys_proj, mask, summary = memory
         s_prev, feed = state
-        emb = self.embed(y_prev)                                                 # (B, E)
+        emb = self.embed(y_prev)  # (B, E)
         kind = self.config.attention
-        if kind is None:                                   # Cho et al.: the fixed summary c
-            s = self.cell(torch.cat([emb, summary], -1), s_prev)                 # (B, H)
-            return self.out(torch.cat([s, summary, emb], -1)), (s, feed), None   # (B, V)
-        if kind == "bahdanau":                             # score with the PREVIOUS state
+        if kind is None:  # Cho et al.: the fixed summary c
+            s = self.cell(torch.cat([emb, summary], -1), s_prev)  # (B, H)
+            return self.out(torch.cat([s, summary, emb], -1)), (s, feed), None  # (B, V)
+        if kind == "bahdanau":  # score with the PREVIOUS state
             context, w = self.attn(s_prev, outputs, mask=mask, projected_keys=keys_proj)  # (B, H), (B, S)
-            s = self.cell(torch.cat([emb, context], -1), s_prev)                 # (B, H)
-            return self.out(torch.cat([s, context, emb], -1)), (s, feed), w      # (B, V)
-        s = self.cell(torch.cat([emb, feed], -1), s_prev)   # Luong: GRU first, input feeding
+            s = self.cell(torch.cat([emb, context], -1), s_prev)  # (B, H)
+            return self.out(torch.cat([s, context, emb], -1)), (s, feed), w  # (B, V)
+        s = self.cell(torch.cat([emb, feed], -1), s_prev)  # Luong: GRU first, input feeding
         context, w = self.attn(s, outputs, mask=mask, projected_keys=keys_proj)  # score with CURRENT s_t
-        h_tilde = torch.tanh(self.W_c(torch.cat([context, s], -1)))             # (B, H)
-        return self.out(h_tilde), (s, h_tilde), w                                # (B, V)
+        h_tilde = torch.tanh(self.W_c(torch.cat([context, s], -1)))  # (B, H)
+        return self.out(h_tilde), (s, h_tilde), w  # (B, V)
 
     def _start(self, src: Tensor, src_lengths: Tensor | None):
         outputs, mask, s0, summary = self.encode(src, src_lengths)
         keys_proj = self.attn.precompute_keys(outputs) if self.config.attention else None  # once per sequence
         return (outputs, keys_proj, mask, summary), (s0, torch.zeros_like(s0))
 
-    def forward(self, src: Tensor, src_lengths: Tensor | None, tgt_in: Tensor,
-                return_weights: bool = False):
+    def forward(self, src: Tensor, src_lengths: Tensor | None, tgt_in: Tensor, return_weights: bool = False):
         """Teacher-forced logits.
 
         Args:
@@ -188,7 +194,7 @@ class Seq2Seq(nn.Module):
             step_logits, state, w = self._step(tgt_in[:, t], state, memory)
             logits.append(step_logits)
             weights.append(w)
-        logits = torch.stack(logits, dim=1)                                    # (B, T, V)
+        logits = torch.stack(logits, dim=1)  # (B, T, V)
         if not return_weights:
             return logits
         return logits, (torch.stack(weights, dim=1) if self.config.attention else None)  # (B, T, S)
@@ -211,18 +217,18 @@ class Seq2Seq(nn.Module):
         c = self.config
         memory, state = self._start(src, src_lengths)
         y = torch.full((src.shape[0],), c.bos_id, dtype=torch.long, device=src.device)  # (B,)
-        done = torch.zeros_like(y, dtype=torch.bool)                                    # (B,)
+        done = torch.zeros_like(y, dtype=torch.bool)  # (B,)
         tokens, weights = [], []
         for _ in range(max_len):
             logits, state, w = self._step(y, state, memory)
-            y = logits.argmax(dim=-1).masked_fill(done, c.pad_id)                       # (B,)
+            y = logits.argmax(dim=-1).masked_fill(done, c.pad_id)  # (B,)
             tokens.append(y)
             weights.append(w)
             done |= y == c.eos_id
             if done.all():
                 break
-        tokens = torch.stack(tokens, dim=1)                                             # (B, T_out)
-        return tokens, (torch.stack(weights, dim=1) if c.attention else None)           # (B, T_out, S)
+        tokens = torch.stack(tokens, dim=1)  # (B, T_out)
+        return tokens, (torch.stack(weights, dim=1) if c.attention else None)  # (B, T_out, S)
 
 
 def hidden_jacobian_norms(cell: nn.RNNCellBase, inputs: Tensor, h0: Tensor | None = None) -> Tensor:
@@ -243,17 +249,17 @@ def hidden_jacobian_norms(cell: nn.RNNCellBase, inputs: Tensor, h0: Tensor | Non
     if inputs.dim() != 2 or inputs.shape[1] != cell.input_size:
         raise ValueError(f"inputs must be (T, {cell.input_size}), got {tuple(inputs.shape)}")
     H = cell.hidden_size
-    h = inputs.new_zeros(H) if h0 is None else h0.detach()                      # (H,)
-    J = torch.eye(H, dtype=inputs.dtype, device=inputs.device)                  # (H, H): dh_0/dh_0
+    h = inputs.new_zeros(H) if h0 is None else h0.detach()  # (H,)
+    J = torch.eye(H, dtype=inputs.dtype, device=inputs.device)  # (H, H): dh_0/dh_0
     norms = [torch.linalg.matrix_norm(J, ord=2)]
     eye = torch.eye(H, dtype=inputs.dtype, device=inputs.device)
     for x in inputs:
         # H copies of the step, copy i back-propagating e_i: row i of the result
         # is dh_t[i]/dh_{t-1}, so the gradient IS the step Jacobian.
-        h_copies = h.expand(H, H).clone().requires_grad_(True)                 # (H, H)
-        h_next = cell(x.expand(H, -1), h_copies)                               # (H, H)
-        (step_J,) = torch.autograd.grad(h_next, h_copies, grad_outputs=eye)     # (H, H)
-        J = step_J @ J                                                         # (H, H)
-        h = h_next[0].detach()                                                 # (H,)
+        h_copies = h.expand(H, H).clone().requires_grad_(True)  # (H, H)
+        h_next = cell(x.expand(H, -1), h_copies)  # (H, H)
+        (step_J,) = torch.autograd.grad(h_next, h_copies, grad_outputs=eye)  # (H, H)
+        J = step_J @ J  # (H, H)
+        h = h_next[0].detach()  # (H,)
         norms.append(torch.linalg.matrix_norm(J, ord=2))
-    return torch.stack(norms)                                                  # (T + 1,)
+    return torch.stack(norms)  # (T + 1,)

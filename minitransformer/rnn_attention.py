@@ -20,6 +20,7 @@ at every step; this turns an ``O(T * S * d * d_hidden)`` cost into
 Masks are bool ``(B, S)`` with True = a real position (may be attended).
 A fully masked row gives zero weights and a zero context, never NaN.
 """
+
 from __future__ import annotations
 
 import torch
@@ -33,8 +34,15 @@ __all__ = ["AdditiveAttention", "LuongAttention", "masked_softmax"]
 LUONG_SCORES = ("dot", "general", "concat")
 
 
-def _check(module: nn.Module, query: Tensor, keys: Tensor, values: Tensor | None,
-           mask: Tensor | None, projected_keys: Tensor | None, proj_dim: int | None) -> None:
+def _check(
+    module: nn.Module,
+    query: Tensor,
+    keys: Tensor,
+    values: Tensor | None,
+    mask: Tensor | None,
+    projected_keys: Tensor | None,
+    proj_dim: int | None,
+) -> None:
     name = type(module).__name__
     for arg, t, dims in (("query", query, 2), ("keys", keys, 3)):
         if not isinstance(t, Tensor):
@@ -45,18 +53,23 @@ def _check(module: nn.Module, query: Tensor, keys: Tensor, values: Tensor | None
     if query.shape != (B, module.query_dim) or keys.shape[2] != module.key_dim:
         raise ValueError(
             f"{name}: expected query (B, {module.query_dim}) and keys (B, S, {module.key_dim}), "
-            f"got query {tuple(query.shape)} and keys {tuple(keys.shape)}")
+            f"got query {tuple(query.shape)} and keys {tuple(keys.shape)}"
+        )
     if values is not None and (values.dim() != 3 or values.shape[:2] != (B, S)):
         raise ValueError(f"{name}: values must be (B, S, dv) = ({B}, {S}, dv), got {tuple(values.shape)}")
     if mask is not None:
         if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
-            raise TypeError(f"{name}: mask must be a bool tensor (True = real position), got "
-                            f"{getattr(mask, 'dtype', type(mask).__name__)}")
+            raise TypeError(
+                f"{name}: mask must be a bool tensor (True = real position), got "
+                f"{getattr(mask, 'dtype', type(mask).__name__)}"
+            )
         if mask.shape != (B, S):
             raise ValueError(f"{name}: mask must have shape (B, S) = ({B}, {S}), got {tuple(mask.shape)}")
     if projected_keys is not None and projected_keys.shape != (B, S, proj_dim):
-        raise ValueError(f"{name}: projected_keys must be precompute_keys(keys) of shape "
-                         f"({B}, {S}, {proj_dim}), got {tuple(projected_keys.shape)}")
+        raise ValueError(
+            f"{name}: projected_keys must be precompute_keys(keys) of shape "
+            f"({B}, {S}, {proj_dim}), got {tuple(projected_keys.shape)}"
+        )
 
 
 class AdditiveAttention(nn.Module):
@@ -82,8 +95,14 @@ class AdditiveAttention(nn.Module):
         Compute once per source sequence and pass as ``projected_keys``."""
         return self.U_a(keys)  # (B, S, d_a)
 
-    def forward(self, query: Tensor, keys: Tensor, values: Tensor | None = None,
-                mask: Tensor | None = None, projected_keys: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def forward(
+        self,
+        query: Tensor,
+        keys: Tensor,
+        values: Tensor | None = None,
+        mask: Tensor | None = None,
+        projected_keys: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
         """Attend from one decoder state to all encoder states.
 
         Args:
@@ -99,9 +118,9 @@ class AdditiveAttention(nn.Module):
         _check(self, query, keys, values, mask, projected_keys, self.hidden_dim)
         values = keys if values is None else values
         uh = self.precompute_keys(keys) if projected_keys is None else projected_keys  # (B, S, d_a)
-        ws = self.W_a(query).unsqueeze(1)                      # (B, 1, d_a)
-        scores = self.v_a(torch.tanh(ws + uh)).squeeze(-1)     # (B, S)
-        weights = masked_softmax(scores, mask)                 # (B, S)
+        ws = self.W_a(query).unsqueeze(1)  # (B, 1, d_a)
+        scores = self.v_a(torch.tanh(ws + uh)).squeeze(-1)  # (B, S)
+        weights = masked_softmax(scores, mask)  # (B, S)
         context = torch.bmm(weights.unsqueeze(1), values).squeeze(1)  # (B, dv)
         return context, weights
 
@@ -127,8 +146,10 @@ class LuongAttention(nn.Module):
         for arg, value in (("query_dim", query_dim), ("key_dim", key_dim), ("hidden_dim", hidden_dim)):
             check_positive_int(arg, value, where="LuongAttention")
         if score == "dot" and query_dim != key_dim:
-            raise ValueError(f"LuongAttention: score='dot' needs query_dim == key_dim, got "
-                             f"query_dim={query_dim} and key_dim={key_dim}; use score='general'")
+            raise ValueError(
+                f"LuongAttention: score='dot' needs query_dim == key_dim, got "
+                f"query_dim={query_dim} and key_dim={key_dim}; use score='general'"
+            )
         self.query_dim, self.key_dim, self.score, self.hidden_dim = query_dim, key_dim, score, hidden_dim
         if score == "general":
             self.W_a = nn.Linear(key_dim, query_dim, bias=False)
@@ -149,10 +170,16 @@ class LuongAttention(nn.Module):
             return self.W_a(keys)  # (B, S, dq)
         if self.score == "concat":
             return self.W_k(keys)  # (B, S, d_a)
-        return keys                # (B, S, dk)
+        return keys  # (B, S, dk)
 
-    def forward(self, query: Tensor, keys: Tensor, values: Tensor | None = None,
-                mask: Tensor | None = None, projected_keys: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def forward(
+        self,
+        query: Tensor,
+        keys: Tensor,
+        values: Tensor | None = None,
+        mask: Tensor | None = None,
+        projected_keys: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
         """Same contract as :meth:`AdditiveAttention.forward`:
         ``query (B, dq), keys (B, S, dk) -> context (B, dv), weights (B, S)``."""
         _check(self, query, keys, values, mask, projected_keys, self._proj_dim)
@@ -160,9 +187,9 @@ class LuongAttention(nn.Module):
         pk = self.precompute_keys(keys) if projected_keys is None else projected_keys  # (B, S, ·)
         if self.score == "concat":
             hidden = torch.tanh(self.W_q(query).unsqueeze(1) + pk)  # (B, S, d_a)
-            scores = self.v_a(hidden).squeeze(-1)                   # (B, S)
+            scores = self.v_a(hidden).squeeze(-1)  # (B, S)
         else:
             scores = torch.bmm(pk, query.unsqueeze(-1)).squeeze(-1)  # (B, S)
-        weights = masked_softmax(scores, mask)                         # (B, S)
-        context = torch.bmm(weights.unsqueeze(1), values).squeeze(1)   # (B, dv)
+        weights = masked_softmax(scores, mask)  # (B, S)
+        context = torch.bmm(weights.unsqueeze(1), values).squeeze(1)  # (B, dv)
         return context, weights

@@ -21,6 +21,7 @@ They are the same rotation up to a fixed permutation of the features
 (:func:`interleaved_to_half`, :func:`half_to_interleaved`). A model trained with
 one layout works with the other if the rows of ``W_Q`` and ``W_K`` are permuted.
 """
+
 from __future__ import annotations
 
 import torch
@@ -153,11 +154,13 @@ class RotaryEmbedding(nn.Module):
         if not isinstance(x, Tensor):
             raise TypeError(f"RotaryEmbedding: x must be a tensor, got {describe(x)}")
         if x.dim() < 2:
-            raise ValueError(f"RotaryEmbedding: x must be (..., T, head_dim={self.head_dim}), "
-                             f"got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"RotaryEmbedding: x must be (..., T, head_dim={self.head_dim}), got shape {tuple(x.shape)}"
+            )
         if x.shape[-1] != self.head_dim:
-            raise ValueError(f"RotaryEmbedding: x has last dim {x.shape[-1]} but head_dim={self.head_dim} "
-                             f"(shape {tuple(x.shape)})")
+            raise ValueError(
+                f"RotaryEmbedding: x has last dim {x.shape[-1]} but head_dim={self.head_dim} (shape {tuple(x.shape)})"
+            )
         if not x.is_floating_point():
             raise TypeError(f"RotaryEmbedding: x must be floating point, got {x.dtype}")
         T = x.shape[-2]
@@ -168,8 +171,10 @@ class RotaryEmbedding(nn.Module):
         if positions.is_floating_point() or positions.is_complex() or positions.dtype == torch.bool:
             raise TypeError(f"RotaryEmbedding: positions must be an integer tensor, got {positions.dtype}")
         if positions.dim() != 1 or positions.shape[0] != T:
-            raise ValueError(f"RotaryEmbedding: positions must be 1-D of length T={T} (x shape {tuple(x.shape)}), "
-                             f"got shape {tuple(positions.shape)}")
+            raise ValueError(
+                f"RotaryEmbedding: positions must be 1-D of length T={T} (x shape {tuple(x.shape)}), "
+                f"got shape {tuple(positions.shape)}"
+            )
         if T > 0 and int(positions.min()) < 0:
             raise ValueError(f"RotaryEmbedding: positions must be >= 0, got min {int(positions.min())}")
         return T

@@ -15,12 +15,13 @@ smoothing, a training loop with a progress bar, and evaluation helpers.
   learning rate and optionally the gradient norm; ``.to_frame()`` gives a
   DataFrame). The book's training functions are all calls to it.
 """
+
 from __future__ import annotations
 
 import math
 import random
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -31,9 +32,20 @@ from tqdm.auto import tqdm
 from .data import Example, Seq2SeqBatch, Tokenizer, batch_iterator, collate
 
 __all__ = [
-    "set_seed", "noam_lr", "NoamSchedule", "noam_scheduler", "warmup_cosine_lr",
-    "warmup_cosine_scheduler", "smoothed_targets", "label_smoothing_loss", "History", "global_grad_norm", "fit",
-    "seq2seq_loss", "train_seq2seq", "accuracy_by_length",
+    "set_seed",
+    "noam_lr",
+    "NoamSchedule",
+    "noam_scheduler",
+    "warmup_cosine_lr",
+    "warmup_cosine_scheduler",
+    "smoothed_targets",
+    "label_smoothing_loss",
+    "History",
+    "global_grad_norm",
+    "fit",
+    "seq2seq_loss",
+    "train_seq2seq",
+    "accuracy_by_length",
 ]
 
 
@@ -55,7 +67,7 @@ def noam_lr(step: int, d_model: int, warmup: int, factor: float = 1.0) -> float:
     if d_model < 1 or warmup < 1:
         raise ValueError(f"d_model and warmup must be >= 1, got d_model={d_model}, warmup={warmup}")
     step = max(step, 1)
-    return factor * d_model ** -0.5 * min(step ** -0.5, step * warmup ** -1.5)
+    return factor * d_model**-0.5 * min(step**-0.5, step * warmup**-1.5)
 
 
 class NoamSchedule:
@@ -71,8 +83,9 @@ class NoamSchedule:
         return noam_lr(step + 1, self.d_model, self.warmup, self.factor)
 
 
-def noam_scheduler(optimizer: torch.optim.Optimizer, d_model: int, warmup: int,
-                   factor: float = 1.0) -> torch.optim.lr_scheduler.LambdaLR:
+def noam_scheduler(
+    optimizer: torch.optim.Optimizer, d_model: int, warmup: int, factor: float = 1.0
+) -> torch.optim.lr_scheduler.LambdaLR:
     """A ``LambdaLR`` following :func:`noam_lr` (multiplies the base lr:
     create the optimizer with ``lr=1.0``)."""
     return torch.optim.lr_scheduler.LambdaLR(optimizer, NoamSchedule(d_model, warmup, factor))
@@ -89,12 +102,12 @@ def warmup_cosine_lr(step: int, warmup: int, total: int, min_ratio: float = 0.1)
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def warmup_cosine_scheduler(optimizer: torch.optim.Optimizer, warmup: int, total: int,
-                            min_ratio: float = 0.1) -> torch.optim.lr_scheduler.LambdaLR:
+def warmup_cosine_scheduler(
+    optimizer: torch.optim.Optimizer, warmup: int, total: int, min_ratio: float = 0.1
+) -> torch.optim.lr_scheduler.LambdaLR:
     """A ``LambdaLR`` following :func:`warmup_cosine_lr`."""
     warmup_cosine_lr(0, warmup, total, min_ratio)  # validates
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: warmup_cosine_lr(step, warmup, total, min_ratio))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine_lr(step, warmup, total, min_ratio))
 
 
 # ---------------------------------------------------------------- label smoothing
@@ -114,12 +127,11 @@ def smoothed_targets(targets: Tensor, num_classes: int, smoothing: float) -> Ten
         raise ValueError(f"smoothing must be in [0, 1], got {smoothing}")
     if targets.dim() != 1 or targets.is_floating_point():
         raise ValueError(f"targets must be a (N,) tensor of class ids, got {targets.dtype} {tuple(targets.shape)}")
-    one_hot = F.one_hot(targets, num_classes).float()          # (N, C)
+    one_hot = F.one_hot(targets, num_classes).float()  # (N, C)
     return (1.0 - smoothing) * one_hot + smoothing / num_classes  # (N, C)
 
 
-def label_smoothing_loss(logits: Tensor, targets: Tensor, smoothing: float,
-                         ignore_index: int = -100) -> Tensor:
+def label_smoothing_loss(logits: Tensor, targets: Tensor, smoothing: float, ignore_index: int = -100) -> Tensor:
     """Cross-entropy against :func:`smoothed_targets`, averaged over the
     non-ignored targets; equals ``F.cross_entropy(logits, targets,
     ignore_index=..., label_smoothing=smoothing)``.
@@ -130,11 +142,12 @@ def label_smoothing_loss(logits: Tensor, targets: Tensor, smoothing: float,
         smoothing: ``eps`` in [0, 1].
     """
     if logits.dim() != 2 or targets.shape != logits.shape[:1]:
-        raise ValueError(f"logits must be (N, C) and targets (N,), "
-                         f"got {tuple(logits.shape)} and {tuple(targets.shape)}")
-    keep = targets != ignore_index                                          # (N,)
-    q = smoothed_targets(targets[keep], logits.shape[1], smoothing)         # (N_kept, C)
-    log_p = torch.log_softmax(logits[keep], dim=-1)                         # (N_kept, C)
+        raise ValueError(
+            f"logits must be (N, C) and targets (N,), got {tuple(logits.shape)} and {tuple(targets.shape)}"
+        )
+    keep = targets != ignore_index  # (N,)
+    q = smoothed_targets(targets[keep], logits.shape[1], smoothing)  # (N_kept, C)
+    log_p = torch.log_softmax(logits[keep], dim=-1)  # (N_kept, C)
     return -(q.to(log_p.dtype) * log_p).sum(dim=-1).mean()
 
 
@@ -148,6 +161,7 @@ class History(list):
     def to_frame(self):
         """The records as a pandas DataFrame."""
         import pandas as pd
+
         return pd.DataFrame(list(self))
 
 
@@ -173,12 +187,24 @@ def _evaluate(model: nn.Module, eval_fn: Callable[[], dict]) -> dict:
     return metrics
 
 
-def fit(model: nn.Module, loss_fn: Callable[[int], Tensor], optimizer: torch.optim.Optimizer,
-        num_steps: int, *, scheduler=None, lr_fn: Callable[[int], float] | None = None,
-        clip_norm: float | None = 1.0, grad_norm: bool = False,
-        eval_fn: Callable[[], dict] | None = None, eval_every: int = 100, log_every: int = 10,
-        log_when: Callable[[int], bool] | None = None, start_step: int = 0,
-        progress: bool = True, desc: str = "train") -> History:
+def fit(
+    model: nn.Module,
+    loss_fn: Callable[[int], Tensor],
+    optimizer: torch.optim.Optimizer,
+    num_steps: int,
+    *,
+    scheduler=None,
+    lr_fn: Callable[[int], float] | None = None,
+    clip_norm: float | None = 1.0,
+    grad_norm: bool = False,
+    eval_fn: Callable[[], dict] | None = None,
+    eval_every: int = 100,
+    log_every: int = 10,
+    log_when: Callable[[int], bool] | None = None,
+    start_step: int = 0,
+    progress: bool = True,
+    desc: str = "train",
+) -> History:
     """Train for ``num_steps`` optimizer steps.
 
     Every step, in this order: set the learning rate (``lr_fn``), ``loss = loss_fn(step)``,
@@ -255,16 +281,31 @@ def fit(model: nn.Module, loss_fn: Callable[[int], Tensor], optimizer: torch.opt
 def seq2seq_loss(model: nn.Module, batch: Seq2SeqBatch, label_smoothing: float = 0.0) -> Tensor:
     """Teacher-forced cross-entropy of a :class:`~minitransformer.rnn.Seq2Seq`
     on a batch, ignoring padded target positions."""
-    logits = model(batch.src, batch.src_lengths, batch.tgt_in)           # (B, T, V)
+    logits = model(batch.src, batch.src_lengths, batch.tgt_in)  # (B, T, V)
     pad = model.config.pad_id
-    return F.cross_entropy(logits.flatten(0, 1), batch.tgt_out.flatten(),  # (B*T, V), (B*T,)
-                           ignore_index=pad, label_smoothing=label_smoothing)
+    return F.cross_entropy(
+        logits.flatten(0, 1),
+        batch.tgt_out.flatten(),  # (B*T, V), (B*T,)
+        ignore_index=pad,
+        label_smoothing=label_smoothing,
+    )
 
 
-def train_seq2seq(model: nn.Module, examples: Sequence[Example], tokenizer: Tokenizer,
-                  num_steps: int, *, batch_size: int = 128, lr: float = 1e-2, seed: int = 0,
-                  warmup: int = 100, clip_norm: float = 1.0, progress: bool = True,
-                  eval_fn: Callable[[], dict] | None = None, eval_every: int = 200) -> History:
+def train_seq2seq(
+    model: nn.Module,
+    examples: Sequence[Example],
+    tokenizer: Tokenizer,
+    num_steps: int,
+    *,
+    batch_size: int = 128,
+    lr: float = 1e-2,
+    seed: int = 0,
+    warmup: int = 100,
+    clip_norm: float = 1.0,
+    progress: bool = True,
+    eval_fn: Callable[[], dict] | None = None,
+    eval_every: int = 200,
+) -> History:
     """Train a seq2seq model on toy-task examples with Adam, warmup + cosine
     decay and gradient clipping; batches are bucketed by length and drawn
     from ``seed`` (so a run is reproducible given the model's initial weights).
@@ -291,15 +332,28 @@ def train_seq2seq(model: nn.Module, examples: Sequence[Example], tokenizer: Toke
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     scheduler = warmup_cosine_scheduler(optimizer, min(warmup, num_steps), num_steps)
     desc = f"attention={model.config.attention}" if hasattr(model, "config") else "train"
-    return fit(model, lambda step: seq2seq_loss(model, next(batches)), optimizer, num_steps,
-               scheduler=scheduler, clip_norm=clip_norm, progress=progress, eval_fn=eval_fn,
-               eval_every=eval_every, desc=desc)
+    return fit(
+        model,
+        lambda step: seq2seq_loss(model, next(batches)),
+        optimizer,
+        num_steps,
+        scheduler=scheduler,
+        clip_norm=clip_norm,
+        progress=progress,
+        eval_fn=eval_fn,
+        eval_every=eval_every,
+        desc=desc,
+    )
 
 
 @torch.no_grad()
-def accuracy_by_length(model: nn.Module, examples: Sequence[Example], tokenizer: Tokenizer,
-                       batch_size: int = 500,
-                       decode_fn: Callable[[Seq2SeqBatch, int], Tensor] | None = None):
+def accuracy_by_length(
+    model: nn.Module,
+    examples: Sequence[Example],
+    tokenizer: Tokenizer,
+    batch_size: int = 500,
+    decode_fn: Callable[[Seq2SeqBatch, int], Tensor] | None = None,
+):
     """Exact-match and per-character accuracy of greedy decoding, per length.
 
     Args:
@@ -316,15 +370,16 @@ def accuracy_by_length(model: nn.Module, examples: Sequence[Example], tokenizer:
         (accuracies in [0, 1]).
     """
     import pandas as pd
+
     if decode_fn is None:
         decode_fn = lambda b, n: model.greedy_decode(b.src, n, b.src_lengths)[0]  # noqa: E731
     was_training = model.training
     model.eval()
     stats: dict[int, list[float]] = {}
     for i in range(0, len(examples), batch_size):
-        chunk = examples[i:i + batch_size]
+        chunk = examples[i : i + batch_size]
         batch = collate(chunk, tokenizer)
-        tokens = decode_fn(batch, batch.tgt_out.shape[1] + 1)             # (B, T_out)
+        tokens = decode_fn(batch, batch.tgt_out.shape[1] + 1)  # (B, T_out)
         for ex, row in zip(chunk, tokens):
             guess = tokenizer.decode(row)
             chars = sum(a == b for a, b in zip(guess, ex.tgt)) / max(len(ex.tgt), len(guess), 1)
@@ -333,6 +388,8 @@ def accuracy_by_length(model: nn.Module, examples: Sequence[Example], tokenizer:
             s[1] += guess == ex.tgt
             s[2] += chars
     model.train(was_training)
-    rows = [{"length": k, "n": n, "exact_match": em / n, "char_accuracy": ca / n}
-            for k, (n, em, ca) in sorted(stats.items())]
+    rows = [
+        {"length": k, "n": n, "exact_match": em / n, "char_accuracy": ca / n}
+        for k, (n, em, ca) in sorted(stats.items())
+    ]
     return pd.DataFrame(rows)

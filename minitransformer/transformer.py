@@ -11,6 +11,7 @@
 Pre-LN stacks (``norm_first=True``) end with a final LayerNorm (the residual
 stream is never normalised otherwise); Post-LN stacks do not need one.
 """
+
 from __future__ import annotations
 
 import copy
@@ -55,9 +56,18 @@ class Encoder(nn.Module):
             ``bias`` and ``layer_norm_eps`` also shape the final LayerNorm.
     """
 
-    def __init__(self, num_layers: int, d_model: int, num_heads: int, d_ff: int | None = None,
-                 dropout: float = 0.0, norm_first: bool = False, activation: str = "relu",
-                 num_kv_heads: int | None = None, **layer_kwargs):
+    def __init__(
+        self,
+        num_layers: int,
+        d_model: int,
+        num_heads: int,
+        d_ff: int | None = None,
+        dropout: float = 0.0,
+        norm_first: bool = False,
+        activation: str = "relu",
+        num_kv_heads: int | None = None,
+        **layer_kwargs,
+    ):
         super().__init__()
         check_positive_int("num_layers", num_layers)
         args = (d_model, num_heads, d_ff, dropout, norm_first, activation, num_kv_heads)
@@ -107,19 +117,36 @@ class Decoder(nn.Module):
             ``bias`` and ``layer_norm_eps`` also shape the final LayerNorm.
     """
 
-    def __init__(self, num_layers: int, d_model: int, num_heads: int, d_ff: int | None = None,
-                 dropout: float = 0.0, norm_first: bool = False, activation: str = "relu",
-                 num_kv_heads: int | None = None, **layer_kwargs):
+    def __init__(
+        self,
+        num_layers: int,
+        d_model: int,
+        num_heads: int,
+        d_ff: int | None = None,
+        dropout: float = 0.0,
+        norm_first: bool = False,
+        activation: str = "relu",
+        num_kv_heads: int | None = None,
+        **layer_kwargs,
+    ):
         super().__init__()
         check_positive_int("num_layers", num_layers)
         args = (d_model, num_heads, d_ff, dropout, norm_first, activation, num_kv_heads)
         self.layers = nn.ModuleList(DecoderLayer(*args, **layer_kwargs) for _ in range(num_layers))
         self.norm = _final_norm(d_model, norm_first, layer_kwargs)
 
-    def forward(self, x: Tensor, memory: Tensor, self_mask: Tensor | None = None,
-                memory_mask: Tensor | None = None, *, is_causal: bool = True,
-                self_caches: list[KVCache] | None = None, cross_caches: list[KVCache] | None = None,
-                need_weights: bool = False):
+    def forward(
+        self,
+        x: Tensor,
+        memory: Tensor,
+        self_mask: Tensor | None = None,
+        memory_mask: Tensor | None = None,
+        *,
+        is_causal: bool = True,
+        self_caches: list[KVCache] | None = None,
+        cross_caches: list[KVCache] | None = None,
+        need_weights: bool = False,
+    ):
         """Args:
             x: ``(B, T, d_model)`` embedded target (shifted right).
             memory: the final encoder output ``(B, S, d_model)``, fed to EVERY layer.
@@ -137,10 +164,16 @@ class Decoder(nn.Module):
                 raise ValueError(f"{name} must hold one KVCache per layer ({n}), got {len(caches)}")
         self_ws, cross_ws = [], []
         for i, layer in enumerate(self.layers):
-            x = layer(x, memory, self_mask, memory_mask, is_causal=is_causal,
-                      self_cache=None if self_caches is None else self_caches[i],
-                      cross_cache=None if cross_caches is None else cross_caches[i],
-                      need_weights=need_weights)
+            x = layer(
+                x,
+                memory,
+                self_mask,
+                memory_mask,
+                is_causal=is_causal,
+                self_cache=None if self_caches is None else self_caches[i],
+                cross_cache=None if cross_caches is None else cross_caches[i],
+                need_weights=need_weights,
+            )
             if need_weights:
                 x, sw, cw = x  # (B, T, d), (B, H, T, T_total), (B, H, T, S)
                 self_ws.append(sw)
@@ -176,18 +209,36 @@ class Transformer(nn.Module):
     With ``share_embeddings`` and ``tie_output`` the paper's three matrices are one.
     """
 
-    def __init__(self, src_vocab_size: int, tgt_vocab_size: int, d_model: int = 512,
-                 num_heads: int = 8, num_encoder_layers: int = 6, num_decoder_layers: int = 6,
-                 d_ff: int | None = None, dropout: float = 0.1, norm_first: bool = False,
-                 activation: str = "relu", num_kv_heads: int | None = None, *, max_len: int = 512,
-                 share_embeddings: bool = False, tie_output: bool = False, pad_id: int | None = None):
+    def __init__(
+        self,
+        src_vocab_size: int,
+        tgt_vocab_size: int,
+        d_model: int = 512,
+        num_heads: int = 8,
+        num_encoder_layers: int = 6,
+        num_decoder_layers: int = 6,
+        d_ff: int | None = None,
+        dropout: float = 0.1,
+        norm_first: bool = False,
+        activation: str = "relu",
+        num_kv_heads: int | None = None,
+        *,
+        max_len: int = 512,
+        share_embeddings: bool = False,
+        tie_output: bool = False,
+        pad_id: int | None = None,
+    ):
         super().__init__()
-        for name, value in (("src_vocab_size", src_vocab_size), ("tgt_vocab_size", tgt_vocab_size),
-                            ("max_len", max_len)):
+        for name, value in (
+            ("src_vocab_size", src_vocab_size),
+            ("tgt_vocab_size", tgt_vocab_size),
+            ("max_len", max_len),
+        ):
             check_positive_int(name, value)
         if share_embeddings and src_vocab_size != tgt_vocab_size:
-            raise ValueError(f"share_embeddings needs src_vocab_size == tgt_vocab_size, "
-                             f"got {src_vocab_size} and {tgt_vocab_size}")
+            raise ValueError(
+                f"share_embeddings needs src_vocab_size == tgt_vocab_size, got {src_vocab_size} and {tgt_vocab_size}"
+            )
         layer_args = (d_model, num_heads, d_ff, dropout, norm_first, activation, num_kv_heads)
         self.encoder = Encoder(num_encoder_layers, *layer_args)
         self.decoder = Decoder(num_decoder_layers, *layer_args)
@@ -222,7 +273,7 @@ class Transformer(nn.Module):
         if start + L > self.max_len:
             raise ValueError(f"{name} reaches position {start + L} > max_len={self.max_len}")
         x = table(tokens) * math.sqrt(self.d_model)  # (B, L, d)
-        return self.dropout(x + self.pe[start:start + L])  # (B, L, d)
+        return self.dropout(x + self.pe[start : start + L])  # (B, L, d)
 
     def _pad_mask(self, tokens: Tensor, mask: Tensor | None) -> Tensor | None:
         if mask is None and self.pad_id is not None:
@@ -234,22 +285,31 @@ class Transformer(nn.Module):
         _check_tokens("src", src)
         return self.encoder(self._embed(src, self.src_embed, "src"), self._pad_mask(src, src_mask))
 
-    def decode(self, tgt_in: Tensor, memory: Tensor, src_mask: Tensor | None = None,
-               tgt_mask: Tensor | None = None, *, start: int = 0,
-               self_caches: list[KVCache] | None = None,
-               cross_caches: list[KVCache] | None = None) -> Tensor:
+    def decode(
+        self,
+        tgt_in: Tensor,
+        memory: Tensor,
+        src_mask: Tensor | None = None,
+        tgt_mask: Tensor | None = None,
+        *,
+        start: int = 0,
+        self_caches: list[KVCache] | None = None,
+        cross_caches: list[KVCache] | None = None,
+    ) -> Tensor:
         """Decoder logits ``(B, T, tgt_vocab)`` for ``tgt_in (B, T)`` at positions ``start ..``.
 
         ``src_mask`` masks source padding, ``tgt_mask`` target padding (both ``(B, 1, 1, L)``,
         True = real token); the causal mask is always applied.
         """
         y = self._embed(tgt_in, self.tgt_embed, "tgt_in", start)  # (B, T, d)
-        y = self.decoder(y, memory, tgt_mask, src_mask, is_causal=True,
-                         self_caches=self_caches, cross_caches=cross_caches)  # (B, T, d)
+        y = self.decoder(
+            y, memory, tgt_mask, src_mask, is_causal=True, self_caches=self_caches, cross_caches=cross_caches
+        )  # (B, T, d)
         return self.generator(y)  # (B, T, V)
 
-    def forward(self, src: Tensor, tgt_in: Tensor, src_mask: Tensor | None = None,
-                tgt_mask: Tensor | None = None) -> Tensor:
+    def forward(
+        self, src: Tensor, tgt_in: Tensor, src_mask: Tensor | None = None, tgt_mask: Tensor | None = None
+    ) -> Tensor:
         """Teacher-forced logits.
 
         Args:
@@ -285,8 +345,15 @@ class Transformer(nn.Module):
         return {"encoder": enc_w, "decoder_self": self_w, "cross": cross_w}
 
     @torch.no_grad()
-    def greedy_decode(self, src: Tensor, max_len: int, bos_id: int, eos_id: int,
-                      src_mask: Tensor | None = None, use_cache: bool = True) -> Tensor:
+    def greedy_decode(
+        self,
+        src: Tensor,
+        max_len: int,
+        bos_id: int,
+        eos_id: int,
+        src_mask: Tensor | None = None,
+        use_cache: bool = True,
+    ) -> Tensor:
         """Autoregressive greedy decoding: feed BOS, append the argmax token, repeat.
 
         With ``use_cache`` every decoder layer keeps a :class:`KVCache` of its
@@ -326,8 +393,9 @@ class Transformer(nn.Module):
             cross_caches = [self._new_cache(B, S, layer.cross_attn, static=True) for layer in self.decoder.layers]
         for step in range(max_len):
             if use_cache:
-                logits = self.decode(ys[:, -1:], memory, src_mask, start=step,
-                                     self_caches=self_caches, cross_caches=cross_caches)  # (B, 1, V)
+                logits = self.decode(
+                    ys[:, -1:], memory, src_mask, start=step, self_caches=self_caches, cross_caches=cross_caches
+                )  # (B, 1, V)
             else:
                 logits = self.decode(ys, memory, src_mask)  # (B, step + 1, V)
             next_token = logits[:, -1].argmax(dim=-1).masked_fill(done, fill)  # (B,)
@@ -340,5 +408,6 @@ class Transformer(nn.Module):
 
     def _new_cache(self, batch_size: int, length: int, attn, static: bool = False) -> KVCache:
         p = self.generator.weight
-        return KVCache(batch_size, attn.num_kv_heads, length, attn.head_dim,
-                       device=p.device, dtype=p.dtype, static=static)
+        return KVCache(
+            batch_size, attn.num_kv_heads, length, attn.head_dim, device=p.device, dtype=p.dtype, static=static
+        )

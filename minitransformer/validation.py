@@ -16,6 +16,7 @@ here, so that the same mistake reads the same everywhere:
 
 This module imports only torch and NumPy; every other module may import it.
 """
+
 from __future__ import annotations
 
 import numbers
@@ -26,8 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["describe", "check_positive_int", "check_probability", "check_qkv", "check_qkv_shapes",
-           "FLOAT_DTYPES"]
+__all__ = ["describe", "check_positive_int", "check_probability", "check_qkv", "check_qkv_shapes", "FLOAT_DTYPES"]
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -65,8 +65,9 @@ def _int_kind(minimum: int, multiple_of: int) -> str:
     return f"a {sign} {noun}"
 
 
-def check_positive_int(name: str, value: Any, *, minimum: int = 1, multiple_of: int = 1,
-                       where: str | None = None) -> int:
+def check_positive_int(
+    name: str, value: Any, *, minimum: int = 1, multiple_of: int = 1, where: str | None = None
+) -> int:
     """Check that ``value`` is an int ``>= minimum`` (``bool`` is rejected).
 
     Args:
@@ -112,6 +113,7 @@ def check_probability(name: str, p: Any, *, where: str | None = None) -> float:
 
 # -- queries, keys and values ----------------------------------------------------------------------
 
+
 def _check_ranks(shapes: Sequence[tuple[int, ...]], names: Sequence[str], grouped: bool) -> None:
     """Exactly 4 dims ``(B, H, N, d)`` in the grouped layout, at least 2 ``(..., L, d)`` otherwise."""
     for name, shape in zip(names, shapes):
@@ -134,8 +136,9 @@ def _check_broadcast_batch(q_shape: tuple[int, ...], k_shape: tuple[int, ...], n
         raise ValueError(f"{nk}'s leading dims {k_shape[:-2]} would enlarge {nq}'s {q_shape[:-2]}")
 
 
-def _check_grouped_batch(q_shape: tuple[int, ...], k_shape: tuple[int, ...], v_shape: tuple[int, ...],
-                         names: Sequence[str]) -> None:
+def _check_grouped_batch(
+    q_shape: tuple[int, ...], k_shape: tuple[int, ...], v_shape: tuple[int, ...], names: Sequence[str]
+) -> None:
     """``(B, H, N, d)`` against ``(B, H_kv, N_k, d)``: one batch, ``H % H_kv == 0``, one head dim, no empty axis."""
     nq, nk, nv = names
     B, H, N, d = q_shape
@@ -144,15 +147,23 @@ def _check_grouped_batch(q_shape: tuple[int, ...], k_shape: tuple[int, ...], v_s
     if k_shape[1] == 0 or H % k_shape[1]:
         raise ValueError(f"{nq} has {H} heads, not a multiple of {nk}'s {k_shape[1]} heads")
     if v_shape[3] != d:
-        raise ValueError(f"{nv} has head dim {v_shape[3]} but {nq} and {nk} have {d}; "
-                         "the flash kernels need one head dim")
+        raise ValueError(
+            f"{nv} has head dim {v_shape[3]} but {nq} and {nk} have {d}; the flash kernels need one head dim"
+        )
     if min(B, H, N, d, k_shape[2]) == 0:
         raise ValueError(f"empty input: {nq} {q_shape}, {nk} {k_shape}")
 
 
-def check_qkv_shapes(q_shape: Sequence[int], k_shape: Sequence[int], v_shape: Sequence[int], *,
-                     grouped: bool = False, square: str | None = None, same_head_dim: bool = True,
-                     names: Sequence[str] = ("q", "k", "v")) -> None:
+def check_qkv_shapes(
+    q_shape: Sequence[int],
+    k_shape: Sequence[int],
+    v_shape: Sequence[int],
+    *,
+    grouped: bool = False,
+    square: str | None = None,
+    same_head_dim: bool = True,
+    names: Sequence[str] = ("q", "k", "v"),
+) -> None:
     """Check the shapes of queries, keys and values for attention (no tensors needed).
 
     Two layouts:
@@ -182,25 +193,33 @@ def check_qkv_shapes(q_shape: Sequence[int], k_shape: Sequence[int], v_shape: Se
     nq, nk, nv = names
     _check_ranks((q_shape, k_shape, v_shape), names, grouped)
     if same_head_dim and q_shape[-1] != k_shape[-1]:
-        raise ValueError(f"{nq} has head dim {q_shape[-1]} but {nk} has {k_shape[-1]} "
-                         f"(shapes {q_shape} and {k_shape})")
+        raise ValueError(f"{nq} has head dim {q_shape[-1]} but {nk} has {k_shape[-1]} (shapes {q_shape} and {k_shape})")
     if k_shape[-2] != v_shape[-2]:
-        raise ValueError(f"{nk} has {k_shape[-2]} keys but {nv} has {v_shape[-2]} values "
-                         f"(shapes {k_shape} and {v_shape})")
+        raise ValueError(
+            f"{nk} has {k_shape[-2]} keys but {nv} has {v_shape[-2]} values (shapes {k_shape} and {v_shape})"
+        )
     if k_shape[:-2] != v_shape[:-2]:
-        raise ValueError(f"{nk} and {nv} must share their leading (batch, head) dims, "
-                         f"got {k_shape} and {v_shape}")
+        raise ValueError(f"{nk} and {nv} must share their leading (batch, head) dims, got {k_shape} and {v_shape}")
     if grouped:
         _check_grouped_batch(q_shape, k_shape, v_shape, names)
     else:
         _check_broadcast_batch(q_shape, k_shape, names)
     if square is not None and k_shape[-2] != q_shape[-2]:
-        raise ValueError(f"{square} needs as many keys as queries; {nq} has N={q_shape[-2]}, "
-                         f"{nk} has N_k={k_shape[-2]}")
+        raise ValueError(
+            f"{square} needs as many keys as queries; {nq} has N={q_shape[-2]}, {nk} has N_k={k_shape[-2]}"
+        )
 
 
-def check_qkv(q: Any, k: Any, v: Any, *, grouped: bool = False, square: str | None = None,
-              same_head_dim: bool = True, names: Sequence[str] = ("q", "k", "v")) -> None:
+def check_qkv(
+    q: Any,
+    k: Any,
+    v: Any,
+    *,
+    grouped: bool = False,
+    square: str | None = None,
+    same_head_dim: bool = True,
+    names: Sequence[str] = ("q", "k", "v"),
+) -> None:
     """Check query, key and value tensors for attention, before any work.
 
     Checks that all three are torch tensors, their shapes (see
@@ -215,12 +234,12 @@ def check_qkv(q: Any, k: Any, v: Any, *, grouped: bool = False, square: str | No
     for name, t in zip(names, (q, k, v)):
         if not isinstance(t, Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    check_qkv_shapes(q.shape, k.shape, v.shape, grouped=grouped, square=square,
-                     same_head_dim=same_head_dim, names=names)
+    check_qkv_shapes(
+        q.shape, k.shape, v.shape, grouped=grouped, square=square, same_head_dim=same_head_dim, names=names
+    )
     for name, t in zip(names, (q, k, v)):
         if t.dtype not in FLOAT_DTYPES:
-            raise TypeError(f"{name} must be a floating tensor (float16/bfloat16/float32/float64), "
-                            f"got {t.dtype}")
+            raise TypeError(f"{name} must be a floating tensor (float16/bfloat16/float32/float64), got {t.dtype}")
     if not (q.dtype == k.dtype == v.dtype):
         raise TypeError(f"{', '.join(names)} must have one dtype; got {q.dtype}, {k.dtype}, {v.dtype}")
     if not (q.device == k.device == v.device):

@@ -6,6 +6,7 @@ This is how a chapter's committed outputs are produced (nbval then checks
 that they reproduce). Runs from the repository root with the installed
 package; cells tagged ``skip-execution`` are left as they are.
 """
+
 from __future__ import annotations
 
 import os
@@ -15,7 +16,6 @@ from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
-
 
 # The kernel inherits these: MKL's strict reproducible mode (results independent of
 # memory alignment, see minitransformer.book.notebook.setup), and threads that sleep
@@ -27,8 +27,13 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 def execute(path: Path, timeout: int = 1200) -> float:
     nb = nbformat.read(path, as_version=4)
     start = time.perf_counter()
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", store_widget_state=True,
-                            resources={"metadata": {"path": str(path.parent)}})
+    client = NotebookClient(
+        nb,
+        timeout=timeout,
+        kernel_name="python3",
+        store_widget_state=True,
+        resources={"metadata": {"path": str(path.parent)}},
+    )
     # Do not imitate a front end's Output widgets: what a widget callback prints is
     # then stored as the cell's own output, exactly as nbval (which has no front end)
     # sees it, and the static book shows it under the widget's saved controls.

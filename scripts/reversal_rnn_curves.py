@@ -11,6 +11,7 @@ chapter reads them with :func:`minitransformer.book.encdec_experiments.stored_rn
 Rerun it whenever chapters 1-2's setup changes (a test compares the stored
 setup with :data:`REVERSAL`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,11 @@ from minitransformer.book.seq2seq_experiments import REVERSAL, model_label, reve
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", default="none,bahdanau",
-                   help="comma-separated attention kinds ('none' = no attention); default none,bahdanau")
+    p.add_argument(
+        "--models",
+        default="none,bahdanau",
+        help="comma-separated attention kinds ('none' = no attention); default none,bahdanau",
+    )
     p.add_argument("--out", default=str(RNN_CURVES_PATH))
     args = p.parse_args(argv)
     kinds = [None if k.strip() == "none" else k.strip() for k in args.models.split(",")]
@@ -47,12 +51,20 @@ def main(argv: list[str] | None = None) -> int:
         acc["char_accuracy"] = acc.char_accuracy.round(4)
         rows += acc.to_dict(orient="records")
         seconds[model_label(kind)] = round(run.cpu_seconds, 1)
-        print(f"{model_label(kind)}: {run.cpu_seconds:.0f} CPU s; exact match on trained lengths "
-              f"{run.summary()['exact_match_trained']:.3f}", flush=True)
-    blob = {"setup": reversal_setup_dict(REVERSAL), "cpu_seconds": seconds, "threads": torch.get_num_threads(),
-            "torch": str(torch.__version__), "date": dt.date.today().isoformat(),
-            "command": "python scripts/reversal_rnn_curves.py " + " ".join(sys.argv[1:] if argv is None else argv),
-            "accuracy": rows}
+        print(
+            f"{model_label(kind)}: {run.cpu_seconds:.0f} CPU s; exact match on trained lengths "
+            f"{run.summary()['exact_match_trained']:.3f}",
+            flush=True,
+        )
+    blob = {
+        "setup": reversal_setup_dict(REVERSAL),
+        "cpu_seconds": seconds,
+        "threads": torch.get_num_threads(),
+        "torch": str(torch.__version__),
+        "date": dt.date.today().isoformat(),
+        "command": "python scripts/reversal_rnn_curves.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "accuracy": rows,
+    }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(blob, indent=1, default=bool) + "\n")

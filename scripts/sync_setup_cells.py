@@ -7,6 +7,7 @@
 the launch buttons read it, and this script copies it into the
 `pip install ... git+URL` line each chapter runs on Colab.
 """
+
 from __future__ import annotations
 
 import re

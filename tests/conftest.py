@@ -3,6 +3,7 @@
 
 Plain helper functions (seeded tensors, loading a benchmark script) are in
 `tests/helpers.py`; `make test-fast` deselects the `slow` marker (see Makefile)."""
+
 from __future__ import annotations
 
 import importlib.metadata

@@ -5,6 +5,7 @@ module imports as `helpers`. Fixtures live in `conftest.py`; the float64
 reference implementations live in `minitransformer/reference.py` (exercise
 checkers use them too).
 """
+
 from __future__ import annotations
 
 import importlib.util

@@ -1,4 +1,5 @@
 """scaled_dot_product_attention and the masks, against PyTorch and float64 loops."""
+
 from __future__ import annotations
 
 import pytest
@@ -6,12 +7,16 @@ import torch
 import torch.nn.functional as F
 
 from helpers import rand
-from minitransformer.attention import causal_bias
 from minitransformer import causal_mask, padding_mask, scaled_dot_product_attention
+from minitransformer.attention import causal_bias
 from minitransformer.reference import attention_ref, causal_mask_ref
 
 SHAPES = [  # (lead, Lq, Lk, d, dv)
-    ((), 1, 1, 4, 4), ((), 3, 5, 8, 2), ((2,), 7, 7, 16, 16), ((2, 3), 5, 9, 8, 4), ((1, 4), 1, 13, 32, 8),
+    ((), 1, 1, 4, 4),
+    ((), 3, 5, 8, 2),
+    ((2,), 7, 7, 16, 16),
+    ((2, 3), 5, 9, 8, 4),
+    ((1, 4), 1, 13, 32, 8),
 ]
 
 
@@ -27,8 +32,9 @@ def test_matches_float64_reference_and_torch(lead, Lq, Lk, d, dv):
 
 @pytest.mark.parametrize("lead,Lq,Lk,d,dv", SHAPES)
 def test_rows_sum_to_one(lead, Lq, Lk, d, dv):
-    _, w = scaled_dot_product_attention(rand(*lead, Lq, d), rand(*lead, Lk, d, seed=1), rand(*lead, Lk, dv, seed=2),
-                                        return_weights=True)
+    _, w = scaled_dot_product_attention(
+        rand(*lead, Lq, d), rand(*lead, Lk, d, seed=1), rand(*lead, Lk, dv, seed=2), return_weights=True
+    )
     assert torch.allclose(w.sum(-1), torch.ones(w.shape[:-1], dtype=w.dtype))
 
 
@@ -100,8 +106,9 @@ def test_permutation_equivariance_without_mask():
 
 def test_scale_and_dropout():
     q, k, v = rand(3, 4), rand(5, 4, seed=1), rand(5, 2, seed=2)
-    assert torch.allclose(scaled_dot_product_attention(q, k, v, scale=0.3),
-                          torch.from_numpy(attention_ref(q, k, v, scale=0.3)))
+    assert torch.allclose(
+        scaled_dot_product_attention(q, k, v, scale=0.3), torch.from_numpy(attention_ref(q, k, v, scale=0.3))
+    )
     assert torch.allclose(scaled_dot_product_attention(q, k, v, dropout_p=0.0), scaled_dot_product_attention(q, k, v))
 
 
@@ -125,19 +132,40 @@ def test_gradcheck():
     assert torch.autograd.gradcheck(lambda a, b, c: scaled_dot_product_attention(a, b, c, mask), (q, k, v))
 
 
-@pytest.mark.parametrize("args,kwargs,error,match", [
-    ((torch.zeros(2, 3, 8), torch.zeros(2, 4, 4), torch.zeros(2, 4, 4)), {}, ValueError, "q has head dim 8 but k has 4"),
-    ((torch.zeros(3, 8), torch.zeros(4, 8), torch.zeros(5, 8)), {}, ValueError, "k has 4 keys but v has 5"),
-    ((torch.zeros(3, 8), torch.zeros(4, 8), torch.zeros(4, 8), torch.ones(3, 4)), {}, TypeError, "dtype torch.bool"),
-    ((torch.zeros(3, 8), torch.zeros(4, 8), torch.zeros(4, 8), torch.ones(3, 5, dtype=torch.bool)), {}, ValueError,
-     "does not broadcast"),
-    ((torch.zeros(3, 8), torch.zeros(4, 8), torch.zeros(4, 8), torch.ones(2, 3, 4, dtype=torch.bool)), {}, ValueError,
-     "does not broadcast"),
-    ((torch.zeros(8), torch.zeros(4, 8), torch.zeros(4, 8)), {}, ValueError, "at least 2 dims"),
-    ((torch.zeros(3, 8), torch.zeros(4, 8), torch.zeros(4, 8)), {"dropout_p": 1.0}, ValueError, "dropout_p"),
-    ((torch.zeros(2, 3, 8), torch.zeros(3, 4, 8), torch.zeros(3, 4, 8)), {}, ValueError, "do not broadcast"),
-    ((torch.zeros(5, 8), torch.zeros(4, 8), torch.zeros(4, 8)), {"is_causal": True}, ValueError, "Lk=4 < Lq=5"),
-])
+@pytest.mark.parametrize(
+    "args,kwargs,error,match",
+    [
+        (
+            (torch.zeros(2, 3, 8), torch.zeros(2, 4, 4), torch.zeros(2, 4, 4)),
+            {},
+            ValueError,
+            "q has head dim 8 but k has 4",
+        ),
+        ((torch.zeros(3, 8), torch.zeros(4, 8), torch.zeros(5, 8)), {}, ValueError, "k has 4 keys but v has 5"),
+        (
+            (torch.zeros(3, 8), torch.zeros(4, 8), torch.zeros(4, 8), torch.ones(3, 4)),
+            {},
+            TypeError,
+            "dtype torch.bool",
+        ),
+        (
+            (torch.zeros(3, 8), torch.zeros(4, 8), torch.zeros(4, 8), torch.ones(3, 5, dtype=torch.bool)),
+            {},
+            ValueError,
+            "does not broadcast",
+        ),
+        (
+            (torch.zeros(3, 8), torch.zeros(4, 8), torch.zeros(4, 8), torch.ones(2, 3, 4, dtype=torch.bool)),
+            {},
+            ValueError,
+            "does not broadcast",
+        ),
+        ((torch.zeros(8), torch.zeros(4, 8), torch.zeros(4, 8)), {}, ValueError, "at least 2 dims"),
+        ((torch.zeros(3, 8), torch.zeros(4, 8), torch.zeros(4, 8)), {"dropout_p": 1.0}, ValueError, "dropout_p"),
+        ((torch.zeros(2, 3, 8), torch.zeros(3, 4, 8), torch.zeros(3, 4, 8)), {}, ValueError, "do not broadcast"),
+        ((torch.zeros(5, 8), torch.zeros(4, 8), torch.zeros(4, 8)), {"is_causal": True}, ValueError, "Lk=4 < Lq=5"),
+    ],
+)
 def test_clear_errors(args, kwargs, error, match):
     with pytest.raises(error, match=match):
         scaled_dot_product_attention(*args, **kwargs)
@@ -181,14 +209,14 @@ def test_causal_path_equals_masked_fill_path_in_value_and_gradient(dtype):
 
 
 def test_causal_bias_cache_and_inference_mode():
-    assert causal_bias(6, 6) is causal_bias(6, 6)                     # small: cached
+    assert causal_bias(6, 6) is causal_bias(6, 6)  # small: cached
     assert causal_bias(6, 6, dtype=torch.float64) is not causal_bias(6, 6)
     big = causal_bias(1025, 1025)
     assert big is not causal_bias(1025, 1025) and big.shape == (1025, 1025)  # large: built each time
     with torch.inference_mode():
-        first = causal_bias(13, 13)                                   # first built under inference mode
+        first = causal_bias(13, 13)  # first built under inference mode
         scaled_dot_product_attention(*(torch.randn(1, 13, 4) for _ in range(3)), is_causal=True)
     q = torch.randn(1, 13, 4, requires_grad=True)
-    out = scaled_dot_product_attention(q, q, q, is_causal=True)       # still trains afterwards
+    out = scaled_dot_product_attention(q, q, q, is_causal=True)  # still trains afterwards
     out.sum().backward()
     assert not first.is_inference() and torch.isfinite(q.grad).all()

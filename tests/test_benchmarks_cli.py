@@ -1,4 +1,5 @@
 """The benchmark scripts run on a CPU: --help, and a --dry-run end to end."""
+
 from __future__ import annotations
 
 import json
@@ -19,12 +20,12 @@ def test_help(name, capsys):
 
 def test_flops_convention():
     bench = load_benchmark("bench_flash")
-    assert bench.attention_flops(2, 16, 4096, 128, False) == 4 * 2 * 16 * 4096 ** 2 * 128
-    assert bench.attention_flops(2, 16, 4096, 128, True) == 2 * 2 * 16 * 4096 ** 2 * 128
+    assert bench.attention_flops(2, 16, 4096, 128, False) == 4 * 2 * 16 * 4096**2 * 128
+    assert bench.attention_flops(2, 16, 4096, 128, True) == 2 * 2 * 16 * 4096**2 * 128
     assert bench.attention_flops(1, 1, 10, 8, False, backward=True) == 2.5 * 4 * 100 * 8
     configs = bench.grid([512, 16384], [64, 128])
     assert all(c["B"] * c["N"] == 16384 and c["H"] * c["d"] == 2048 for c in configs)
-    assert len(configs) == 8                                      # 2 N x 2 d x causal and not
+    assert len(configs) == 8  # 2 N x 2 d x causal and not
 
 
 def test_flash_dry_run_writes_json(tmp_path, capsys):
@@ -36,7 +37,7 @@ def test_flash_dry_run_writes_json(tmp_path, capsys):
     assert {"torch-twin", "sdpa-math", "sdpa-default"} <= methods
     assert all(r["fwd_ms"] > 0 for r in data["grid"])
     assert "| d | N | causal |" in data["table"] and "| 16 | 64 | 1 |" in data["table"]
-    assert "B= 32 H= 32 N=   512 d= 64" in capsys.readouterr().out      # the planned GPU grid
+    assert "B= 32 H= 32 N=   512 d= 64" in capsys.readouterr().out  # the planned GPU grid
 
 
 def test_decode_dry_run_writes_json(tmp_path):
@@ -44,11 +45,12 @@ def test_decode_dry_run_writes_json(tmp_path):
     assert load_benchmark("bench_decode").main(["--dry-run", "--out", str(out)]) == 0
     data = json.loads(out.read_text())
     assert data["splits"][0]["split_ms"] > 0 and data["splits"][0]["one_block_ms"] > 0
-    assert data["generate"]["same_tokens"] is True                 # cached == recomputed, greedy
+    assert data["generate"]["same_tokens"] is True  # cached == recomputed, greedy
 
 
 def test_gpu_mode_refuses_without_gpu():
     import torch
+
     if torch.cuda.is_available():
         pytest.skip("has a GPU")
     assert load_benchmark("bench_flash").main(["--ns", "512"]) == 2

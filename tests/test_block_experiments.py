@@ -1,5 +1,6 @@
 """Chapter 6's experiment helpers: LayerNorm by hand, the FFN as 1x1 convolutions,
 gradients through residual stacks, and the Post-LN / Pre-LN training comparison."""
+
 from __future__ import annotations
 
 import math
@@ -10,8 +11,13 @@ import torch.nn as nn
 
 from minitransformer import FeedForward
 from minitransformer.book.block_experiments import (
-    BlockStackModel, ConvFeedForward, PreviousTokenTask, input_gradient_norms, layer_norm,
-    norm_placement_experiment, train_block_stack,
+    BlockStackModel,
+    ConvFeedForward,
+    PreviousTokenTask,
+    input_gradient_norms,
+    layer_norm,
+    norm_placement_experiment,
+    train_block_stack,
 )
 
 
@@ -60,8 +66,9 @@ def test_block_stack_model_shapes_and_placement():
 
 
 def test_training_is_seeded_and_warmup_ramps_lr():
-    kw = dict(num_layers=1, d_model=8, num_heads=2, task=PreviousTokenTask(6, 4), steps=6, batch_size=4,
-              lr=1e-2, log_every=1)
+    kw = dict(
+        num_layers=1, d_model=8, num_heads=2, task=PreviousTokenTask(6, 4), steps=6, batch_size=4, lr=1e-2, log_every=1
+    )
     _, a = train_block_stack(True, **kw)
     _, b = train_block_stack(True, **kw)
     assert a.equals(b) and list(a.step) == [1, 2, 3, 4, 5, 6]
@@ -70,8 +77,16 @@ def test_training_is_seeded_and_warmup_ramps_lr():
 
 
 def test_norm_placement_experiment_frame():
-    df = norm_placement_experiment(num_layers=1, d_model=8, num_heads=2, task=PreviousTokenTask(6, 4),
-                                   steps=3, batch_size=4, log_every=1, post_ln_warmup=2)
+    df = norm_placement_experiment(
+        num_layers=1,
+        d_model=8,
+        num_heads=2,
+        task=PreviousTokenTask(6, 4),
+        steps=3,
+        batch_size=4,
+        log_every=1,
+        post_ln_warmup=2,
+    )
     assert set(df.run) == {"Post-LN", "Pre-LN", "Post-LN + warmup"} and len(df) == 9
     assert df.attrs["uniform_loss"] == pytest.approx(math.log(6))
     first = df[df.step == 1].set_index("run").loss  # same seed and batch, different placements

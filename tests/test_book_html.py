@@ -1,7 +1,7 @@
 """The HTML build succeeds without warnings, and its pages draw offline in headless Chromium."""
+
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess
@@ -22,8 +22,18 @@ pytestmark = pytest.mark.slow
 def built_html(tmp_path_factory) -> Path:
     """Build the book exactly as `make book` does, into a temporary folder."""
     out = tmp_path_factory.mktemp("book")
-    cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build", str(ROOT),
-           "--path-output", str(out), "-W", "-n", "--keep-going"]
+    cmd = [
+        sys.executable,
+        "-c",
+        "from jupyter_book.cli.main import main; main()",
+        "build",
+        str(ROOT),
+        "--path-output",
+        str(out),
+        "-W",
+        "-n",
+        "--keep-going",
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900)
     log = result.stdout + result.stderr
     assert result.returncode == 0, f"jupyter-book build failed:\n{log[-4000:]}"
@@ -48,10 +58,21 @@ def test_no_cdn_is_needed_to_draw(built_html):
 
 def _dump_dom(page: Path) -> str:
     profile = tempfile.mkdtemp()
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-           "--disable-component-update", "--no-first-run", "--disable-sync", f"--user-data-dir={profile}",
-           "--host-resolver-rules=MAP * ~NOTFOUND",  # no network at all: every host lookup fails
-           "--virtual-time-budget=20000", "--dump-dom", page.as_uri()]
+    cmd = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--host-resolver-rules=MAP * ~NOTFOUND",  # no network at all: every host lookup fails
+        "--virtual-time-budget=20000",
+        "--dump-dom",
+        page.as_uri(),
+    ]
     try:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=180).stdout
     finally:

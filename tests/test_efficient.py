@@ -1,6 +1,7 @@
 """Sparse masks, sliding-window, linear and FAVOR+ attention, and the cost helpers, against
 float64 brute-force definitions (the masks' rules pair by pair here; attention from
 minitransformer.reference)."""
+
 from __future__ import annotations
 
 import math
@@ -9,19 +10,33 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import rand
 import minitransformer as mt
+from helpers import rand
 from minitransformer.book.cost import TensorMemoryTracker, loglog_slope, measure_cost, peak_tensor_bytes, time_call
-from minitransformer.efficient import (global_token_mask, mask_density, random_mask, sliding_window_attention,
-                                       sliding_window_mask, sparse_attention, strided_mask)
-from minitransformer.linear_attention import (elu_feature_map, favor_attention, favor_features, linear_attention,
-                                              linear_attention_from_features, orthogonal_random_features)
+from minitransformer.efficient import (
+    global_token_mask,
+    mask_density,
+    random_mask,
+    sliding_window_attention,
+    sliding_window_mask,
+    sparse_attention,
+    strided_mask,
+)
+from minitransformer.linear_attention import (
+    elu_feature_map,
+    favor_attention,
+    favor_features,
+    linear_attention,
+    linear_attention_from_features,
+    orthogonal_random_features,
+)
 from minitransformer.reference import attention_ref, linear_attention_ref
 
 f64 = torch.float64
 
 
 # ---- masks against their definitions, pair by pair ----------------------------------------------
+
 
 def brute(n, rule):
     return torch.tensor([[bool(rule(i, j)) for j in range(n)] for i in range(n)])
@@ -55,8 +70,7 @@ def test_global_token_mask_matches_definition(glob, w):
     G = set(range(glob)) if isinstance(glob, int) else set(glob)
     rule = lambda i, j: i in G or j in G or abs(i - j) <= w  # noqa: E731
     assert torch.equal(global_token_mask(n, glob, window=w), brute(n, rule))
-    assert torch.equal(global_token_mask(n, glob, window=w, causal=True),
-                       brute(n, lambda i, j: j <= i and rule(i, j)))
+    assert torch.equal(global_token_mask(n, glob, window=w, causal=True), brute(n, lambda i, j: j <= i and rule(i, j)))
 
 
 @pytest.mark.parametrize("causal", [False, True])
@@ -97,6 +111,7 @@ def test_other_builders_reject_bad_arguments():
 
 
 # ---- sparse attention ------------------------------------------------------------------------------
+
 
 def test_sparse_attention_is_masked_attention_and_reference():
     q, k, v = rand(2, 3, 11, 8, seed=1), rand(2, 3, 11, 8, seed=2), rand(2, 3, 11, 5, seed=3)
@@ -173,6 +188,7 @@ def test_sliding_window_memory_is_linear_in_n():
 
 # ---- linear attention -------------------------------------------------------------------------------
 
+
 def test_elu_feature_map_is_positive():
     x = torch.linspace(-30, 30, 101, dtype=f64)
     assert (elu_feature_map(x) > 0).all()
@@ -219,12 +235,13 @@ def test_linear_attention_rejects_bad_arguments():
 
 # ---- random features (FAVOR+) --------------------------------------------------------------------
 
+
 def test_orthogonal_random_features_shape_orthogonality_and_seed():
     W = orthogonal_random_features(20, 8, seed=3)
     assert W.shape == (20, 8)
     U = W / W.norm(dim=1, keepdim=True)
     block = U[:8] @ U[:8].T
-    assert torch.allclose(block, torch.eye(8, dtype=f64), atol=1e-12)     # a block is orthogonal
+    assert torch.allclose(block, torch.eye(8, dtype=f64), atol=1e-12)  # a block is orthogonal
     assert torch.equal(W, orthogonal_random_features(20, 8, seed=3))
     assert not torch.equal(W, orthogonal_random_features(20, 8, seed=4))
     with pytest.raises(ValueError, match="num_features"):
@@ -233,19 +250,19 @@ def test_orthogonal_random_features_shape_orthogonality_and_seed():
 
 def test_row_lengths_are_chi_distributed():
     W = orthogonal_random_features(4096, 16, seed=0)
-    sq = (W * W).sum(1)                      # chi-square with 16 degrees of freedom: mean 16, var 32
+    sq = (W * W).sum(1)  # chi-square with 16 degrees of freedom: mean 16, var 32
     assert abs(sq.mean().item() - 16) < 0.5 and abs(sq.var().item() - 32) < 4
 
 
 def test_positive_random_features_estimate_exp_dot_product_unbiasedly():
     x, y = rand(6, seed=20) * 0.4, rand(6, seed=21) * 0.4
     W = orthogonal_random_features(60000, 6, seed=0)
-    fx = favor_features(x[None], W, stabilizer="none")[0] * math.sqrt(60000)   # one term per feature
+    fx = favor_features(x[None], W, stabilizer="none")[0] * math.sqrt(60000)  # one term per feature
     fy = favor_features(y[None], W, stabilizer="none")[0] * math.sqrt(60000)
-    terms = (fx * fy).numpy()                       # each term is an unbiased estimate of exp(x . y)
+    terms = (fx * fy).numpy()  # each term is an unbiased estimate of exp(x . y)
     assert (fx > 0).all()
     standard_error = terms.std() / math.sqrt(terms.size)
-    assert abs(terms.mean() - math.exp(x @ y)) < 4 * standard_error < 0.06   # exp(x . y) = 0.98
+    assert abs(terms.mean() - math.exp(x @ y)) < 4 * standard_error < 0.06  # exp(x . y) = 0.98
 
 
 def favor_error(n_features, seed, causal=False):
@@ -284,15 +301,16 @@ def test_favor_rejects_bad_arguments():
 
 # ---- cost helpers ----------------------------------------------------------------------------------------
 
+
 def test_tracker_counts_live_tensors_exactly():
     x = torch.zeros(1000)
     with TensorMemoryTracker() as t:
-        a = x + 1                  # 4000 bytes
-        b = a * 2                  # 8000 live
-        del a                      # 4000 live
-        c = b.view(10, 100)        # a view: nothing new
-        b.add_(1)                  # in place: nothing new
-        d = torch.empty(250)       # 5000 live
+        a = x + 1  # 4000 bytes
+        b = a * 2  # 8000 live
+        del a  # 4000 live
+        c = b.view(10, 100)  # a view: nothing new
+        b.add_(1)  # in place: nothing new
+        d = torch.empty(250)  # 5000 live
     assert t.peak == 8000 and t.live == 5000
     del b, c, d
 
@@ -300,6 +318,7 @@ def test_tracker_counts_live_tensors_exactly():
 def test_peak_of_naive_attention_is_quadratic():
     def naive(q):
         return torch.softmax(q @ q.transpose(-1, -2), -1) @ q
+
     peaks = [peak_tensor_bytes(naive, torch.zeros(n, 8)) for n in (64, 128, 256)]
     # the scores and the weights are alive together; the scores are freed before the output exists
     assert peaks == [2 * n * n * 4 for n in (64, 128, 256)]
@@ -319,7 +338,7 @@ def test_measure_cost_and_time_call():
 
 def test_loglog_slope():
     n = np.array([1, 2, 4, 8])
-    assert loglog_slope(n, 3 * n ** 2) == pytest.approx(2.0)
+    assert loglog_slope(n, 3 * n**2) == pytest.approx(2.0)
     assert loglog_slope(n, n) == pytest.approx(1.0)
     with pytest.raises(ValueError):
         loglog_slope([1, 2], [0, 1])
@@ -328,6 +347,13 @@ def test_loglog_slope():
 def test_exports():
     import minitransformer.efficient as efficient
 
-    for name in ("sliding_window_mask", "strided_mask", "global_token_mask", "sparse_attention",
-                 "sliding_window_attention", "linear_attention", "favor_attention"):
+    for name in (
+        "sliding_window_mask",
+        "strided_mask",
+        "global_token_mask",
+        "sparse_attention",
+        "sliding_window_attention",
+        "linear_attention",
+        "favor_attention",
+    ):
         assert hasattr(efficient, name) and name in efficient.__all__

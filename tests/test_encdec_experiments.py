@@ -1,23 +1,40 @@
 """Chapter 7's Lab 1 (encoder-decoder transformer on reversal, tiny settings) and the null-space construction."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 
 from minitransformer import Transformer
-from minitransformer.data import collate
-from minitransformer.book.encdec_experiments import (CHECKPOINT_PATH, RNN_CURVES_PATH, ReversalTransformerSetup,
-                                                load_reversal_transformer, reversal_accuracy, reversal_setup_dict,
-                                                run_transformer_reversal, save_reversal_transformer,
-                                                stored_rnn_curves, with_source_eos)
-from minitransformer.book.explanation import (constraint_matrix, gpt_head_values, move_weight_off, null_space_basis,
-                                         null_space_projection, same_output_weights)
+from minitransformer.book.encdec_experiments import (
+    CHECKPOINT_PATH,
+    RNN_CURVES_PATH,
+    ReversalTransformerSetup,
+    load_reversal_transformer,
+    reversal_accuracy,
+    reversal_setup_dict,
+    run_transformer_reversal,
+    save_reversal_transformer,
+    stored_rnn_curves,
+    with_source_eos,
+)
+from minitransformer.book.explanation import (
+    constraint_matrix,
+    gpt_head_values,
+    move_weight_off,
+    null_space_basis,
+    null_space_projection,
+    same_output_weights,
+)
 from minitransformer.book.seq2seq_experiments import REVERSAL, ReversalSetup, reversal_data
+from minitransformer.data import collate
 
-TINY_DATA = ReversalSetup(train_lengths=(2, 5), test_lengths=(2, 7), n_train=300, n_test_per_length=4,
-                          preset="tiny", steps=6, batch_size=32)
-TINY = ReversalTransformerSetup(d_model=16, num_heads=2, num_encoder_layers=1, num_decoder_layers=1, d_ff=32,
-                                steps=8, batch_size=32)
+TINY_DATA = ReversalSetup(
+    train_lengths=(2, 5), test_lengths=(2, 7), n_train=300, n_test_per_length=4, preset="tiny", steps=6, batch_size=32
+)
+TINY = ReversalTransformerSetup(
+    d_model=16, num_heads=2, num_encoder_layers=1, num_decoder_layers=1, d_ff=32, steps=8, batch_size=32
+)
 
 
 @pytest.mark.parametrize("src_eos", [False, True])
@@ -32,14 +49,25 @@ def test_run_is_deterministic_and_reports_per_length(src_eos):
     assert list(acc.length) == list(range(2, 8)) and (acc.n == 4).all()
     assert list(acc.trained_length) == [True] * 4 + [False] * 2
     row = a.summary()
-    assert row["model"] == "transformer" and {"exact_match_trained", "exact_match_longer", "exact_match_at_7"} <= set(row)
+    assert row["model"] == "transformer" and {"exact_match_trained", "exact_match_longer", "exact_match_at_7"} <= set(
+        row
+    )
 
 
 @pytest.mark.slow
 def test_reversal_is_learned_on_short_strings():
     # two layers each: one encoder layer cannot find where the string ends (length 3 then fails)
-    setup = ReversalTransformerSetup(d_model=32, num_heads=4, num_encoder_layers=2, num_decoder_layers=2, d_ff=64,
-                                     steps=300, batch_size=64, lr=3e-3, warmup=30)
+    setup = ReversalTransformerSetup(
+        d_model=32,
+        num_heads=4,
+        num_encoder_layers=2,
+        num_decoder_layers=2,
+        d_ff=64,
+        steps=300,
+        batch_size=64,
+        lr=3e-3,
+        warmup=30,
+    )
     data = ReversalSetup(train_lengths=(3, 5), test_lengths=(3, 5), n_train=1500, n_test_per_length=20)
     run = run_transformer_reversal(setup, data, progress=False)
     assert run.accuracy.exact_match.mean() > 0.8, run.accuracy
@@ -76,7 +104,7 @@ def test_shipped_checkpoint_loads_and_its_accuracy_is_reproduced():
     assert list(acc.length) == list(range(lo, hi + 1)) and (acc.n == REVERSAL.n_test_per_length).all()
     assert acc[acc.trained_length].exact_match.mean() >= 0.99, acc
     test = reversal_data(REVERSAL)[1]
-    subset = [e for e in test if e.length in (5, 19, 30, 33)]            # every held-out string of 4 lengths
+    subset = [e for e in test if e.length in (5, 19, 30, 33)]  # every held-out string of 4 lengths
     b = collate(subset[:3], tok)
     with torch.no_grad():
         assert model(b.src, b.tgt_in).shape == (3, b.tgt_in.shape[1], len(tok))
@@ -97,8 +125,9 @@ def test_source_eos_is_written_after_the_last_real_token():
 @pytest.mark.skipif(not RNN_CURVES_PATH.exists(), reason="RNN curves not stored")
 def test_stored_rnn_curves_match_the_current_setup():
     acc, meta = stored_rnn_curves()
-    assert meta["setup"] == reversal_setup_dict(REVERSAL), \
+    assert meta["setup"] == reversal_setup_dict(REVERSAL), (
         "chapters 1-2's REVERSAL changed: rerun python scripts/reversal_rnn_curves.py"
+    )
     lo, hi = REVERSAL.test_lengths
     for _, group in acc.groupby("model"):
         assert list(group.length) == list(range(lo, hi + 1))
@@ -121,6 +150,7 @@ def test_decoder_layers_all_read_the_final_encoder_output():
 
 # -- attention is not explanation ---------------------------------------------------------------
 
+
 def _case(n=12, d=3, seed=0):
     g = torch.Generator().manual_seed(seed)
     V = torch.randn(n, d, generator=g, dtype=torch.float64)
@@ -133,10 +163,10 @@ def test_null_space_projection_keeps_output_and_sum():
     u = null_space_projection(V, r)
     A = constraint_matrix(V)
     torch.testing.assert_close(A @ u, torch.zeros(4, dtype=torch.float64), atol=1e-12, rtol=0)
-    torch.testing.assert_close(null_space_projection(V, u), u)                  # a projection: idempotent
+    torch.testing.assert_close(null_space_projection(V, u), u)  # a projection: idempotent
     basis = null_space_basis(V)
     assert basis.shape == (12, 12 - 4)
-    torch.testing.assert_close(basis @ (basis.T @ r), u)                       # the same subspace
+    torch.testing.assert_close(basis @ (basis.T @ r), u)  # the same subspace
 
 
 def test_alternative_weights_are_distributions_with_the_same_output():
@@ -153,6 +183,7 @@ def test_alternative_weights_are_distributions_with_the_same_output():
 
 def test_gpt_head_values_reproduce_the_head_output():
     from minitransformer import GPT
+
     torch.manual_seed(0)
     model = GPT(20, 16, 2, 2, 16).eval()
     idx = torch.randint(20, (1, 10))
@@ -169,5 +200,5 @@ def test_gpt_head_values_reproduce_the_head_output():
     heads_out = torch.zeros(10, 16)
     for h in range(2):
         wh, vh = gpt_head_values(model, idx, 1, h)
-        heads_out[:, 8 * h:8 * (h + 1)] = wh @ vh
+        heads_out[:, 8 * h : 8 * (h + 1)] = wh @ vh
     torch.testing.assert_close(attn.out(heads_out)[None], captured["out"], atol=1e-5, rtol=1e-5)

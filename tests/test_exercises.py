@@ -3,6 +3,7 @@
 Adding an exercise means adding at least two wrong answers to the WRONG dict of
 tests/wrong_answers/chNN.py (test_every_exercise_has_two_wrong_answers enforces it).
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -10,8 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from minitransformer.exercises import EXERCISES, check, get, solution
-from minitransformer.exercises import chapters  # noqa: F401  (registers all exercises)
+from minitransformer.exercises import (
+    EXERCISES,
+    chapters,  # noqa: F401  (registers all exercises)
+    check,
+    get,
+    solution,
+)
 
 
 def _load_wrong_answers() -> dict:
@@ -56,8 +62,7 @@ def test_every_known_mistake_is_diagnosed(key):
 
 @pytest.mark.parametrize("key", sorted(EXERCISES))
 def test_untouched_stub_is_not_attempted_and_never_raises(key):
-    def stub(*args):
-        ...  # your code here
+    def stub(*args): ...  # your code here
 
     def raises(*args):
         raise NotImplementedError

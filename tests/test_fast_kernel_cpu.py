@@ -12,14 +12,20 @@ attention of the same fp16/bf16-rounded inputs.
 The last tests break the kernels on purpose (a missing wait, a missing
 barrier, a wrong fragment layout) and check that the emulation notices.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from minitransformer.flash.cpu_cuda import runner
-from minitransformer.flash.cpu_cuda.fast_runner import (decode_cpu, fast_backward_cpu, fast_forward_cpu,
-                                                        from_bits, to_bits)
+from minitransformer.flash.cpu_cuda.fast_runner import (
+    decode_cpu,
+    fast_backward_cpu,
+    fast_forward_cpu,
+    from_bits,
+    to_bits,
+)
 from minitransformer.flash.sources import kernel_source
 from minitransformer.reference import gqa_attention_ref
 
@@ -43,17 +49,20 @@ def _reference(q, k, v, dO, causal):
 TOL = {0: dict(atol=4e-3, rtol=1e-2), 1: dict(atol=3e-2, rtol=3e-2)}
 
 
-@pytest.mark.parametrize("sm,d,N,causal,dt,H,H_kv,schedule", [
-    (80, 64, 1, True, 0, 2, 2, "forward"),
-    (80, 64, 7, False, 0, 2, 1, "reverse"),
-    (80, 64, 97, True, 0, 2, 2, "forward"),
-    (80, 64, 200, True, 0, 1, 1, "reverse"),        # 4 key tiles: the double buffer cycles
-    (80, 128, 129, False, 0, 2, 2, "round_robin"),
-    (80, 32, 70, True, 1, 4, 2, "random"),          # bf16, grouped-query
-    (75, 64, 97, True, 0, 2, 1, "reverse"),         # sm_75: register-staged prefetch, m16n8k8
-    (75, 128, 129, True, 0, 1, 1, "forward"),       # sm_75, d = 128: 32-key tiles
-    (75, 64, 200, False, 0, 1, 1, "random"),
-])
+@pytest.mark.parametrize(
+    "sm,d,N,causal,dt,H,H_kv,schedule",
+    [
+        (80, 64, 1, True, 0, 2, 2, "forward"),
+        (80, 64, 7, False, 0, 2, 1, "reverse"),
+        (80, 64, 97, True, 0, 2, 2, "forward"),
+        (80, 64, 200, True, 0, 1, 1, "reverse"),  # 4 key tiles: the double buffer cycles
+        (80, 128, 129, False, 0, 2, 2, "round_robin"),
+        (80, 32, 70, True, 1, 4, 2, "random"),  # bf16, grouped-query
+        (75, 64, 97, True, 0, 2, 1, "reverse"),  # sm_75: register-staged prefetch, m16n8k8
+        (75, 128, 129, True, 0, 1, 1, "forward"),  # sm_75, d = 128: 32-key tiles
+        (75, 64, 200, False, 0, 1, 1, "random"),
+    ],
+)
 def test_fast_forward_matches_float64(sm, d, N, causal, dt, H, H_kv, schedule):
     B = 2
     q, k, v, dO = _inputs(B, H, H_kv, N, d, dt)
@@ -64,19 +73,23 @@ def test_fast_forward_matches_float64(sm, d, N, causal, dt, H, H_kv, schedule):
     np.testing.assert_allclose(L, L_ref, atol=1e-4, rtol=1e-5)
 
 
-@pytest.mark.parametrize("sm,d,N,causal,dt,H,H_kv,schedule", [
-    (80, 64, 97, True, 0, 2, 2, "reverse"),
-    (80, 64, 129, False, 0, 2, 1, "forward"),       # GQA: per-head dK, dV summed over the group
-    (80, 32, 7, True, 1, 2, 2, "random"),
-    (75, 128, 70, False, 0, 1, 1, "round_robin"),   # d = 128: 32-query steps
-    (75, 64, 1, True, 0, 1, 1, "forward"),
-])
+@pytest.mark.parametrize(
+    "sm,d,N,causal,dt,H,H_kv,schedule",
+    [
+        (80, 64, 97, True, 0, 2, 2, "reverse"),
+        (80, 64, 129, False, 0, 2, 1, "forward"),  # GQA: per-head dK, dV summed over the group
+        (80, 32, 7, True, 1, 2, 2, "random"),
+        (75, 128, 70, False, 0, 1, 1, "round_robin"),  # d = 128: 32-query steps
+        (75, 64, 1, True, 0, 1, 1, "forward"),
+    ],
+)
 def test_fast_backward_matches_float64(sm, d, N, causal, dt, H, H_kv, schedule):
     B = 2
     q, k, v, dO = _inputs(B, H, H_kv, N, d, dt, seed=1)
     O_ref, L_ref, dq_ref, dk_ref, dv_ref = _reference(q, k, v, dO, causal)
-    dq, dk_h, dv_h = fast_backward_cpu(q, k, v, O_ref, dO, L_ref, is_causal=causal, dt=dt, sm=sm,
-                                       schedule=schedule, seed=5)
+    dq, dk_h, dv_h = fast_backward_cpu(
+        q, k, v, O_ref, dO, L_ref, is_causal=causal, dt=dt, sm=sm, schedule=schedule, seed=5
+    )
     G = H // H_kv
     dk = dk_h.reshape(B, H_kv, G, N, d).sum(2)
     dv = dv_h.reshape(B, H_kv, G, N, d).sum(2)
@@ -86,12 +99,15 @@ def test_fast_backward_matches_float64(sm, d, N, causal, dt, H, H_kv, schedule):
         assert np.abs(got - ref).max() <= (3e-3 if dt == 0 else 3e-2) * max(scale, 1.0)
 
 
-@pytest.mark.parametrize("B,H,H_kv,T,S,d,dt,splits,schedule", [
-    (2, 4, 2, 1, 300, 64, 2, 4, "forward"),      # fp32, GQA, second sequence shorter
-    (2, 8, 2, 3, 170, 128, 0, 3, "reverse"),     # fp16, 3 new tokens: causal among them
-    (1, 2, 2, 2, 40, 32, 1, 1, "random"),        # bf16, one split = one block per head
-    (2, 16, 1, 1, 90, 64, 2, 5, "round_robin"),  # MQA: 16 query heads on one kv head -> 2 row chunks
-])
+@pytest.mark.parametrize(
+    "B,H,H_kv,T,S,d,dt,splits,schedule",
+    [
+        (2, 4, 2, 1, 300, 64, 2, 4, "forward"),  # fp32, GQA, second sequence shorter
+        (2, 8, 2, 3, 170, 128, 0, 3, "reverse"),  # fp16, 3 new tokens: causal among them
+        (1, 2, 2, 2, 40, 32, 1, 1, "random"),  # bf16, one split = one block per head
+        (2, 16, 1, 1, 90, 64, 2, 5, "round_robin"),  # MQA: 16 query heads on one kv head -> 2 row chunks
+    ],
+)
 def test_decode_matches_full_attention(B, H, H_kv, T, S, d, dt, splits, schedule):
     rng = np.random.default_rng(2)
     q, k, v = (rng.standard_normal(s).astype(np.float32) for s in ((B, H, T, d), (B, H_kv, S, d), (B, H_kv, S, d)))
@@ -106,6 +122,7 @@ def test_decode_matches_full_attention(B, H, H_kv, T, S, d, dt, splits, schedule
 
 # ---- the emulation catches broken kernels -------------------------------------------
 
+
 def _mutant(filename: str, old: str, new: str) -> str:
     src = kernel_source(filename)
     assert src.count(old) == 1, f"mutation anchor not found once in {filename}: {old!r}"
@@ -119,17 +136,31 @@ def _forward_error(source: str, sm: int = 80, schedule: str = "forward", N: int 
     return float("inf") if np.isnan(err) else float(err)
 
 
-@pytest.mark.parametrize("what,sm,old,new", [
-    ("no wait for the cp.async of the current tile", 80,
-     "cp_async_commit();\n      cp_async_wait<1>();", "cp_async_commit();"),
-    ("no barrier before a buffer is refilled", 80,
-     "__syncthreads();                                   // this buffer is refilled next iteration", ""),
-    ("V read without the transposing ldmatrix", 80,
-     "ldmatrix_x4_trans(vf,", "ldmatrix_x4(vf,"),
-    ("sm_75: registers stored while others still read the tile", 75,
-     "__syncthreads();                                 // all warps are done with the tile", ""),
-    ("causal mask drops the diagonal", 80, "j > i + off))", "j >= i + off))"),
-])
+@pytest.mark.parametrize(
+    "what,sm,old,new",
+    [
+        (
+            "no wait for the cp.async of the current tile",
+            80,
+            "cp_async_commit();\n      cp_async_wait<1>();",
+            "cp_async_commit();",
+        ),
+        (
+            "no barrier before a buffer is refilled",
+            80,
+            "__syncthreads();                                   // this buffer is refilled next iteration",
+            "",
+        ),
+        ("V read without the transposing ldmatrix", 80, "ldmatrix_x4_trans(vf,", "ldmatrix_x4(vf,"),
+        (
+            "sm_75: registers stored while others still read the tile",
+            75,
+            "__syncthreads();                                 // all warps are done with the tile",
+            "",
+        ),
+        ("causal mask drops the diagonal", 80, "j > i + off))", "j >= i + off))"),
+    ],
+)
 def test_broken_forward_is_caught(what, sm, old, new):
     broken = _mutant("fast_forward.cu", old, new)
     errors = []
@@ -147,8 +178,11 @@ def test_unbroken_forward_passes_the_same_check():
 
 def test_broken_backward_is_caught():
     """dQ reads dS^T from shared memory: without the barrier after writing it, NaN."""
-    broken = _mutant("fast_backward.cu", "pack2<DT>(dpt[nt][2 * r], dpt[nt][2 * r + 1]);\n    __syncthreads();",
-                     "pack2<DT>(dpt[nt][2 * r], dpt[nt][2 * r + 1]);")
+    broken = _mutant(
+        "fast_backward.cu",
+        "pack2<DT>(dpt[nt][2 * r], dpt[nt][2 * r + 1]);\n    __syncthreads();",
+        "pack2<DT>(dpt[nt][2 * r], dpt[nt][2 * r + 1]);",
+    )
     q, k, v, dO = _inputs(1, 1, 1, 97, 64, 0, seed=6)
     O, L = _reference(q, k, v, dO, False)[:2]
     dq, _, _ = fast_backward_cpu(q, k, v, O, dO, L, source=broken, schedule="forward")

@@ -1,4 +1,5 @@
 """flash_attention / flash_decode on the CPU: dispatch, validation, numerics."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,15 +17,19 @@ from minitransformer.reference import gqa_attention_ref
 def _qkv(B=2, H=4, H_kv=2, N=7, d=16, N_k=None, seed=0, dtype=torch.float32):
     g = torch.Generator().manual_seed(seed)
     N_k = N if N_k is None else N_k
-    return (torch.randn(B, H, N, d, generator=g, dtype=dtype),
-            torch.randn(B, H_kv, N_k, d, generator=g, dtype=dtype),
-            torch.randn(B, H_kv, N_k, d, generator=g, dtype=dtype))
+    return (
+        torch.randn(B, H, N, d, generator=g, dtype=dtype),
+        torch.randn(B, H_kv, N_k, d, generator=g, dtype=dtype),
+        torch.randn(B, H_kv, N_k, d, generator=g, dtype=dtype),
+    )
 
 
 # ---- numerics -----------------------------------------------------------------------
 
-@pytest.mark.parametrize("N,d,causal,H_kv", [(1, 16, True, 4), (7, 64, False, 2), (97, 64, True, 1),
-                                              (129, 128, False, 4)])
+
+@pytest.mark.parametrize(
+    "N,d,causal,H_kv", [(1, 16, True, 4), (7, 64, False, 2), (97, 64, True, 1), (129, 128, False, 4)]
+)
 @pytest.mark.parametrize("backend", ["numpy", "torch"])
 def test_backends_equal_float64_reference(backend, N, d, causal, H_kv):
     q, k, v = _qkv(N=N, d=d, H_kv=H_kv)
@@ -63,17 +68,21 @@ def test_numpy_backend_refuses_gradients_but_works_under_no_grad():
 
 # ---- validation, before any work ----------------------------------------------------
 
-@pytest.mark.parametrize("make,exc,match", [
-    (lambda q, k, v: (q, k[..., :8], v[..., :8]), ValueError, "q has head dim 16 but k has 8"),
-    (lambda q, k, v: (q, k, v[:, :, :3]), ValueError, "k has 7 keys but v has 3 values"),
-    (lambda q, k, v: (q, k, v[..., :8]), ValueError, "v has head dim 8 but q and k have 16"),
-    (lambda q, k, v: (q[0], k, v), ValueError, r"q must have shape \(B, H, N, d\)"),
-    (lambda q, k, v: (q, k[:1], v[:1]), ValueError, "q has batch size 2 but k has 1"),
-    (lambda q, k, v: (q[:, :3], k, v), ValueError, "q has 3 heads, not a multiple of k's 2 heads"),
-    (lambda q, k, v: (q, k.double(), v.double()), TypeError, "one dtype"),
-    (lambda q, k, v: (q.long(), k, v), TypeError, "q must be a floating tensor"),
-    (lambda q, k, v: (q.numpy(), k, v), TypeError, "q must be a torch.Tensor"),
-])
+
+@pytest.mark.parametrize(
+    "make,exc,match",
+    [
+        (lambda q, k, v: (q, k[..., :8], v[..., :8]), ValueError, "q has head dim 16 but k has 8"),
+        (lambda q, k, v: (q, k, v[:, :, :3]), ValueError, "k has 7 keys but v has 3 values"),
+        (lambda q, k, v: (q, k, v[..., :8]), ValueError, "v has head dim 8 but q and k have 16"),
+        (lambda q, k, v: (q[0], k, v), ValueError, r"q must have shape \(B, H, N, d\)"),
+        (lambda q, k, v: (q, k[:1], v[:1]), ValueError, "q has batch size 2 but k has 1"),
+        (lambda q, k, v: (q[:, :3], k, v), ValueError, "q has 3 heads, not a multiple of k's 2 heads"),
+        (lambda q, k, v: (q, k.double(), v.double()), TypeError, "one dtype"),
+        (lambda q, k, v: (q.long(), k, v), TypeError, "q must be a floating tensor"),
+        (lambda q, k, v: (q.numpy(), k, v), TypeError, "q must be a torch.Tensor"),
+    ],
+)
 def test_bad_inputs_have_clear_errors(make, exc, match):
     with pytest.raises(exc, match=match):
         flash_attention(*make(*_qkv()), backend="torch")
@@ -81,7 +90,7 @@ def test_bad_inputs_have_clear_errors(make, exc, match):
 
 def test_causal_needs_square_scores():
     q, k, v = _qkv(N=5, N_k=9)
-    flash_attention(q, k, v, backend="torch")                       # fine without causal
+    flash_attention(q, k, v, backend="torch")  # fine without causal
     with pytest.raises(ValueError, match="needs as many keys as queries; q has N=5, k has N_k=9"):
         flash_attention(q, k, v, is_causal=True)
 
@@ -99,10 +108,13 @@ def test_unknown_backend_and_kernel():
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
-@pytest.mark.parametrize("has_cupy,match", [
-    (False, "needs a CUDA GPU and CuPy; found neither"),
-    (True, "found CuPy but no CUDA GPU"),
-])
+@pytest.mark.parametrize(
+    "has_cupy,match",
+    [
+        (False, "needs a CUDA GPU and CuPy; found neither"),
+        (True, "found CuPy but no CUDA GPU"),
+    ],
+)
 def test_cupy_backend_without_gpu_says_what_is_missing(monkeypatch, has_cupy, match):
     monkeypatch.setattr(cupy_bridge, "_import_cupy", lambda: object() if has_cupy else None)
     with pytest.raises(RuntimeError, match=match) as info:
@@ -123,8 +135,11 @@ def test_cupy_missing_with_gpu_message(monkeypatch):
 def test_import_does_not_load_cupy():
     import subprocess
     import sys
-    code = ("import sys, minitransformer, minitransformer.flash.api, minitransformer.flash.cupy_bridge; "
-            "print('cupy' in sys.modules)")
+
+    code = (
+        "import sys, minitransformer, minitransformer.flash.api, minitransformer.flash.cupy_bridge; "
+        "print('cupy' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -156,11 +171,12 @@ def test_kernel_source_inlines_the_common_header():
     lines = src.splitlines()
     last = max(i for i, line in enumerate(lines) if line.startswith("#line"))
     resume = int(lines[last].split()[1])
-    assert lines[last + 1:] == raw[resume - 1:]
-    assert cupy_bridge.kernel_source is kernel_source                # one definition, re-used
+    assert lines[last + 1 :] == raw[resume - 1 :]
+    assert cupy_bridge.kernel_source is kernel_source  # one definition, re-used
 
 
 # ---- flash_decode (CPU path = exact torch math) ---------------------------------------
+
 
 @pytest.mark.parametrize("T,H,H_kv", [(1, 8, 2), (3, 4, 4), (2, 6, 1)])
 def test_flash_decode_equals_full_attention_with_gqa_and_lengths(T, H, H_kv):
@@ -171,14 +187,15 @@ def test_flash_decode_equals_full_attention_with_gqa_and_lengths(T, H, H_kv):
     k_all = torch.randn(B, H_kv, S, d, generator=g)
     v_all = torch.randn(B, H_kv, S, d, generator=g)
     lengths = torch.tensor([S, 17, T])
-    q_new = torch.stack([q_all[b, :, int(n) - T:int(n)] for b, n in enumerate(lengths)])   # (B, H, T, d)
+    q_new = torch.stack([q_all[b, :, int(n) - T : int(n)] for b, n in enumerate(lengths)])  # (B, H, T, d)
     out = flash_decode(q_new, k_all, v_all, lengths, num_splits=3)
     assert out.shape == (B, H, T, d)
     for b in range(B):
         n = int(lengths[b])
-        full = gqa_attention_ref(q_all[b:b + 1, :, :n], k_all[b:b + 1, :, :n], v_all[b:b + 1, :, :n],
-                                 is_causal=True).out
-        torch.testing.assert_close(out[b:b + 1].double(), full[:, :, n - T:n], atol=1e-5, rtol=1e-5)
+        full = gqa_attention_ref(
+            q_all[b : b + 1, :, :n], k_all[b : b + 1, :, :n], v_all[b : b + 1, :, :n], is_causal=True
+        ).out
+        torch.testing.assert_close(out[b : b + 1].double(), full[:, :, n - T : n], atol=1e-5, rtol=1e-5)
 
 
 def test_flash_decode_noncausal_and_default_lengths():
@@ -218,6 +235,7 @@ def test_device_index_respects_the_tensor_and_the_current_device(monkeypatch):
     from types import SimpleNamespace
 
     from minitransformer.flash.api import _device_index
+
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
     assert _device_index(SimpleNamespace(device=torch.device("cuda", 1))) == 1
     assert _device_index(SimpleNamespace(device=torch.device("cuda", 0))) == 0

@@ -15,12 +15,12 @@ rejects instructions the architecture lacks (see
 a real device. The PTX targets are checked for the fast forward kernel's
 instruction selection.
 """
+
 from __future__ import annotations
 
 import pytest
 
-nvrtc = pytest.importorskip("cupy_backends.cuda.libs.nvrtc",
-                            reason="needs cupy-cuda12x and nvidia-cuda-nvrtc-cu12")
+nvrtc = pytest.importorskip("cupy_backends.cuda.libs.nvrtc", reason="needs cupy-cuda12x and nvidia-cuda-nvrtc-cu12")
 
 from minitransformer.flash import cupy_bridge as bridge  # noqa: E402
 from minitransformer.flash.sources import kernel_source  # noqa: E402
@@ -61,7 +61,7 @@ def test_kernel_compiles_to_cubin(filename: str, arch: int) -> None:
     assert len(cubin) > 1000
     assert "warning" not in log.lower(), log
     assert len(lowered) == len(bridge.name_expressions(filename, arch))
-    assert all(name.startswith("_Z") for name in lowered)   # mangled template instantiations
+    assert all(name.startswith("_Z") for name in lowered)  # mangled template instantiations
 
 
 @pytest.mark.slow
@@ -76,11 +76,13 @@ def test_turing_path_uses_only_turing_mma() -> None:
 
 def test_ptxas_rejects_sm80_mma_on_turing() -> None:
     """The cubin check has teeth: the sm_80 instruction does not assemble for sm_75."""
-    src = ("extern \"C\" __global__ void k(float* c, const unsigned* a) {\n"
-           "  asm volatile(\"mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
-           "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\""
-           " : \"+f\"(c[0]), \"+f\"(c[1]), \"+f\"(c[2]), \"+f\"(c[3])"
-           " : \"r\"(a[0]), \"r\"(a[1]), \"r\"(a[2]), \"r\"(a[3]), \"r\"(a[4]), \"r\"(a[5]));\n}\n")
+    src = (
+        'extern "C" __global__ void k(float* c, const unsigned* a) {\n'
+        '  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 '
+        '{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"'
+        ' : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])'
+        ' : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(a[4]), "r"(a[5]));\n}\n'
+    )
     prog = nvrtc.createProgram(src, "k.cu", [], [])
     try:
         with pytest.raises(nvrtc.NVRTCError):
@@ -125,7 +127,7 @@ def test_shuffle_emulation_variant_compiles_for_the_gpu() -> None:
         nvrtc.destroyProgram(prog)
 
 
-_ALL_WRAPPERS = r'''
+_ALL_WRAPPERS = r"""
 extern "C" __global__ void all_wrappers(const mt_u16* g, float* out) {
   __shared__ __align__(16) mt_u16 tile[16 * 24];
   cp_async_16(tile + (threadIdx.x % 16) * 24, g + (threadIdx.x % 16) * 8, threadIdx.x < 16);
@@ -148,7 +150,7 @@ extern "C" __global__ void all_wrappers(const mt_u16* g, float* out) {
   out[threadIdx.x] = acc[0] + acc[1] + acc[2] + acc[3] + quad_max(acc[0]) + quad_sum(acc[1])
                      + to_float<MT_BF16>(from_float<MT_BF16>(acc[2])) + lo_f<MT_F16>(pack2<MT_F16>(acc[3], 1.f));
 }
-'''
+"""
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -1,4 +1,5 @@
 """The tiled flash-attention twins (NumPy and torch) against float64 naive attention."""
+
 from __future__ import annotations
 
 import math
@@ -7,11 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from minitransformer.flash.tiled_numpy import (flash_backward_numpy, flash_forward_numpy,
-                                               flash_forward_steps)
-from minitransformer.flash.tiled_torch import (FlashAttentionTorch, flash_attention_torch,
-                                               flash_backward_torch, flash_forward_torch)
-from minitransformer.flash.tiles import (backward_smem_bytes, choose_tiles, forward_smem_bytes)
+from minitransformer.flash.tiled_numpy import flash_backward_numpy, flash_forward_numpy, flash_forward_steps
+from minitransformer.flash.tiled_torch import (
+    FlashAttentionTorch,
+    flash_attention_torch,
+    flash_backward_torch,
+    flash_forward_torch,
+)
+from minitransformer.flash.tiles import backward_smem_bytes, choose_tiles, forward_smem_bytes
 from minitransformer.reference import attention_ref, gqa_attention_ref
 
 
@@ -44,8 +48,9 @@ def test_numpy_forward_backward_equal_float64_attention(shape, causal):
     O, L = flash_forward_numpy(q.numpy(), k.numpy(), v.numpy(), is_causal=causal, Br=Br, Bc=Bc)
     np.testing.assert_allclose(O, out_ref.numpy(), atol=1e-12, rtol=0)
     np.testing.assert_allclose(L, L_ref.numpy(), atol=1e-12, rtol=0)
-    dq, dk, dv = flash_backward_numpy(q.numpy(), k.numpy(), v.numpy(), O, dO.numpy(), L,
-                                      is_causal=causal, Br=Bc, Bc=Br)   # other tiles than forward
+    dq, dk, dv = flash_backward_numpy(
+        q.numpy(), k.numpy(), v.numpy(), O, dO.numpy(), L, is_causal=causal, Br=Bc, Bc=Br
+    )  # other tiles than forward
     for got, want in zip((dq, dk, dv), gqa_attention_ref(q, k, v, is_causal=causal, dO=dO)[2:]):
         assert got.shape == want.shape
         np.testing.assert_allclose(got, want.numpy(), atol=1e-11, rtol=0)
@@ -74,8 +79,9 @@ def test_long_sequence_n1000(causal):
     O, L = flash_forward_numpy(q.numpy(), k.numpy(), v.numpy(), is_causal=causal, Br=64, Bc=128)
     np.testing.assert_allclose(O, out_ref.numpy(), atol=1e-12, rtol=0)
     np.testing.assert_allclose(L, L_ref.numpy(), atol=1e-12, rtol=0)
-    dq, dk, dv = flash_backward_torch(q, k, v, torch.from_numpy(O), dO, torch.from_numpy(L),
-                                      is_causal=causal, Br=128, Bc=64)
+    dq, dk, dv = flash_backward_torch(
+        q, k, v, torch.from_numpy(O), dO, torch.from_numpy(L), is_causal=causal, Br=128, Bc=64
+    )
     for got, want in zip((dq, dk, dv), gqa_attention_ref(q, k, v, is_causal=causal, dO=dO)[2:]):
         torch.testing.assert_close(got, want, atol=1e-11, rtol=0)
 
@@ -83,8 +89,7 @@ def test_long_sequence_n1000(causal):
 def test_different_query_and_key_lengths_non_causal():
     q, k, v, dO = make(2, 2, 1, 13, 16, N_k=40, seed=3)
     O, L = flash_forward_numpy(q.numpy(), k.numpy(), v.numpy(), Br=4, Bc=16)
-    np.testing.assert_allclose(O, attention_ref(q, k.repeat_interleave(2, 1), v.repeat_interleave(2, 1)),
-                               atol=1e-12)
+    np.testing.assert_allclose(O, attention_ref(q, k.repeat_interleave(2, 1), v.repeat_interleave(2, 1)), atol=1e-12)
     dq, dk, dv = flash_backward_numpy(q.numpy(), k.numpy(), v.numpy(), O, dO.numpy(), L, Br=8, Bc=16)
     for got, want in zip((dq, dk, dv), gqa_attention_ref(q, k, v, is_causal=False, dO=dO)[2:]):
         np.testing.assert_allclose(got, want.numpy(), atol=1e-11)
@@ -96,8 +101,15 @@ def test_custom_scale_and_float32_dtype():
     O, L = flash_forward_torch(q.float(), k.float(), v.float(), is_causal=True, scale=0.3, Br=8, Bc=8)
     assert O.dtype == torch.float32 and L.dtype == torch.float32
     torch.testing.assert_close(O.double(), out_ref, atol=2e-6, rtol=0)
-    On, _ = flash_forward_numpy(q.numpy().astype(np.float32), k.numpy().astype(np.float32),
-                                v.numpy().astype(np.float32), is_causal=True, scale=0.3, Br=8, Bc=8)
+    On, _ = flash_forward_numpy(
+        q.numpy().astype(np.float32),
+        k.numpy().astype(np.float32),
+        v.numpy().astype(np.float32),
+        is_causal=True,
+        scale=0.3,
+        Br=8,
+        Bc=8,
+    )
     assert On.dtype == np.float32
     np.testing.assert_allclose(On, out_ref.numpy(), atol=2e-6)
 
@@ -106,8 +118,7 @@ def test_custom_scale_and_float32_dtype():
 def test_autograd_function_passes_gradcheck(causal):
     q, k, v, _ = make(1, 2, 1, 5, 4, seed=5)
     inputs = tuple(x.requires_grad_(True) for x in (q, k, v))
-    assert torch.autograd.gradcheck(
-        lambda a, b, c: FlashAttentionTorch.apply(a, b, c, causal, None, 2, 3), inputs)
+    assert torch.autograd.gradcheck(lambda a, b, c: FlashAttentionTorch.apply(a, b, c, causal, None, 2, 3), inputs)
 
 
 def test_backward_does_not_differentiate_through_the_forward_loop():
@@ -125,14 +136,15 @@ def test_steps_follow_the_kernel_order_and_end_at_attention(causal):
     q, k, v = q[0, 0].numpy(), k[0, 0].numpy(), v[0, 0].numpy()
     steps = list(flash_forward_steps(q, k, v, Br=4, Bc=3, is_causal=causal))
     Tr, Tc = 3, 4
-    expected = [(i, j) for i in range(Tr)
-                for j in range(min(Tc, math.ceil(min(4 * (i + 1), 11) / 3)) if causal else Tc)]
+    expected = [
+        (i, j) for i in range(Tr) for j in range(min(Tc, math.ceil(min(4 * (i + 1), 11) / 3)) if causal else Tc)
+    ]
     assert [(s.i, s.j) for s in steps] == expected
     out_ref = gqa_attention_ref(*(x[None, None] for x in (q, k, v)), is_causal=causal).out
     for s in steps:
         assert s.m.shape == s.l.shape == (s.rows[1] - s.rows[0],)
         if s.last:
-            np.testing.assert_allclose(s.O_now, out_ref[0, 0, s.rows[0]:s.rows[1]].numpy(), atol=1e-12)
+            np.testing.assert_allclose(s.O_now, out_ref[0, 0, s.rows[0] : s.rows[1]].numpy(), atol=1e-12)
     # the running max never decreases and the running sum is positive after the first step
     for a, b in zip(steps, steps[1:]):
         if a.i == b.i:
@@ -161,8 +173,8 @@ def test_choose_tiles_fits_the_shared_memory_limit(d, limit):
     assert t.backward.smem_bytes == backward_smem_bytes(t.backward.Br, t.backward.Bc, d) <= limit
     assert t.forward.threads == 32 * t.forward.Br <= 1024
     # maximal: doubling either side of the tile would not fit (or exceeds the caps)
-    assert (forward_smem_bytes(t.forward.Br, 2 * t.forward.Bc, d) > limit or t.forward.Bc == 64)
-    assert (backward_smem_bytes(t.backward.Br, 2 * t.backward.Bc, d) > limit or t.backward.Bc == 64)
+    assert forward_smem_bytes(t.forward.Br, 2 * t.forward.Bc, d) > limit or t.forward.Bc == 64
+    assert backward_smem_bytes(t.backward.Br, 2 * t.backward.Bc, d) > limit or t.backward.Bc == 64
 
 
 def test_choose_tiles_follows_the_limit_and_the_sequence():

@@ -1,20 +1,28 @@
 """Adjacency masks: message passing, and L layers reach exactly L hops."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 
-from minitransformer.book.graphs import (GraphTransformer, adjacency_mask, dependency_matrix, hop_distances,
-                                    laplacian_positional_encoding, path_graph, receptive_field)
+from minitransformer.book.graphs import (
+    GraphTransformer,
+    adjacency_mask,
+    dependency_matrix,
+    hop_distances,
+    laplacian_positional_encoding,
+    path_graph,
+    receptive_field,
+)
 
 
 def test_adjacency_mask_conventions():
     m = adjacency_mask([(0, 1), (1, 2)], 4)
     assert m.dtype == torch.bool and m.shape == (4, 4)
     assert m[0, 1] and m[1, 0] and m[1, 2] and m[2, 1] and m.diagonal().all()
-    assert not m[0, 2] and m[3].sum() == 1                  # node 3 is isolated: only itself
+    assert not m[0, 2] and m[3].sum() == 1  # node 3 is isolated: only itself
     d = adjacency_mask([(0, 1)], 2, self_loops=False, directed=True)
-    assert d.tolist() == [[False, False], [True, False]]     # edge 0 -> 1: node 1 may read node 0
+    assert d.tolist() == [[False, False], [True, False]]  # edge 0 -> 1: node 1 may read node 0
     with pytest.raises(ValueError, match="edge endpoints"):
         adjacency_mask([(0, 5)], 3)
 
@@ -35,12 +43,12 @@ def test_masked_layers_propagate_exactly_L_hops(num_layers):
     mask = adjacency_mask(path_graph(7), 7)
     model = GraphTransformer(d_model=8, num_heads=2, num_layers=3).double()
     x = torch.randn(7, 8, dtype=torch.float64)
-    dep = dependency_matrix(lambda h: model(h, mask, num_layers=num_layers), x)   # (7, 7)
+    dep = dependency_matrix(lambda h: model(h, mask, num_layers=num_layers), x)  # (7, 7)
     reach = receptive_field(mask, num_layers)
-    assert (dep[~reach] == 0).all()                          # no path: exactly no influence
-    assert (dep[reach] > 1e-8).all()                         # a path: some influence
+    assert (dep[~reach] == 0).all()  # no path: exactly no influence
+    assert (dep[reach] > 1e-8).all()  # a path: some influence
     full = dependency_matrix(lambda h: model(h, None, num_layers=1), x)
-    assert (full > 1e-8).all()                               # full attention: everyone after one layer
+    assert (full > 1e-8).all()  # full attention: everyone after one layer
 
 
 def test_laplacian_positions():
@@ -51,4 +59,4 @@ def test_laplacian_positions():
     # the first nontrivial eigenvector of a path runs monotonically from one end to the other
     diffs = pe[1:, 0] - pe[:-1, 0]
     assert ((diffs >= -1e-6).all() or (diffs <= 1e-6).all()) and diffs.abs().sum() > 0.5
-    assert torch.allclose(pe[:, 0], -pe.flip(0)[:, 0], atol=1e-5)    # antisymmetric about the middle
+    assert torch.allclose(pe[:, 0], -pe.flip(0)[:, 0], atol=1e-5)  # antisymmetric about the middle

@@ -1,4 +1,5 @@
 """The head-specialisation toolkit of chapter 4: task, model, ablation, head scores."""
+
 from __future__ import annotations
 
 import pytest
@@ -6,8 +7,18 @@ import torch
 
 from minitransformer import GPT, MultiHeadAttention
 from minitransformer.book.heads import (
-    BOS, AttentionOnlyTransformer, ablate_heads, ablation_table, attention_layers, decode, encode,
-    head_grid_chart, head_scores, repeated_sequences, text_attention_map, train_induction_model,
+    BOS,
+    AttentionOnlyTransformer,
+    ablate_heads,
+    ablation_table,
+    attention_layers,
+    decode,
+    encode,
+    head_grid_chart,
+    head_scores,
+    repeated_sequences,
+    text_attention_map,
+    train_induction_model,
 )
 
 
@@ -23,7 +34,7 @@ def test_repeated_sequences_repeat_their_period_and_mask_the_first():
         assert len(set(body[:period].tolist())) == period  # distinct within a period
         assert torch.equal(body[period:], body[:-period])  # periodic
         assert (tgt[:period] == -1).all() and tgt[-1] == -1
-        assert torch.equal(tgt[period:-1], row[period + 1:])  # the next token
+        assert torch.equal(tgt[period:-1], row[period + 1 :])  # the next token
     with pytest.raises(ValueError, match="max_period"):
         repeated_sequences(2, vocab_size=8, max_period=8)
 
@@ -88,8 +99,9 @@ def _one_hot_maps(idx, pick):
 
 
 def test_head_scores_recognise_ideal_heads():
-    idx, _ = repeated_sequences(8, seq_len=20, vocab_size=16, min_period=4, max_period=6,
-                                generator=torch.Generator().manual_seed(1))
+    idx, _ = repeated_sequences(
+        8, seq_len=20, vocab_size=16, min_period=4, max_period=6, generator=torch.Generator().manual_seed(1)
+    )
     prev = head_scores(_one_hot_maps(idx, lambda b, t: max(t - 1, 0)), idx).iloc[0]
     assert prev["previous"] == pytest.approx(1.0) and prev["role"] == "previous-token"
     assert prev["content"] == pytest.approx(0.0)  # the same pattern for every input: positional
@@ -121,8 +133,9 @@ def test_displays():
 def test_a_short_training_run_lowers_the_loss():
     torch.manual_seed(0)
     m = AttentionOnlyTransformer(12, 16, n_layer=2, n_head=2, d_model=32)
-    curve = train_induction_model(m, steps=60, batch_size=16, lr=3e-3, log_every=20, seq_len=16, vocab_size=12,
-                                  max_period=5)
+    curve = train_induction_model(
+        m, steps=60, batch_size=16, lr=3e-3, log_every=20, seq_len=16, vocab_size=12, max_period=5
+    )
     assert list(curve["step"]) == [20, 40, 60] and curve.attrs["seconds"] > 0
     assert curve["loss"].iloc[-1] < curve["loss"].iloc[0]
     assert not m.training

@@ -1,4 +1,5 @@
 """kernel_listing shows the package's own CUDA sources, with the file's line numbers."""
+
 from __future__ import annotations
 
 import pytest
@@ -9,7 +10,7 @@ from minitransformer.book.kernel_listing import KERNEL_DIR, kernel_listing
 def test_listing_is_the_file_itself():
     lines = (KERNEL_DIR / "teaching_forward.cu").read_text().splitlines()
     shown = kernel_listing("teaching_forward.cu", "// ---- Epilogue")
-    assert shown.lines == lines[shown.first - 1:shown.last]
+    assert shown.lines == lines[shown.first - 1 : shown.last]
     assert shown.lines[0].strip().startswith("// ---- Epilogue") and shown.last == len(lines)
     assert f"{shown.first:4d}  " in shown.text() and "```cuda" in shown._repr_markdown_()
 
@@ -20,7 +21,7 @@ def test_markers_match_line_beginnings_not_comments():
     assert shown.lines[0].startswith('extern "C" __global__ void flash_fwd_teaching(')
     assert not any(line.lstrip().startswith("// ---- Shared memory") for line in shown.lines)
     whole_header = kernel_listing("teaching_forward.cu", None, "#define NEG_INF")
-    assert whole_header.first == 1 and whole_header.lines[-1].strip()      # trailing blank lines dropped
+    assert whole_header.first == 1 and whole_header.lines[-1].strip()  # trailing blank lines dropped
 
 
 def test_bad_names_and_markers_raise():

@@ -1,4 +1,5 @@
 """FeedForward, EncoderLayer, DecoderLayer and the stacks, against PyTorch's own layers (float64)."""
+
 from __future__ import annotations
 
 import pytest
@@ -24,14 +25,16 @@ def tokens_with_padding():
 
 def torch_encoder_layer(norm_first, activation, seed=0):
     torch.manual_seed(seed)
-    return nn.TransformerEncoderLayer(D, H, FF, dropout=0.0, activation=activation, batch_first=True,
-                                      norm_first=norm_first).double()
+    return nn.TransformerEncoderLayer(
+        D, H, FF, dropout=0.0, activation=activation, batch_first=True, norm_first=norm_first
+    ).double()
 
 
 def torch_decoder_layer(norm_first, activation, seed=0):
     torch.manual_seed(seed)
-    return nn.TransformerDecoderLayer(D, H, FF, dropout=0.0, activation=activation, batch_first=True,
-                                      norm_first=norm_first).double()
+    return nn.TransformerDecoderLayer(
+        D, H, FF, dropout=0.0, activation=activation, batch_first=True, norm_first=norm_first
+    ).double()
 
 
 # -- feed-forward ------------------------------------------------------------------------------
@@ -93,8 +96,9 @@ def test_decoder_layer_equals_torch(norm_first, activation):
     x, memory = rand(2, 5, D, seed=1), rand(2, 7, D, seed=2)
     src, src_mask = tokens_with_padding()
     tgt = torch.tensor([[1, 2, 3, 4, 5], [6, 7, 8, 0, 0]])
-    expected = ref(x, memory, tgt_mask=~causal_mask(5), tgt_key_padding_mask=(tgt == 0),
-                   memory_key_padding_mask=(src == 0))
+    expected = ref(
+        x, memory, tgt_mask=~causal_mask(5), tgt_key_padding_mask=(tgt == 0), memory_key_padding_mask=(src == 0)
+    )
     got = ours(x, memory, self_mask=padding_mask(tgt, 0), memory_mask=src_mask)
     assert torch.allclose(got[0], expected[0], atol=1e-12)
     # the padded positions of sequence 1 are garbage in both, but still equal
@@ -120,7 +124,7 @@ def test_decoder_layer_with_caches_equals_full_pass():
     full = layer(x, memory)
     self_cache = KVCache(2, 2, 6, D // H, dtype=torch.float64)
     cross_cache = KVCache(2, 2, 3, D // H, dtype=torch.float64, static=True)
-    steps = [layer(x[:, t:t + 1], memory, self_cache=self_cache, cross_cache=cross_cache) for t in range(6)]
+    steps = [layer(x[:, t : t + 1], memory, self_cache=self_cache, cross_cache=cross_cache) for t in range(6)]
     assert torch.allclose(torch.cat(steps, dim=1), full, atol=1e-12)
 
 
@@ -129,8 +133,9 @@ def test_decoder_layer_with_caches_equals_full_pass():
 def test_encoder_and_decoder_stacks_equal_torch(norm_first):
     torch.manual_seed(0)
     final = nn.LayerNorm(D).double() if norm_first else None
-    ref_enc = nn.TransformerEncoder(torch_encoder_layer(norm_first, "relu"), 3, norm=final,
-                                    enable_nested_tensor=False).double()
+    ref_enc = nn.TransformerEncoder(
+        torch_encoder_layer(norm_first, "relu"), 3, norm=final, enable_nested_tensor=False
+    ).double()
     final = nn.LayerNorm(D).double() if norm_first else None
     ref_dec = nn.TransformerDecoder(torch_decoder_layer(norm_first, "relu"), 2, norm=final).double()
     for mod in (ref_enc, ref_dec):  # make the copies of the layer differ from each other
@@ -219,9 +224,9 @@ def test_bad_arguments_raise_clear_errors():
 @pytest.mark.parametrize("stack", [Encoder, Decoder])
 def test_stack_keyword_options_reach_every_layer(stack):
     from minitransformer import RotaryEmbedding
+
     rotary = RotaryEmbedding(D // H)
-    model = stack(2, D, H, FF, 0.1, norm_first=True, bias=False, layer_norm_eps=1e-3, rotary=rotary,
-                  ffn_dropout=0.0)
+    model = stack(2, D, H, FF, 0.1, norm_first=True, bias=False, layer_norm_eps=1e-3, rotary=rotary, ffn_dropout=0.0)
     norms = [m for m in model.modules() if isinstance(m, nn.LayerNorm)]
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     assert model.norm in norms and len(norms) == 2 * (3 if stack is Decoder else 2) + 1
@@ -244,8 +249,12 @@ def test_decoder_layer_ffn_dropout_is_separate_from_dropout():
 
 
 def test_size_checks_are_uniform_and_reject_bool():
-    for make, name in ((lambda: EncoderLayer(D, True), "num_heads"), (lambda: FeedForward(True), "d_model"),
-                       (lambda: Encoder(True, D, H), "num_layers"), (lambda: MultiHeadAttention(D, 0), "num_heads")):
+    for make, name in (
+        (lambda: EncoderLayer(D, True), "num_heads"),
+        (lambda: FeedForward(True), "d_model"),
+        (lambda: Encoder(True, D, H), "num_layers"),
+        (lambda: MultiHeadAttention(D, 0), "num_heads"),
+    ):
         with pytest.raises(ValueError, match=f"{name} must be a positive int, got"):
             make()
     with pytest.raises(TypeError, match="dropout must be a number in"):

@@ -52,7 +52,9 @@ def core_modules() -> list[Path]:
 def test_core_never_imports_the_book():
     offenders = {}
     for path in core_modules():
-        bad = sorted(m for m in _imported_modules(path) if m == "minitransformer.book" or m.startswith("minitransformer.book."))
+        bad = sorted(
+            m for m in _imported_modules(path) if m == "minitransformer.book" or m.startswith("minitransformer.book.")
+        )
         if bad:
             offenders[str(path.relative_to(PACKAGE))] = bad
     assert not offenders, f"core modules import the book's sub-package: {offenders}"

@@ -1,4 +1,5 @@
 """The encoder-decoder Transformer, GPT, sampling and the configs' parameter counts."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,8 +30,9 @@ def tiny_gpt(seed=0, **kw):
 
 def tiny_transformer(seed=0, **kw):
     torch.manual_seed(seed)
-    args = dict(d_model=16, num_heads=4, num_encoder_layers=2, num_decoder_layers=2, d_ff=32,
-                dropout=0.0, max_len=20, pad_id=0)
+    args = dict(
+        d_model=16, num_heads=4, num_encoder_layers=2, num_decoder_layers=2, d_ff=32, dropout=0.0, max_len=20, pad_id=0
+    )
     args.update(kw)
     return Transformer(V, V, **args).double().eval()
 
@@ -66,15 +68,23 @@ def test_gpt_is_causal(positional):
     assert not torch.allclose(a[:, 6:], b[:, 6:])
 
 
-@pytest.mark.parametrize("kw", [{}, {"positional": "rotary"}, {"positional": "sinusoidal"},
-                                {"num_kv_heads": 2}, {"num_kv_heads": 1, "positional": "rotary"}])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},
+        {"positional": "rotary"},
+        {"positional": "sinusoidal"},
+        {"num_kv_heads": 2},
+        {"num_kv_heads": 1, "positional": "rotary"},
+    ],
+)
 def test_gpt_cached_logits_equal_uncached_step_by_step(kw):
     model = tiny_gpt(**kw)
     idx = prompt(T=10)
     full, _ = model(idx)
     caches = model.new_kv_caches(batch_size=2)
     first, _ = model(idx[:, :4], kv_caches=caches)  # a prompt of 4, then one token at a time
-    steps = [first] + [model(idx[:, t:t + 1], kv_caches=caches)[0] for t in range(4, 10)]
+    steps = [first] + [model(idx[:, t : t + 1], kv_caches=caches)[0] for t in range(4, 10)]
     assert torch.allclose(torch.cat(steps, dim=1), full, atol=1e-10)
     assert len(caches[0]) == 10
 
@@ -115,8 +125,10 @@ def test_generate_beyond_block_size_crops_the_context():
         manual = torch.cat([manual, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
     assert a.shape == (2, 14) and torch.equal(a, b) and torch.equal(a, manual)
     long_prompt = prompt(T=9)  # a prompt longer than block_size is cropped too
-    assert torch.equal(model.generate(long_prompt, 3, temperature=0.0),
-                       model.generate(long_prompt, 3, temperature=0.0, use_cache=False))
+    assert torch.equal(
+        model.generate(long_prompt, 3, temperature=0.0),
+        model.generate(long_prompt, 3, temperature=0.0, use_cache=False),
+    )
     with pytest.raises(ValueError, match="idx has 7 tokens .* but block_size=6"):
         model(prompt(T=7))
 
@@ -146,8 +158,9 @@ def test_torch_attention_backend_gives_the_same_logits():
     theirs, loss_theirs = model(idx, targets)
     assert torch.allclose(ours, theirs, atol=1e-12) and torch.isclose(loss_ours, loss_theirs)
     loss_theirs.backward()
-    assert torch.equal(model.generate(idx[:, :3], 6, temperature=0.0),
-                       model.generate(idx[:, :3], 6, temperature=0.0, use_cache=False))
+    assert torch.equal(
+        model.generate(idx[:, :3], 6, temperature=0.0), model.generate(idx[:, :3], 6, temperature=0.0, use_cache=False)
+    )
 
 
 def test_flash_backend_trains_and_generates_like_ours():
@@ -191,8 +204,8 @@ def test_tiny_gpt_overfits_a_repeated_sequence():
     torch.manual_seed(0)
     model = GPT(vocab_size=V, block_size=16, n_layer=2, n_head=2, d_model=32)
     data = torch.tensor([3, 1, 4, 1, 5, 9, 2, 6, 5, 3] * 4)
-    x = torch.stack([data[i:i + 16] for i in range(8)])  # (8, 16)
-    y = torch.stack([data[i + 1:i + 17] for i in range(8)])  # (8, 16)
+    x = torch.stack([data[i : i + 16] for i in range(8)])  # (8, 16)
+    y = torch.stack([data[i + 1 : i + 17] for i in range(8)])  # (8, 16)
     opt = model.configure_optimizers(lr=3e-3, weight_decay=0.0)
     first = None
     for _ in range(60):
@@ -299,13 +312,27 @@ def test_closed_form_counts_equal_the_models():
     assert count_block_params(512, 2048) == 3_152_384
     assert count_block_params(512, 2048, cross_attention=True) == 4_204_032
     with torch.device("meta"):  # no memory is allocated for these
-        for cfg in (TransformerConfig.BASE, TransformerConfig.BIG,
-                    dataclasses.replace(TransformerConfig.BASE, norm_first=True, share_embeddings=False,
-                                        tie_output=False, src_vocab_size=900, num_kv_heads=2)):
+        for cfg in (
+            TransformerConfig.BASE,
+            TransformerConfig.BIG,
+            dataclasses.replace(
+                TransformerConfig.BASE,
+                norm_first=True,
+                share_embeddings=False,
+                tie_output=False,
+                src_vocab_size=900,
+                num_kv_heads=2,
+            ),
+        ):
             assert Transformer.from_config(cfg).num_parameters() == count_transformer_params(cfg)
-        for cfg in (GPTConfig.CHAR_CPU, GPTConfig.CHAR_GPU, GPTConfig.GPT2_SMALL,
-                    dataclasses.replace(GPTConfig.CHAR_CPU, positional="rotary", tie_weights=False,
-                                        bias=False, num_kv_heads=2, d_ff=200)):
+        for cfg in (
+            GPTConfig.CHAR_CPU,
+            GPTConfig.CHAR_GPU,
+            GPTConfig.GPT2_SMALL,
+            dataclasses.replace(
+                GPTConfig.CHAR_CPU, positional="rotary", tie_weights=False, bias=False, num_kv_heads=2, d_ff=200
+            ),
+        ):
             assert GPT.from_config(cfg).num_parameters() == count_gpt_params(cfg) == cfg.num_parameters()
     assert TransformerConfig.BASE.num_parameters() == 63_119_496
     assert GPTConfig.GPT2_SMALL.num_parameters() == 124_439_808  # GPT-2 small's published "124M"
@@ -316,14 +343,41 @@ def test_closed_form_counts_equal_the_models():
 @pytest.mark.parametrize("model,config", [(Transformer, TransformerConfig), (GPT, GPTConfig)])
 def test_from_config_passes_every_field_by_name(model, config):
     import inspect
+
     params = inspect.signature(model.__init__).parameters
     assert all(f.name in params for f in dataclasses.fields(config))  # a new field needs its argument
-    small = (dataclasses.replace(TransformerConfig.BASE, src_vocab_size=V, tgt_vocab_size=V, d_model=16, num_heads=4,
-                                 num_encoder_layers=1, num_decoder_layers=2, d_ff=24, dropout=0.25, max_len=9,
-                                 share_embeddings=False, tie_output=False, pad_id=0, norm_first=True)
-             if config is TransformerConfig else
-             dataclasses.replace(GPTConfig.CHAR_CPU, vocab_size=V, block_size=9, n_layer=1, n_head=2, d_model=16,
-                                 dropout=0.25, d_ff=24, positional="rotary", tie_weights=False, bias=False))
+    small = (
+        dataclasses.replace(
+            TransformerConfig.BASE,
+            src_vocab_size=V,
+            tgt_vocab_size=V,
+            d_model=16,
+            num_heads=4,
+            num_encoder_layers=1,
+            num_decoder_layers=2,
+            d_ff=24,
+            dropout=0.25,
+            max_len=9,
+            share_embeddings=False,
+            tie_output=False,
+            pad_id=0,
+            norm_first=True,
+        )
+        if config is TransformerConfig
+        else dataclasses.replace(
+            GPTConfig.CHAR_CPU,
+            vocab_size=V,
+            block_size=9,
+            n_layer=1,
+            n_head=2,
+            d_model=16,
+            dropout=0.25,
+            d_ff=24,
+            positional="rotary",
+            tie_weights=False,
+            bias=False,
+        )
+    )
     m = model.from_config(small)
     if config is TransformerConfig:
         assert (m.max_len, m.pad_id, len(m.encoder.layers), len(m.decoder.layers)) == (9, 0, 1, 2)

@@ -1,4 +1,5 @@
 """MultiHeadAttention against torch.nn.MultiheadAttention, GQA, cross-attention and the KV cache."""
+
 from __future__ import annotations
 
 import pytest
@@ -75,7 +76,7 @@ def test_kv_cache_step_by_step_equals_full_causal_pass(num_kv_heads):
     full = m(x, is_causal=True)
     cache = KVCache(2, num_kv_heads, 16, 4, dtype=torch.float64)
     steps = [m(x[:, :4], is_causal=True, kv_cache=cache)]  # a prompt of 4, then one token at a time
-    steps += [m(x[:, t:t + 1], is_causal=True, kv_cache=cache) for t in range(4, 9)]
+    steps += [m(x[:, t : t + 1], is_causal=True, kv_cache=cache) for t in range(4, 9)]
     assert torch.allclose(torch.cat(steps, 1), full, atol=1e-12)
     assert len(cache) == 9
 
@@ -103,11 +104,14 @@ def test_kv_cache_errors_and_memory():
     assert "8x smaller" in kv_cache_report("Llama-2 70B", 80, 64, 8, 128, 4096)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(d_model=30, num_heads=4), "d_model=30 is not divisible by num_heads=4"),
-    (dict(d_model=32, num_heads=8, num_kv_heads=3), "num_heads=8 is not divisible by num_kv_heads=3"),
-    (dict(d_model=32, num_heads=4, dropout=1.5), "dropout"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(d_model=30, num_heads=4), "d_model=30 is not divisible by num_heads=4"),
+        (dict(d_model=32, num_heads=8, num_kv_heads=3), "num_heads=8 is not divisible by num_kv_heads=3"),
+        (dict(d_model=32, num_heads=4, dropout=1.5), "dropout"),
+    ],
+)
 def test_constructor_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         MultiHeadAttention(**kwargs)

@@ -1,12 +1,21 @@
 """Chapter 5's extrapolation experiment: the toy task, the window mask, the toy model (fast)."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 
 from minitransformer.book.position_experiments import (
-    POSITION_KINDS, CopyTask, PositionToyModel, accuracy, accuracy_by_position, attention_by_offset,
-    copy_task_loss, extrapolation_experiment, train_position_model, window_mask,
+    POSITION_KINDS,
+    CopyTask,
+    PositionToyModel,
+    accuracy,
+    accuracy_by_position,
+    attention_by_offset,
+    copy_task_loss,
+    extrapolation_experiment,
+    train_position_model,
+    window_mask,
 )
 
 
@@ -25,8 +34,9 @@ def test_copy_task_targets_are_the_tokens_offset_back():
 
 def test_window_mask():
     m = window_mask(5, 2)
-    expected = torch.tensor([[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [0, 1, 1, 0, 0], [0, 0, 1, 1, 0], [0, 0, 0, 1, 1]],
-                            dtype=torch.bool)
+    expected = torch.tensor(
+        [[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [0, 1, 1, 0, 0], [0, 0, 1, 1, 0], [0, 0, 0, 1, 1]], dtype=torch.bool
+    )
     assert torch.equal(m, expected)
     assert torch.equal(window_mask(4, 10), torch.tril(torch.ones(4, 4, dtype=torch.bool)))
     with pytest.raises(ValueError, match="window"):
@@ -53,21 +63,22 @@ def test_rope_model_depends_only_on_relative_positions_inside_a_window():
     w = 4
     a = model(x, window=w)  # (2, 12, 8)
     b = model(torch.cat([prefix, x], 1), window=w)[:, 5:]  # the same tokens, 5 positions later
-    assert torch.allclose(a[:, w - 1:], b[:, w - 1:], atol=1e-5)
+    assert torch.allclose(a[:, w - 1 :], b[:, w - 1 :], atol=1e-5)
     learned = PositionToyModel(8, d_model=16, num_heads=2, position="learned", max_len=32).eval()
     with torch.no_grad():
         learned.pos.embedding.weight.normal_()
     a, b = learned(x, window=w), learned(torch.cat([prefix, x], 1), window=w)[:, 5:]
-    assert not torch.allclose(a[:, w - 1:], b[:, w - 1:], atol=1e-3), "absolute positions do move the output"
+    assert not torch.allclose(a[:, w - 1 :], b[:, w - 1 :], atol=1e-3), "absolute positions do move the output"
 
 
 def test_training_learns_the_task_quickly():
     task = CopyTask(vocab_size=8, offset=1)
-    model, losses = train_position_model("rope", task, train_len=8, steps=30, batch_size=32, d_model=32,
-                                         num_heads=2, lr=1e-2, seed=0)
+    model, losses = train_position_model(
+        "rope", task, train_len=8, steps=30, batch_size=32, d_model=32, num_heads=2, lr=1e-2, seed=0
+    )
     assert len(losses) == 30 and losses[-1] < losses[0] * 0.5
     assert not model.training
-    torch.manual_seed(0)                                  # the weights come from seed, the batches from seed + 1
+    torch.manual_seed(0)  # the weights come from seed, the batches from seed + 1
     fresh = PositionToyModel(8, 32, 2, "rope")
     x, y = task.batch(32, 8, torch.Generator().manual_seed(1))
     assert copy_task_loss(fresh, x, y).item() == losses[0]
@@ -76,8 +87,16 @@ def test_training_learns_the_task_quickly():
 
 
 def test_experiment_table_and_determinism():
-    kw = dict(kinds=("learned", "rope"), task=CopyTask(vocab_size=6, offset=1), train_len=6,
-              test_lengths=(6, 10), steps=5, batch_size=8, d_model=16, num_heads=2)
+    kw = dict(
+        kinds=("learned", "rope"),
+        task=CopyTask(vocab_size=6, offset=1),
+        train_len=6,
+        test_lengths=(6, 10),
+        steps=5,
+        batch_size=8,
+        d_model=16,
+        num_heads=2,
+    )
     table, models = extrapolation_experiment(**kw)
     assert list(table.columns) == ["position", "test_length", "accuracy"] and len(table) == 4
     assert set(models) == {"learned", "rope"} and models["learned"].pos.num_positions == 10

@@ -1,4 +1,5 @@
 """Positional information (chapter 5): sinusoidal, learned, 2-D, RoPE, T5 buckets, ALiBi."""
+
 from __future__ import annotations
 
 import math
@@ -10,14 +11,23 @@ import torch
 from minitransformer.kv_cache import KVCache
 from minitransformer.multihead import MultiHeadAttention
 from minitransformer.positional import (
-    LearnedPositionalEmbedding, SinusoidalPositionalEncoding, sinusoidal_encoding,
-    sinusoidal_encoding_2d, transition_matrix,
+    LearnedPositionalEmbedding,
+    SinusoidalPositionalEncoding,
+    sinusoidal_encoding,
+    sinusoidal_encoding_2d,
+    transition_matrix,
 )
 from minitransformer.reference import (
-    alibi_slopes_ref, rope_complex_ref, sinusoidal_ref, t5_bucket_ref,
+    alibi_slopes_ref,
+    rope_complex_ref,
+    sinusoidal_ref,
+    t5_bucket_ref,
 )
 from minitransformer.relative import (
-    RelativePositionBias, alibi_bias, alibi_slopes, relative_position_bucket,
+    RelativePositionBias,
+    alibi_bias,
+    alibi_slopes,
+    relative_position_bucket,
 )
 from minitransformer.rotary import RotaryEmbedding, half_to_interleaved, interleaved_to_half
 
@@ -25,6 +35,7 @@ LAYOUTS = ["interleaved", "half"]
 
 
 # -- sinusoidal ------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("P,d", [(1, 2), (17, 6), (50, 32), (128, 64)])
 def test_sinusoidal_matches_formula_loop(P, d):
@@ -58,17 +69,18 @@ def test_transition_matrix_shifts_every_position(d):
         torch.testing.assert_close(T @ T.T, torch.eye(d, dtype=torch.float64), rtol=0, atol=1e-12)
         for p in [0, 1, 3, 10, 99, 200]:
             torch.testing.assert_close(T @ pe[p], pe[p + k], rtol=0, atol=1e-10)  # column vectors
-        torch.testing.assert_close(pe[:250] @ T.T, pe[k:k + 250], rtol=0, atol=1e-10)  # row vectors
+        torch.testing.assert_close(pe[:250] @ T.T, pe[k : k + 250], rtol=0, atol=1e-10)  # row vectors
     # T_{-k} undoes T_k, and T_a T_b = T_{a+b}
     T3, Tm3 = transition_matrix(3, d, dtype=torch.float64), transition_matrix(-3, d, dtype=torch.float64)
     torch.testing.assert_close(Tm3, T3.T)
-    torch.testing.assert_close(T3 @ transition_matrix(4, d, dtype=torch.float64),
-                               transition_matrix(7, d, dtype=torch.float64))
+    torch.testing.assert_close(
+        T3 @ transition_matrix(4, d, dtype=torch.float64), transition_matrix(7, d, dtype=torch.float64)
+    )
 
 
 def test_transition_matrix_is_block_diagonal():
     T = transition_matrix(5, 8, dtype=torch.float64)
-    blocks = torch.block_diag(*[T[i:i + 2, i:i + 2] for i in range(0, 8, 2)])
+    blocks = torch.block_diag(*[T[i : i + 2, i : i + 2] for i in range(0, 8, 2)])
     assert torch.equal(T, blocks)
     b = 5.0  # first pair turns by k * 10000^0
     expected = torch.tensor([[math.cos(b), math.sin(b)], [-math.sin(b), math.cos(b)]], dtype=torch.float64)
@@ -143,6 +155,7 @@ def test_sinusoidal_2d_layout():
 
 # -- RoPE ------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_rope_preserves_norms_and_position_zero_is_identity(layout):
     torch.manual_seed(0)
@@ -179,8 +192,9 @@ def test_rope_matches_complex_reference():
     rope = RotaryEmbedding(12, base=500.0)
     x = torch.randn(2, 4, 9, 12, dtype=torch.float64)
     positions = torch.tensor([0, 3, 1, 7, 100, 4, 4, 2048, 5])
-    np.testing.assert_allclose(rope(x, positions).numpy(), rope_complex_ref(x, positions, base=500.0),
-                               rtol=0, atol=1e-12)
+    np.testing.assert_allclose(
+        rope(x, positions).numpy(), rope_complex_ref(x, positions, base=500.0), rtol=0, atol=1e-12
+    )
     np.testing.assert_allclose(rope(x).numpy(), rope_complex_ref(x, np.arange(9), base=500.0), rtol=0, atol=1e-12)
 
 
@@ -208,7 +222,7 @@ def test_rope_half_layout_is_rotate_half():
     theta = 10000.0 ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)
     angles = torch.arange(T, dtype=torch.float64)[:, None] * theta[None, :]  # (T, d/2)
     cos, sin = torch.cat([angles.cos()] * 2, -1), torch.cat([angles.sin()] * 2, -1)  # (T, d)
-    x1, x2 = x[..., : d // 2], x[..., d // 2:]
+    x1, x2 = x[..., : d // 2], x[..., d // 2 :]
     expected = x * cos + torch.cat([-x2, x1], -1) * sin
     torch.testing.assert_close(RotaryEmbedding(d, layout="half")(x), expected)
 
@@ -261,7 +275,7 @@ def test_rope_in_multihead_attention_with_kv_cache(layout, num_kv_heads):
     cache = KVCache(B, mha.num_kv_heads, T, mha.head_dim, dtype=torch.float64)
     steps = [mha(x[:, :3], is_causal=True, kv_cache=cache)]  # prefill three tokens at once
     for t in range(3, T):  # then one token at a time, at positions 3, 4, ...
-        steps.append(mha(x[:, t:t + 1], is_causal=True, kv_cache=cache))
+        steps.append(mha(x[:, t : t + 1], is_causal=True, kv_cache=cache))
     torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=0, atol=1e-12)
 
 
@@ -279,6 +293,7 @@ def test_rope_makes_attention_position_aware():
 
 # -- T5 relative position bias -----------------------------------------------------
 
+
 def test_t5_buckets_hand_computed():
     # bidirectional, 32 buckets (16 per direction, 8 exact), max_distance 128
     rel = torch.tensor([0, -1, -7, -8, -9, -12, -20, -50, -100, -127, -128, -500, 1, 7, 8, 12, 500])
@@ -292,8 +307,9 @@ def test_t5_buckets_hand_computed():
     assert relative_position_bucket(rel, False, 8, 16).tolist() == [0, 0, 0, 1, 3, 4, 4, 5, 5, 6, 6, 7, 7, 7]
 
 
-@pytest.mark.parametrize("bidirectional,num_buckets,max_distance",
-                         [(True, 32, 128), (False, 32, 128), (True, 10, 40), (False, 6, 20)])
+@pytest.mark.parametrize(
+    "bidirectional,num_buckets,max_distance", [(True, 32, 128), (False, 32, 128), (True, 10, 40), (False, 6, 20)]
+)
 def test_t5_buckets_match_reference_and_are_monotonic(bidirectional, num_buckets, max_distance):
     rel = torch.arange(-400, 401)
     got = relative_position_bucket(rel, bidirectional, num_buckets, max_distance)
@@ -332,9 +348,10 @@ def test_relative_position_bias_module():
 
 # -- ALiBi ----------------------------------------------------------------------------
 
+
 def test_alibi_slopes():
-    assert alibi_slopes(8, torch.float64).tolist() == [2.0 ** -i for i in range(1, 9)]
-    assert alibi_slopes(6, torch.float64).tolist() == [2 ** -2, 2 ** -4, 2 ** -6, 2 ** -8, 2 ** -1, 2 ** -3]
+    assert alibi_slopes(8, torch.float64).tolist() == [2.0**-i for i in range(1, 9)]
+    assert alibi_slopes(6, torch.float64).tolist() == [2**-2, 2**-4, 2**-6, 2**-8, 2**-1, 2**-3]
     for n in [1, 2, 3, 5, 6, 7, 12, 16, 24, 40]:
         np.testing.assert_allclose(alibi_slopes(n, torch.float64).numpy(), alibi_slopes_ref(n), rtol=1e-12)
     with pytest.raises(ValueError, match="num_heads must be a positive int, got 0"):

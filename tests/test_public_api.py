@@ -1,4 +1,5 @@
 """The public API contract of DESIGN.md: names importable from the top level, with their conventions."""
+
 from __future__ import annotations
 
 import inspect
@@ -7,9 +8,25 @@ import sys
 
 import minitransformer as mt
 
-CONTRACT = ["scaled_dot_product_attention", "causal_mask", "padding_mask", "AdditiveAttention", "LuongAttention",
-            "MultiHeadAttention", "sinusoidal_encoding", "RotaryEmbedding", "FeedForward", "EncoderLayer",
-            "DecoderLayer", "Encoder", "Decoder", "Transformer", "GPT", "KVCache", "flash_attention"]
+CONTRACT = [
+    "scaled_dot_product_attention",
+    "causal_mask",
+    "padding_mask",
+    "AdditiveAttention",
+    "LuongAttention",
+    "MultiHeadAttention",
+    "sinusoidal_encoding",
+    "RotaryEmbedding",
+    "FeedForward",
+    "EncoderLayer",
+    "DecoderLayer",
+    "Encoder",
+    "Decoder",
+    "Transformer",
+    "GPT",
+    "KVCache",
+    "flash_attention",
+]
 
 
 def test_contract_names_are_exported():
@@ -22,8 +39,9 @@ def test_signatures_follow_the_contract():
     sig = lambda f: inspect.signature(f).parameters  # noqa: E731
     p = sig(mt.scaled_dot_product_attention)
     assert list(p)[:4] == ["q", "k", "v", "mask"]
-    assert all(p[n].kind is inspect.Parameter.KEYWORD_ONLY
-               for n in ("is_causal", "scale", "dropout_p", "return_weights"))
+    assert all(
+        p[n].kind is inspect.Parameter.KEYWORD_ONLY for n in ("is_causal", "scale", "dropout_p", "return_weights")
+    )
     assert list(sig(mt.causal_mask)) == ["Lq", "Lk", "device"]
     assert list(sig(mt.MultiHeadAttention.__init__))[1:6] == ["d_model", "num_heads", "num_kv_heads", "dropout", "bias"]
     fwd = sig(mt.MultiHeadAttention.forward)

@@ -1,11 +1,20 @@
 """The generated session data and the session recommender."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 
-from minitransformer.book.recsys import (PAD, Catalogue, SessionRecommender, adversarial_weights, hit_rate,
-                                    make_sessions, remove_item, successor_of_last_baseline)
+from minitransformer.book.recsys import (
+    PAD,
+    Catalogue,
+    SessionRecommender,
+    adversarial_weights,
+    hit_rate,
+    make_sessions,
+    remove_item,
+    successor_of_last_baseline,
+)
 
 
 def test_sessions_have_the_stated_structure():
@@ -16,11 +25,11 @@ def test_sessions_have_the_stated_structure():
     rows = torch.arange(300)
     last_episode = h[rows, ev]
     assert not cat.is_trending(last_episode).any() and (last_episode != PAD).all()
-    assert torch.equal(t, last_episode + 1)                   # the target is the next episode
+    assert torch.equal(t, last_episode + 1)  # the target is the next episode
     after = torch.arange(10)[None, :] > ev[:, None]
-    assert (cat.is_trending(h) | ~after).all()                # only trending clicks after the evidence
+    assert (cat.is_trending(h) | ~after).all()  # only trending clicks after the evidence
     first = (h != PAD).float().argmax(1)
-    assert ((h != PAD) == (torch.arange(10)[None, :] >= first[:, None])).all()   # left-padded
+    assert ((h != PAD) == (torch.arange(10)[None, :] >= first[:, None])).all()  # left-padded
     assert torch.equal(make_sessions(300, cat, seed=1)["history"], h)
     assert cat.name(cat.episode(2, 5)) == "S2E5" and cat.name(cat.trending(3)) == "trend3"
 
@@ -32,9 +41,9 @@ def test_model_shapes_masking_and_weight_override():
     model = SessionRecommender(cat.num_items, 10, 16)
     scores, w = model(data["history"], need_weights=True)
     assert scores.shape == (16, cat.num_items) and w.shape == (16, 10)
-    assert torch.isinf(scores[:, PAD]).all()                  # padding is never recommended
+    assert torch.isinf(scores[:, PAD]).all()  # padding is never recommended
     assert torch.allclose(w.sum(-1), torch.ones(16))
-    assert (w[data["history"] == PAD] == 0).all()             # no weight on padding
+    assert (w[data["history"] == PAD] == 0).all()  # no weight on padding
     assert torch.allclose(model(data["history"], weights=w), scores, atol=1e-6)
     with pytest.raises(ValueError, match="weights must be"):
         model(data["history"], weights=w[:, :5])

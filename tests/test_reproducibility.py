@@ -1,4 +1,5 @@
 """The same cell prints the same digits on every run: the chapters' setup makes MKL reproducible."""
+
 from __future__ import annotations
 
 import os
@@ -24,7 +25,7 @@ print(len(results))
 
 
 def test_matrix_products_do_not_depend_on_memory_alignment():
-    env = {k: v for k, v in os.environ.items() if k != "MKL_CBWR"}   # as a fresh Jupyter kernel has it
+    env = {k: v for k, v in os.environ.items() if k != "MKL_CBWR"}  # as a fresh Jupyter kernel has it
     out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "1", "one input gave several results: MKL's reproducible mode is off"

@@ -1,4 +1,5 @@
 """GRU seq2seq models with and without attention, and the Jacobian helper."""
+
 from __future__ import annotations
 
 import pytest
@@ -37,7 +38,7 @@ def test_shapes_and_greedy_decode(attention):
     else:
         assert weights.shape == (B, T, S) and w.shape == (B, tokens.shape[1], S)
         torch.testing.assert_close(weights.sum(-1), torch.ones(B, T))
-        real = torch.arange(S)[None, :] < b.src_lengths[:, None]                  # (B, S)
+        real = torch.arange(S)[None, :] < b.src_lengths[:, None]  # (B, S)
         assert (weights.masked_select(~real[:, None, :].expand_as(weights)) == 0).all()
     # lengths, a bool mask and None (pad-derived) are the same thing
     mask = b.src != TOK.pad_id
@@ -51,10 +52,10 @@ def test_step_t_does_not_see_later_targets(attention):
     logits = model(b.src, b.src_lengths, b.tgt_in)
     changed = b.tgt_in.clone()
     t = 3
-    changed[:, t + 1:] = torch.randint(3, len(TOK), changed[:, t + 1:].shape)
+    changed[:, t + 1 :] = torch.randint(3, len(TOK), changed[:, t + 1 :].shape)
     logits2 = model(b.src, b.src_lengths, changed)
-    torch.testing.assert_close(logits2[:, :t + 1], logits[:, :t + 1])
-    assert not torch.allclose(logits2[:, t + 1:], logits[:, t + 1:])
+    torch.testing.assert_close(logits2[:, : t + 1], logits[:, : t + 1])
+    assert not torch.allclose(logits2[:, t + 1 :], logits[:, t + 1 :])
 
 
 @pytest.mark.parametrize("attention", ATTENTION_KINDS)
@@ -126,7 +127,7 @@ def test_jacobian_norms_equal_autograd(cell_type):
     def unroll(h0, steps):
         h = h0
         for t in range(steps):
-            h = cell(x[t:t + 1], h[None]).squeeze(0)
+            h = cell(x[t : t + 1], h[None]).squeeze(0)
         return h
 
     h0 = torch.zeros(5, dtype=torch.float64)

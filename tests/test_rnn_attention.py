@@ -1,4 +1,5 @@
 """Bahdanau and Luong attention against explicit float64 formulas."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,21 +1,28 @@
 """The reversal experiment shared by chapters 1 and 2 (tiny settings: seconds)."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 from torch import nn
 
+from minitransformer.book.seq2seq_experiments import (
+    REVERSAL,
+    ReversalSetup,
+    decode_examples,
+    model_label,
+    reversal_data,
+    run_reversal,
+)
 from minitransformer.data import collate
 from minitransformer.exercises.ch01 import decoder_inputs_solution, gru_step_solution, jacobian_norms_solution
-from minitransformer.exercises.ch02 import (additive_scores_solution, contexts_solution,
-                                            general_scores_solution)
+from minitransformer.exercises.ch02 import additive_scores_solution, contexts_solution, general_scores_solution
 from minitransformer.rnn import hidden_jacobian_norms
 from minitransformer.rnn_attention import AdditiveAttention, LuongAttention
-from minitransformer.book.seq2seq_experiments import (REVERSAL, ReversalSetup, decode_examples, model_label,
-                                                 reversal_data, run_reversal)
 
-TINY = ReversalSetup(train_lengths=(2, 5), test_lengths=(2, 7), n_train=300, n_test_per_length=4,
-                     preset="tiny", steps=6, batch_size=32)
+TINY = ReversalSetup(
+    train_lengths=(2, 5), test_lengths=(2, 7), n_train=300, n_test_per_length=4, preset="tiny", steps=6, batch_size=32
+)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.one_thread
@@ -73,6 +80,7 @@ def test_bad_arguments_are_refused():
 
 # -- the exercises' reference solutions agree with PyTorch and with the package -----------------
 
+
 def test_gru_step_solution_equals_nn_grucell():
     torch.manual_seed(0)
     cell = nn.GRUCell(3, 5).double()
@@ -107,7 +115,7 @@ def test_attention_solutions_equal_the_package_modules():
     mask = torch.tensor([[True] * 5, [True, True, True, False, False]])
     ctx = contexts_solution(scores, h, mask)
     for t in range(T):
-        c, w = add(s[:, t], h, mask=mask)                    # step t + 1 uses s_t = the previous state
+        c, w = add(s[:, t], h, mask=mask)  # step t + 1 uses s_t = the previous state
         torch.testing.assert_close(ctx[:, t], c)
     gen = LuongAttention(dq, dk, score="general")
     e = general_scores_solution(s[:, 0], h, gen.W_a.weight)

@@ -7,6 +7,7 @@ NaN before the launch. The results must equal float64 attention and its
 gradients; and mutated copies of the kernels (a barrier removed, a guard off
 by one, ...) must be caught by the same checks, which proves the checks bite.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,17 +16,23 @@ import numpy as np
 import pytest
 import torch
 
-from minitransformer.flash.cpu_cuda.runner import (KernelError, gxx_available, load_module,
-                                                   teaching_backward_cpu, teaching_forward_cpu)
+from minitransformer.flash.cpu_cuda.runner import (
+    KernelError,
+    gxx_available,
+    load_module,
+    teaching_backward_cpu,
+    teaching_forward_cpu,
+)
 from minitransformer.flash.sources import kernel_source
 from minitransformer.reference import gqa_attention_ref
 
-pytestmark = pytest.mark.skipif(not gxx_available(),
-                                reason="g++ not found: the CUDA-on-CPU emulation compiles kernels with g++")
+pytestmark = pytest.mark.skipif(
+    not gxx_available(), reason="g++ not found: the CUDA-on-CPU emulation compiles kernels with g++"
+)
 
 FWD_SRC = kernel_source("teaching_forward.cu")
 BWD_SRC = kernel_source("teaching_backward.cu")
-ATOL_OUT = 5e-6        # fp32 kernel vs float64 (measured ~1e-6)
+ATOL_OUT = 5e-6  # fp32 kernel vs float64 (measured ~1e-6)
 ATOL_GRAD = 2e-5
 
 
@@ -82,8 +89,9 @@ def backward_failure(case, schedule, source=BWD_SRC, threads=256) -> str | None:
     q, k, v, dO = make(B, H, H_kv, N, d, N_k, seed=1)
     out, L, dq_ref, dk_ref, dv_ref = reference(q, k, v, dO, causal)
     try:
-        dq, dk, dv = teaching_backward_cpu(q, k, v, out, dO, L, is_causal=causal, Br=Br, Bc=Bc,
-                                           threads=threads, schedule=schedule, source=source)
+        dq, dk, dv = teaching_backward_cpu(
+            q, k, v, out, dO, L, is_causal=causal, Br=Br, Bc=Bc, threads=threads, schedule=schedule, source=source
+        )
     except KernelError as e:
         return f"kernel error: {e}"
     errs = max_err(dq, dq_ref), max_err(dk, dk_ref), max_err(dv, dv_ref)
@@ -137,38 +145,42 @@ def test_bad_inputs_raise_before_launching():
 # ---- Mutations: each is a bug the checks above must catch ------------------------------------
 FWD_MUTATIONS = {
     "no barrier after the K/V load": (
-        "        __syncthreads();\n\n        if (row_valid) {", "\n        if (row_valid) {"),
-    "no barrier at the end of the tile": (
-        "rewriting it).\n        __syncthreads();", "rewriting it)."),
+        "        __syncthreads();\n\n        if (row_valid) {",
+        "\n        if (row_valid) {",
+    ),
+    "no barrier at the end of the tile": ("rewriting it).\n        __syncthreads();", "rewriting it)."),
     "no __syncwarp before reading P": ("            __syncwarp();\n", ""),
-    "partial-tile mask dropped": (
-        "if (col < N_k && (!is_causal || col <= r))", "if (!is_causal || col <= r)"),
-    "load guard reads one row past the end": (
-        "const bool ok = col0 + c < N_k;", "const bool ok = col0 + c <= N_k;"),
+    "partial-tile mask dropped": ("if (col < N_k && (!is_causal || col <= r))", "if (!is_causal || col <= r)"),
+    "load guard reads one row past the end": ("const bool ok = col0 + c < N_k;", "const bool ok = col0 + c <= N_k;"),
     "causal mask drops the diagonal": ("(!is_causal || col <= r)", "(!is_causal || col < r)"),
     "tile tail left unfilled": (
         "            Ks[c * (d + 1) + x] = ok ? Kh[(size_t)(col0 + c) * d + x] : 0.0f;\n"
         "            Vs[c * d + x]       = ok ? Vh[(size_t)(col0 + c) * d + x] : 0.0f;\n",
         "            if (ok) Ks[c * (d + 1) + x] = Kh[(size_t)(col0 + c) * d + x];\n"
-        "            if (ok) Vs[c * d + x] = Vh[(size_t)(col0 + c) * d + x];\n"),
+        "            if (ok) Vs[c * d + x] = Vh[(size_t)(col0 + c) * d + x];\n",
+    ),
     "online softmax without rescaling": ("o[t] = alpha * o[t] + pv[t];", "o[t] = o[t] + pv[t];"),
 }
 BWD_MUTATIONS = {
     "no barrier after the Q/dO load": (
-        "loaded by other threads.\n            __syncthreads();", "loaded by other threads."),
-    "no barrier between P/dS and their use": (
-        "rows of P and dS.\n            __syncthreads();", "rows of P and dS."),
-    "no barrier at the end of the query tile": (
-        "Ls, Ds.\n            __syncthreads();", "Ls, Ds."),
+        "loaded by other threads.\n            __syncthreads();",
+        "loaded by other threads.",
+    ),
+    "no barrier between P/dS and their use": ("rows of P and dS.\n            __syncthreads();", "rows of P and dS."),
+    "no barrier at the end of the query tile": ("Ls, Ds.\n            __syncthreads();", "Ls, Ds."),
     "causal mask drops the diagonal": ("(!is_causal || col <= row)", "(!is_causal || col < row)"),
     "load guard reads one row past the end": (
-        "const bool ok = row0 + rr < N;\n                Qs[", "const bool ok = row0 + rr <= N;\n                Qs["),
+        "const bool ok = row0 + rr < N;\n                Qs[",
+        "const bool ok = row0 + rr <= N;\n                Qs[",
+    ),
     "tile tail left unfilled": (
         "dOs[rr * d + x]      = ok ? dOh[(size_t)(row0 + rr) * d + x] : 0.0f;",
-        "if (ok) dOs[rr * d + x] = dOh[(size_t)(row0 + rr) * d + x];"),
+        "if (ok) dOs[rr * d + x] = dOh[(size_t)(row0 + rr) * d + x];",
+    ),
     "shuffle reduction stops one step early": (
         "for (int offset = 16; offset > 0; offset /= 2)          // 16, 8, 4, 2, 1",
-        "for (int offset = 16; offset > 1; offset /= 2)"),
+        "for (int offset = 16; offset > 1; offset /= 2)",
+    ),
 }
 
 
@@ -180,16 +192,14 @@ def mutate(source: str, old: str, new: str) -> str:
 @pytest.mark.parametrize("name", list(FWD_MUTATIONS))
 def test_forward_mutation_is_caught(name):
     source = mutate(FWD_SRC, *FWD_MUTATIONS[name])
-    failures = (forward_failure(case, schedule, source)
-                for case in FWD_CASES for schedule in ("forward", "reverse"))
+    failures = (forward_failure(case, schedule, source) for case in FWD_CASES for schedule in ("forward", "reverse"))
     assert any(f is not None for f in failures), f"mutation {name!r} passed every check"
 
 
 @pytest.mark.parametrize("name", list(BWD_MUTATIONS))
 def test_backward_mutation_is_caught(name):
     source = mutate(BWD_SRC, *BWD_MUTATIONS[name])
-    failures = (backward_failure(case, schedule, source)
-                for case in BWD_CASES for schedule in ("forward", "reverse"))
+    failures = (backward_failure(case, schedule, source) for case in BWD_CASES for schedule in ("forward", "reverse"))
     assert any(f is not None for f in failures), f"mutation {name!r} passed every check"
 
 
@@ -244,18 +254,18 @@ def test_static_shared_memory_barriers_and_atomics(emu):
     emu.launch("static_tile", (2,), (64,), [x, out, 0], schedule="reverse")
     tile = x.reshape(2, 64)
     np.testing.assert_array_equal(out.reshape(2, 64), tile[:, ::-1] + tile + 64)
-    emu.launch("static_tile", (2,), (64,), [x, out, 1])     # tile[64]: one past the end, a NaN guard
+    emu.launch("static_tile", (2,), (64,), [x, out, 1])  # tile[64]: one past the end, a NaN guard
     assert np.isnan(out.reshape(2, 64)[:, 63]).all() and np.isfinite(out.reshape(2, 64)[:, :63]).all()
 
 
 def test_warp_shuffles_and_votes_follow_cuda_semantics(emu):
-    v = np.array([5, 9, 3, 12, 0, 7, 6, 1] * 8, dtype=np.int32)      # 64 threads, 2 warps
+    v = np.array([5, 9, 3, 12, 0, 7, 6, 1] * 8, dtype=np.int32)  # 64 threads, 2 warps
     out = np.zeros(6 * 64, np.int32)
     emu.launch("warp_ops", (1,), (64,), [v, out], schedule="random", seed=3)
     out = out.reshape(64, 6)
     for t in range(64):
         w, lane = divmod(t, 32)
-        lanes = v[32 * w:32 * w + 32]
+        lanes = v[32 * w : 32 * w + 32]
         assert out[t, 0] == lanes[3]
         assert out[t, 1] == (lanes[lane - 2] if lane >= 2 else lanes[lane])
         assert out[t, 2] == (lanes[lane + 5] if lane % 16 + 5 < 16 else lanes[lane])

@@ -5,6 +5,7 @@ No GPU is needed: ``cupy_backends.cuda.libs.nvrtc`` with the pip package
 things NVRTC rejects (``INFINITY``, system headers), so this is the check that
 matters for ``cupy.RawModule``.
 """
+
 from __future__ import annotations
 
 import re
@@ -13,8 +14,9 @@ import pytest
 
 from minitransformer.flash.sources import kernel_source
 
-nvrtc = pytest.importorskip("cupy_backends.cuda.libs.nvrtc",
-                            reason="needs cupy-cuda12x (and nvidia-cuda-nvrtc-cu12) for NVRTC")
+nvrtc = pytest.importorskip(
+    "cupy_backends.cuda.libs.nvrtc", reason="needs cupy-cuda12x (and nvidia-cuda-nvrtc-cu12) for NVRTC"
+)
 
 # file -> {kernel: number of parameters in the documented signature}
 KERNELS = {
@@ -27,7 +29,7 @@ ARCHS = ["75", "80", "90"]
 def compile_nvrtc(source: str, name: str, options: list[str], names: list[str]):
     try:
         prog = nvrtc.createProgram(source, name, [], [])
-    except Exception as e:                                   # libnvrtc missing
+    except Exception as e:  # libnvrtc missing
         pytest.skip(f"NVRTC is not loadable here: {e}")
     try:
         for n in names:
@@ -36,8 +38,11 @@ def compile_nvrtc(source: str, name: str, options: list[str], names: list[str]):
             nvrtc.compileProgram(prog, options)
         except nvrtc.NVRTCError as e:
             pytest.fail(f"NVRTC rejected {name} with {options}: {e}\n{nvrtc.getProgramLog(prog)}")
-        return (nvrtc.getPTX(prog).decode(), {n: nvrtc.getLoweredName(prog, n) for n in names},
-                nvrtc.getProgramLog(prog))
+        return (
+            nvrtc.getPTX(prog).decode(),
+            {n: nvrtc.getLoweredName(prog, n) for n in names},
+            nvrtc.getProgramLog(prog),
+        )
     finally:
         nvrtc.destroyProgram(prog)
 
@@ -46,10 +51,11 @@ def compile_nvrtc(source: str, name: str, options: list[str], names: list[str]):
 @pytest.mark.parametrize("filename", list(KERNELS))
 def test_teaching_kernel_compiles_with_nvrtc(filename, arch):
     kernels = KERNELS[filename]
-    ptx, lowered, log = compile_nvrtc(kernel_source(filename), filename,
-                                      [f"--gpu-architecture=compute_{arch}"], list(kernels))
+    ptx, lowered, log = compile_nvrtc(
+        kernel_source(filename), filename, [f"--gpu-architecture=compute_{arch}"], list(kernels)
+    )
     for name, n_params in kernels.items():
-        assert lowered[name] == name                          # extern "C": the launcher's names as written
+        assert lowered[name] == name  # extern "C": the launcher's names as written
         entry = re.search(rf"\.entry {name}\((.*?)\)", ptx, flags=re.S)
         assert entry, f"{name} missing from the PTX of {filename}"
         assert entry.group(1).count(".param") == n_params

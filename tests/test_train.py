@@ -1,4 +1,5 @@
 """Schedules, label smoothing, the training loop and evaluation helpers."""
+
 from __future__ import annotations
 
 import math
@@ -13,8 +14,19 @@ from torch import nn
 from minitransformer.data import task_tokenizer, train_test_pairs
 from minitransformer.rnn import Seq2Seq, Seq2SeqConfig
 from minitransformer.train import (
-    History, NoamSchedule, accuracy_by_length, label_smoothing_loss, noam_lr, noam_scheduler,
-    global_grad_norm, set_seed, smoothed_targets, fit, train_seq2seq, warmup_cosine_lr, warmup_cosine_scheduler,
+    History,
+    NoamSchedule,
+    accuracy_by_length,
+    fit,
+    global_grad_norm,
+    label_smoothing_loss,
+    noam_lr,
+    noam_scheduler,
+    set_seed,
+    smoothed_targets,
+    train_seq2seq,
+    warmup_cosine_lr,
+    warmup_cosine_scheduler,
 )
 
 
@@ -22,9 +34,9 @@ from minitransformer.train import (
 def test_noam_peak_at_warmup(d_model, warmup):
     lrs = [noam_lr(s, d_model, warmup) for s in range(1, 3 * warmup + 2)]
     assert int(np.argmax(lrs)) + 1 == warmup
-    assert math.isclose(max(lrs), d_model ** -0.5 * warmup ** -0.5)
+    assert math.isclose(max(lrs), d_model**-0.5 * warmup**-0.5)
     assert noam_lr(0, d_model, warmup) == noam_lr(1, d_model, warmup)
-    assert math.isclose(noam_lr(4 * warmup, d_model, warmup), d_model ** -0.5 * (4 * warmup) ** -0.5)
+    assert math.isclose(noam_lr(4 * warmup, d_model, warmup), d_model**-0.5 * (4 * warmup) ** -0.5)
 
 
 def test_noam_scheduler_drives_the_optimizer():
@@ -63,8 +75,10 @@ def test_label_smoothing_equals_torch(eps):
     ours = label_smoothing_loss(logits, targets, eps)
     torch.testing.assert_close(ours, F.cross_entropy(logits, targets, label_smoothing=eps))
     targets[[2, 5]] = 3
-    torch.testing.assert_close(label_smoothing_loss(logits, targets, eps, ignore_index=0),
-                               F.cross_entropy(logits, targets, ignore_index=0, label_smoothing=eps))
+    torch.testing.assert_close(
+        label_smoothing_loss(logits, targets, eps, ignore_index=0),
+        F.cross_entropy(logits, targets, ignore_index=0, label_smoothing=eps),
+    )
 
 
 def test_smoothed_target_distribution():
@@ -82,6 +96,7 @@ def test_set_seed_makes_everything_repeat():
     def draw():
         set_seed(7)
         return random.random(), np.random.rand(), torch.rand(1).item()
+
     assert draw() == draw()
 
 
@@ -91,8 +106,17 @@ def _fit(seed):
     x = torch.randn(64, 3)
     y = x @ torch.tensor([[1.0], [-2.0], [0.5]])
     opt = torch.optim.Adam(model.parameters(), lr=0.05)
-    hist = fit(model, lambda step: F.mse_loss(model(x), y), opt, 60, clip_norm=1.0, progress=False,
-                 eval_fn=lambda: {"val_loss": F.mse_loss(model(x), y).item()}, eval_every=20, log_every=10)
+    hist = fit(
+        model,
+        lambda step: F.mse_loss(model(x), y),
+        opt,
+        60,
+        clip_norm=1.0,
+        progress=False,
+        eval_fn=lambda: {"val_loss": F.mse_loss(model(x), y).item()},
+        eval_every=20,
+        log_every=10,
+    )
     return model, hist
 
 
@@ -124,16 +148,22 @@ def _regression(seed: int = 0):
 def test_fit_lr_fn_sets_and_records_the_rate_each_step_uses():
     model, loss_fn = _regression()
     opt = torch.optim.SGD(model.parameters(), lr=123.0)
-    hist = fit(model, loss_fn, opt, 4, lr_fn=lambda step: 0.1 * (step + 1), clip_norm=None, log_every=1,
-               progress=False)
+    hist = fit(model, loss_fn, opt, 4, lr_fn=lambda step: 0.1 * (step + 1), clip_norm=None, log_every=1, progress=False)
     assert [r["lr"] for r in hist] == pytest.approx([0.1, 0.2, 0.3, 0.4]) and [r["step"] for r in hist] == [1, 2, 3, 4]
     with pytest.raises(ValueError, match="not both"):
         fit(model, loss_fn, opt, 1, lr_fn=lambda s: 0.1, scheduler=noam_scheduler(opt, 8, 2), progress=False)
     model, loss_fn = _regression()
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
-    hist = fit(model, loss_fn, opt, 3, scheduler=torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 ** s),
-               log_every=1, progress=False)
-    assert [r["lr"] for r in hist] == [1.0, 0.5, 0.25]      # the rate of the step, not the next one
+    hist = fit(
+        model,
+        loss_fn,
+        opt,
+        3,
+        scheduler=torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5**s),
+        log_every=1,
+        progress=False,
+    )
+    assert [r["lr"] for r in hist] == [1.0, 0.5, 0.25]  # the rate of the step, not the next one
 
 
 def test_fit_grad_norm_is_measured_before_clipping():
@@ -152,10 +182,19 @@ def test_fit_in_chunks_equals_one_run_and_log_when_picks_the_steps():
         opt = torch.optim.Adam(model.parameters(), lr=0.05)
         hist, done = History(), 0
         for n in chunks:
-            hist += fit(model, loss_fn, opt, n, lr_fn=lambda step: 0.05 / (step + 1), start_step=done,
-                        log_when=lambda s: s % 3 == 0 or s == 1, progress=False)
+            hist += fit(
+                model,
+                loss_fn,
+                opt,
+                n,
+                lr_fn=lambda step: 0.05 / (step + 1),
+                start_step=done,
+                log_when=lambda s: s % 3 == 0 or s == 1,
+                progress=False,
+            )
             done += n
         return model, hist
+
     (m1, h1), (m2, h2) = run([7]), run([2, 4, 1])
     assert torch.equal(m1.weight, m2.weight)
     assert [(r["step"], r["loss"], r["lr"]) for r in h1] == [(r["step"], r["loss"], r["lr"]) for r in h2]
@@ -172,6 +211,7 @@ def test_accuracy_by_length_columns_and_perfect_oracle():
 
     def oracle(batch, max_len):  # decodes by reading the answer: must score 100 %
         return batch.tgt_out
+
     perfect = accuracy_by_length(model, test, tok, decode_fn=oracle)
     assert (perfect.exact_match == 1.0).all() and (perfect.char_accuracy == 1.0).all()
 
@@ -185,6 +225,7 @@ def test_train_seq2seq_is_deterministic():
         model = Seq2Seq(Seq2SeqConfig(len(tok), emb_dim=4, hidden_size=8, attention="luong-general"))
         hist = train_seq2seq(model, train_set, tok, 5, batch_size=16, progress=False)
         return model, [r["loss"] for r in hist]
+
     (m1, l1), (m2, l2) = run(), run()
     assert l1 == l2
     assert all(torch.equal(a, b) for a, b in zip(m1.parameters(), m2.parameters()))

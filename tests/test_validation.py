@@ -1,4 +1,5 @@
 """The shared argument checks: one wording for one mistake, wherever it is made."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -50,7 +51,7 @@ def test_probability():
 
 
 def test_qkv_shapes_broadcast_layout():
-    check_qkv_shapes((2, 3, 5, 8), (1, 5, 8), (1, 5, 4))          # k, v broadcast over q's batch
+    check_qkv_shapes((2, 3, 5, 8), (1, 5, 8), (1, 5, 4))  # k, v broadcast over q's batch
     with pytest.raises(ValueError, match=r"k's leading dims \(2,\) would enlarge q's \(\)"):
         check_qkv_shapes((5, 8), (2, 5, 8), (2, 5, 8))
     with pytest.raises(ValueError, match="k and v must share their leading"):

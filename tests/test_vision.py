@@ -1,13 +1,24 @@
 """Patches, the generated shapes, the tiny ViT and its attention read-outs."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from minitransformer.book.vision import (
+    SHAPE_CLASSES,
+    TinyCNN,
+    TinyViT,
+    attention_rollout,
+    cls_attention,
+    make_shapes,
+    num_patches,
+    patch_coverage,
+    patchify,
+    unpatchify,
+)
 from minitransformer.exercises.ch09 import patchify_solution
-from minitransformer.book.vision import (SHAPE_CLASSES, TinyCNN, TinyViT, attention_rollout, cls_attention,
-                                    make_shapes, num_patches, patch_coverage, patchify, unpatchify)
 
 
 def test_patch_count_formula():
@@ -21,11 +32,11 @@ def test_patch_count_formula():
 
 def test_patchify_ordering_on_a_numbered_image():
     img = torch.arange(16.0).reshape(1, 1, 4, 4)
-    p = patchify(img, 2)                                    # (1, 4, 4)
+    p = patchify(img, 2)  # (1, 4, 4)
     assert p.shape == (1, 4, 4)
-    assert p[0, 0].tolist() == [0, 1, 4, 5]                 # top-left patch, row-major pixels
-    assert p[0, 1].tolist() == [2, 3, 6, 7]                 # then the patch to its right
-    assert p[0, 2].tolist() == [8, 9, 12, 13]               # then the next row of patches
+    assert p[0, 0].tolist() == [0, 1, 4, 5]  # top-left patch, row-major pixels
+    assert p[0, 1].tolist() == [2, 3, 6, 7]  # then the patch to its right
+    assert p[0, 2].tolist() == [8, 9, 12, 13]  # then the next row of patches
 
 
 @pytest.mark.parametrize("shape,p", [((2, 3, 8, 12), 4), ((1, 1, 6, 6), 3), ((3, 2, 4, 4), 1), ((1, 3, 5, 5), 5)])
@@ -38,8 +49,8 @@ def test_patchify_matches_unfold_and_conv_and_round_trips(shape, p):
     assert torch.equal(patches, F.unfold(x, p, stride=p).transpose(1, 2))
     assert torch.equal(patches, patchify_solution(x, p))
     conv = torch.nn.Conv2d(C, 5, p, stride=p, bias=False).double()
-    via_conv = conv(x).flatten(2).transpose(1, 2)           # (B, N, 5)
-    via_linear = patches @ conv.weight.reshape(5, -1).T     # the same linear map on flattened patches
+    via_conv = conv(x).flatten(2).transpose(1, 2)  # (B, N, 5)
+    via_linear = patches @ conv.weight.reshape(5, -1).T  # the same linear map on flattened patches
     assert torch.allclose(via_conv, via_linear)
     assert torch.equal(unpatchify(patches, (H, W), p, C), x)
 
@@ -60,9 +71,9 @@ def test_shapes_are_reproducible_and_inside_the_image():
     images, labels, masks = a
     assert images.shape == (20, 1, 32, 32) and labels.shape == (20,) and masks.shape == (20, 32, 32)
     assert set(labels.tolist()) <= set(range(len(SHAPE_CLASSES)))
-    assert (masks.flatten(1).sum(1) > 20).all()             # every image has a visible shape
-    assert not masks[:, 0].any() and not masks[:, :, 0].any()   # never touching the border
-    cov = patch_coverage(masks, 8)                           # (20, 16)
+    assert (masks.flatten(1).sum(1) > 20).all()  # every image has a visible shape
+    assert not masks[:, 0].any() and not masks[:, :, 0].any()  # never touching the border
+    cov = patch_coverage(masks, 8)  # (20, 16)
     assert cov.shape == (20, 16) and ((cov >= 0) & (cov <= 1)).all()
     assert torch.allclose(cov.sum(1) * 64, masks.flatten(1).sum(1).float())
 

@@ -15,6 +15,7 @@ firewall) sees empty boxes. This extension
 3. serves the local html-manager and MathJax at the path that ``_config.yml`` gives
    myst-nb's ``nb_ipywidgets_js`` (instead of require.js + the CDN's embed-amd.js).
 """
+
 from __future__ import annotations
 
 import json
@@ -100,8 +101,7 @@ def _write_vendor(app) -> None:
             raise RuntimeError(f"{needed} is missing: run `npm ci --prefix book/_ext` (make book does this)")
     widgets = vendor / "widgets"
     if not (widgets / "embed.js").exists():
-        shutil.copytree(WIDGETS_DIST, widgets, dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns("*.map", "*amd*"))
+        shutil.copytree(WIDGETS_DIST, widgets, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.map", "*amd*"))
     mathjax = vendor / "mathjax"
     for part in MATHJAX_PARTS:
         src, dst = MATHJAX_DIST / part, mathjax / part

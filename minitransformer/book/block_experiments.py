@@ -18,6 +18,7 @@ place to its left (cyclically): easy for attention with positions, and
 impossible without attending to another position, so a model that does not
 learn stays at the uniform loss ``log(vocab_size)``.
 """
+
 from __future__ import annotations
 
 import math
@@ -34,8 +35,16 @@ from ..layers import FeedForward
 from ..train import fit
 from ..transformer import Encoder
 
-__all__ = ["layer_norm", "ConvFeedForward", "input_gradient_norms", "PreviousTokenTask",
-           "BlockStackModel", "linear_warmup", "train_block_stack", "norm_placement_experiment"]
+__all__ = [
+    "layer_norm",
+    "ConvFeedForward",
+    "input_gradient_norms",
+    "PreviousTokenTask",
+    "BlockStackModel",
+    "linear_warmup",
+    "train_block_stack",
+    "norm_placement_experiment",
+]
 
 
 # ---------------------------------------------------------------- LayerNorm by hand
@@ -96,8 +105,9 @@ class ConvFeedForward(nn.Module):
 
 
 # ---------------------------------------------------------------- gradients through depth
-def input_gradient_norms(depths=(1, 2, 4, 8, 16, 32, 64), d_model: int = 32, batch: int = 16,
-                         seed: int = 0) -> pd.DataFrame:
+def input_gradient_norms(
+    depths=(1, 2, 4, 8, 16, 32, 64), d_model: int = 32, batch: int = 16, seed: int = 0
+) -> pd.DataFrame:
     """How much gradient reaches the input of a stack of ``L`` feed-forward sub-layers.
 
     Four stacks, each of ``L`` freshly initialised :class:`FeedForward` s ``f_l``
@@ -165,8 +175,15 @@ class BlockStackModel(nn.Module):
     ``forward(x (B, T)) -> logits (B, T, vocab_size)``.
     """
 
-    def __init__(self, vocab_size: int, length: int, d_model: int = 32, num_heads: int = 4,
-                 num_layers: int = 8, norm_first: bool = False):
+    def __init__(
+        self,
+        vocab_size: int,
+        length: int,
+        d_model: int = 32,
+        num_heads: int = 4,
+        num_layers: int = 8,
+        norm_first: bool = False,
+    ):
         super().__init__()
         self.embed = nn.Embedding(vocab_size, d_model)  # N(0, 1) entries
         self.pos = nn.Parameter(torch.randn(length, d_model))  # (T, d): learned, same scale
@@ -193,16 +210,29 @@ def linear_warmup(lr: float, warmup: int) -> Callable[[int], float]:
     Returns:
         ``step -> lr * min(1, (step + 1) / warmup)`` for the 0-based ``step`` (for :func:`fit`'s ``lr_fn``).
     """
+
     def lr_at(step: int) -> float:
         return lr * min(1.0, (step + 1) / warmup) if warmup > 0 else lr
+
     return lr_at
 
 
-def train_block_stack(norm_first: bool, *, num_layers: int = 8, d_model: int = 32, num_heads: int = 4,
-                      task: PreviousTokenTask = PreviousTokenTask(), steps: int = 150, batch_size: int = 32,
-                      lr: float = 1e-2, warmup: int = 0, betas: tuple[float, float] = (0.9, 0.98),
-                      seed: int = 0, log_every: int = 5,
-                      dtype: torch.dtype = torch.float64) -> tuple[BlockStackModel, pd.DataFrame]:
+def train_block_stack(
+    norm_first: bool,
+    *,
+    num_layers: int = 8,
+    d_model: int = 32,
+    num_heads: int = 4,
+    task: PreviousTokenTask = PreviousTokenTask(),
+    steps: int = 150,
+    batch_size: int = 32,
+    lr: float = 1e-2,
+    warmup: int = 0,
+    betas: tuple[float, float] = (0.9, 0.98),
+    seed: int = 0,
+    log_every: int = 5,
+    dtype: torch.dtype = torch.float64,
+) -> tuple[BlockStackModel, pd.DataFrame]:
     """Train one :class:`BlockStackModel` with Adam, no gradient clipping, on batches drawn
     from ``seed + 1`` (the model's weights come from ``seed``): a call to
     :func:`~minitransformer.train.fit`.
@@ -222,16 +252,33 @@ def train_block_stack(norm_first: bool, *, num_layers: int = 8, d_model: int = 3
     model = BlockStackModel(task.vocab_size, task.length, d_model, num_heads, num_layers, norm_first).to(dtype)
     g = torch.Generator().manual_seed(seed + 1)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=betas)
-    history = fit(model, lambda step: _task_loss(model, *task.batch(batch_size, g)), optimizer, steps,
-                  lr_fn=linear_warmup(lr, warmup), clip_norm=None, progress=False,
-                  log_when=lambda step: step % log_every == 0 or step in (1, steps))
+    history = fit(
+        model,
+        lambda step: _task_loss(model, *task.batch(batch_size, g)),
+        optimizer,
+        steps,
+        lr_fn=linear_warmup(lr, warmup),
+        clip_norm=None,
+        progress=False,
+        log_when=lambda step: step % log_every == 0 or step in (1, steps),
+    )
     return model, history.to_frame()[["step", "loss", "lr"]]
 
 
-def norm_placement_experiment(*, num_layers: int = 8, d_model: int = 32, num_heads: int = 4,
-                              task: PreviousTokenTask = PreviousTokenTask(), steps: int = 150,
-                              batch_size: int = 32, lr: float = 1e-2, seed: int = 0, log_every: int = 5,
-                              post_ln_warmup: int = 0, dtype: torch.dtype = torch.float64) -> pd.DataFrame:
+def norm_placement_experiment(
+    *,
+    num_layers: int = 8,
+    d_model: int = 32,
+    num_heads: int = 4,
+    task: PreviousTokenTask = PreviousTokenTask(),
+    steps: int = 150,
+    batch_size: int = 32,
+    lr: float = 1e-2,
+    seed: int = 0,
+    log_every: int = 5,
+    post_ln_warmup: int = 0,
+    dtype: torch.dtype = torch.float64,
+) -> pd.DataFrame:
     """Post-LN and Pre-LN stacks trained side by side: same task, seed, batches and
     optimiser, no warmup (see :func:`train_block_stack`).
 
@@ -250,9 +297,20 @@ def norm_placement_experiment(*, num_layers: int = 8, d_model: int = 32, num_hea
         runs.append((False, post_ln_warmup, "Post-LN + warmup"))
     frames = []
     for norm_first, warmup, name in runs:
-        _, frame = train_block_stack(norm_first, num_layers=num_layers, d_model=d_model, num_heads=num_heads,
-                                     task=task, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup,
-                                     seed=seed, log_every=log_every, dtype=dtype)
+        _, frame = train_block_stack(
+            norm_first,
+            num_layers=num_layers,
+            d_model=d_model,
+            num_heads=num_heads,
+            task=task,
+            steps=steps,
+            batch_size=batch_size,
+            lr=lr,
+            warmup=warmup,
+            seed=seed,
+            log_every=log_every,
+            dtype=dtype,
+        )
         frames.append(frame.assign(run=name))
     out = pd.concat(frames, ignore_index=True)
     out.attrs["uniform_loss"] = math.log(task.vocab_size)

@@ -22,6 +22,7 @@ iterations, and deterministic on the CPU: the weights come from
 ``torch.manual_seed(recipe.seed)`` and the batches from a generator seeded with
 the same seed, so two runs of the same recipe give the same model.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,9 +41,20 @@ from ..data import CharLMData, Tokenizer, char_lm_splits, get_batch, load_shakes
 from ..gpt import GPT
 from ..train import History, fit, warmup_cosine_lr
 
-__all__ = ["CharLMRecipe", "CharLMTrainer", "CharLMRun", "train_char_lm", "estimate_loss",
-           "save_char_lm", "load_char_lm", "LoadedCharLM", "sample_text", "shakespeare_data",
-           "CHECKPOINT_PATH", "save_trained_char_lm"]
+__all__ = [
+    "CharLMRecipe",
+    "CharLMTrainer",
+    "CharLMRun",
+    "train_char_lm",
+    "estimate_loss",
+    "save_char_lm",
+    "load_char_lm",
+    "LoadedCharLM",
+    "sample_text",
+    "shakespeare_data",
+    "CHECKPOINT_PATH",
+    "save_trained_char_lm",
+]
 
 #: Where ``scripts/train_char_lm.py`` writes the book's checkpoint (package data).
 CHECKPOINT_PATH = Path(__file__).resolve().parent / "checkpoints" / "char_lm.pt"
@@ -79,14 +91,20 @@ class CharLMRecipe:
     train_frac: float = 0.9
     seed: int = 1337
 
-    CPU: ClassVar["CharLMRecipe"]
-    GPU: ClassVar["CharLMRecipe"]
+    CPU: ClassVar[CharLMRecipe]
+    GPU: ClassVar[CharLMRecipe]
 
     def __post_init__(self):
         if not isinstance(self.model, GPTConfig):
             raise ValueError(f"model must be a GPTConfig, got {type(self.model).__name__}")
-        for owner, name in [(self.model, "n_layer"), (self.model, "n_head"), (self.model, "d_model"),
-                            (self.model, "block_size"), (self, "batch_size"), (self, "max_iters")]:
+        for owner, name in [
+            (self.model, "n_layer"),
+            (self.model, "n_head"),
+            (self.model, "d_model"),
+            (self.model, "block_size"),
+            (self, "batch_size"),
+            (self, "max_iters"),
+        ]:
             value = getattr(owner, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -95,7 +113,7 @@ class CharLMRecipe:
         if not 0 < self.min_lr <= self.lr:
             raise ValueError(f"need 0 < min_lr <= lr, got min_lr={self.min_lr}, lr={self.lr}")
 
-    def replace(self, **changes) -> "CharLMRecipe":
+    def replace(self, **changes) -> CharLMRecipe:
         """A copy with some fields changed; fields of :class:`GPTConfig` change the model, e.g.
         ``CharLMRecipe.CPU.replace(max_iters=300)`` or ``CharLMRecipe.CPU.replace(d_model=64, n_layer=2)``."""
         model_changes = {k: changes.pop(k) for k in list(changes) if k in _MODEL_FIELDS}
@@ -112,8 +130,10 @@ class CharLMRecipe:
         """A one-line summary, e.g. ``"4x4x128, ctx 64, batch 12, 2000 it"`` (plus the dropout if any)."""
         m = self.model
         dropout = f", dropout {m.dropout}" if m.dropout else ""
-        return (f"{m.n_layer}x{m.n_head}x{m.d_model}, ctx {m.block_size}, batch {self.batch_size}{dropout}, "
-                f"{self.max_iters} it")
+        return (
+            f"{m.n_layer}x{m.n_head}x{m.d_model}, ctx {m.block_size}, batch {self.batch_size}{dropout}, "
+            f"{self.max_iters} it"
+        )
 
     def gpt_config(self, vocab_size: int) -> GPTConfig:
         """The :class:`GPTConfig` of the model for a vocabulary of ``vocab_size`` characters."""
@@ -134,8 +154,9 @@ def shakespeare_data(train_frac: float = 0.9) -> CharLMData:
 
 
 @torch.no_grad()
-def estimate_loss(model: GPT, data: Tensor, n_batches: int = 200, batch_size: int = 12,
-                  block_size: int | None = None, seed: int = 0) -> float:
+def estimate_loss(
+    model: GPT, data: Tensor, n_batches: int = 200, batch_size: int = 12, block_size: int | None = None, seed: int = 0
+) -> float:
     """Mean cross-entropy (nats per character) over ``n_batches`` random windows of ``data``.
 
     The windows are drawn from a generator seeded with ``seed``, so two models
@@ -172,12 +193,18 @@ class CharLMTrainer:
         log_every: record the training loss every this many iterations.
     """
 
-    def __init__(self, recipe: CharLMRecipe, data: CharLMData, *, attn_backend: str = "minitransformer",
-                 device: torch.device | str = "cpu", log_every: int = 10):
+    def __init__(
+        self,
+        recipe: CharLMRecipe,
+        data: CharLMData,
+        *,
+        attn_backend: str = "minitransformer",
+        device: torch.device | str = "cpu",
+        log_every: int = 10,
+    ):
         self.recipe, self.data, self.device, self.log_every = recipe, data, torch.device(device), log_every
         torch.manual_seed(recipe.seed)
-        self.model = GPT.from_config(recipe.gpt_config(len(data.tokenizer)),
-                                     attn_backend=attn_backend).to(self.device)
+        self.model = GPT.from_config(recipe.gpt_config(len(data.tokenizer)), attn_backend=attn_backend).to(self.device)
         self.optimizer = self.model.configure_optimizers(recipe.lr, recipe.weight_decay, recipe.betas)
         self.generator = torch.Generator().manual_seed(recipe.seed)  # the training batches
         self.iteration = 0
@@ -208,8 +235,17 @@ class CharLMTrainer:
         n = min(n, r.max_iters - self.iteration)
         start = time.perf_counter()
         if n > 0:
-            records = fit(self.model, self._loss, self.optimizer, n, lr_fn=r.lr_at, clip_norm=r.grad_clip or None,
-                          log_when=self._logged, start_step=self.iteration, progress=False)
+            records = fit(
+                self.model,
+                self._loss,
+                self.optimizer,
+                n,
+                lr_fn=r.lr_at,
+                clip_norm=r.grad_clip or None,
+                log_when=self._logged,
+                start_step=self.iteration,
+                progress=False,
+            )
             for record in records:
                 record["time"] += self.seconds  # seconds since the trainer's first iteration
             self.history.extend(records)
@@ -223,10 +259,12 @@ class CharLMTrainer:
     def evaluate(self, n_batches: int = 200, seed: int = 0) -> dict:
         """Training and validation loss over ``n_batches`` fixed batches each; recorded in the history."""
         r = self.recipe
-        row = {"step": self.iteration,
-               "train_loss": estimate_loss(self.model, self.data.train, n_batches, r.batch_size, r.block_size, seed),
-               "val_loss": estimate_loss(self.model, self.data.val, n_batches, r.batch_size, r.block_size, seed),
-               "time": self.seconds}
+        row = {
+            "step": self.iteration,
+            "train_loss": estimate_loss(self.model, self.data.train, n_batches, r.batch_size, r.block_size, seed),
+            "val_loss": estimate_loss(self.model, self.data.val, n_batches, r.batch_size, r.block_size, seed),
+            "time": self.seconds,
+        }
         self.history.append(row)
         return row
 
@@ -239,6 +277,7 @@ class CharLMTrainer:
         """Run ``n`` forward/backward passes on a COPY of the model (first-call overheads, outside
         any timing); the trainer's model, optimizer and batch generator are left untouched."""
         import copy
+
         model = copy.deepcopy(self.model).train()
         g = torch.Generator().manual_seed(self.recipe.seed + 1)
         for _ in range(n):
@@ -252,17 +291,25 @@ class CharLMTrainer:
 
 class CharLMRun(NamedTuple):
     """What :func:`train_char_lm` returns."""
+
     model: GPT
     tokenizer: Tokenizer
     history: History
     recipe: CharLMRecipe
-    seconds: float      # wall time of the training iterations (evaluation not included)
+    seconds: float  # wall time of the training iterations (evaluation not included)
 
 
-def train_char_lm(recipe: CharLMRecipe = CharLMRecipe.CPU, *, data: CharLMData | None = None,
-                  attn_backend: str = "minitransformer", device: torch.device | str = "cpu",
-                  eval_every: int | None = None, eval_batches: int = 200, log_every: int = 10,
-                  progress: bool = True) -> CharLMRun:
+def train_char_lm(
+    recipe: CharLMRecipe = CharLMRecipe.CPU,
+    *,
+    data: CharLMData | None = None,
+    attn_backend: str = "minitransformer",
+    device: torch.device | str = "cpu",
+    eval_every: int | None = None,
+    eval_batches: int = 200,
+    log_every: int = 10,
+    progress: bool = True,
+) -> CharLMRun:
     """Train a character-level GPT with ``recipe`` (a tqdm bar shows progress).
 
     Args:
@@ -301,13 +348,15 @@ def train_char_lm(recipe: CharLMRecipe = CharLMRecipe.CPU, *, data: CharLMData |
 # ------------------------------------------------------------------ the checkpoint
 class LoadedCharLM(NamedTuple):
     """What :func:`load_char_lm` returns: the model (eval mode), its tokenizer and how it was trained."""
+
     model: GPT
     tokenizer: Tokenizer
     info: dict
 
 
-def save_char_lm(model: GPT, tokenizer: Tokenizer, path: str | Path, info: dict | None = None,
-                 half: bool = True) -> Path:
+def save_char_lm(
+    model: GPT, tokenizer: Tokenizer, path: str | Path, info: dict | None = None, half: bool = True
+) -> Path:
     """Save a character GPT: weights (float16 when ``half``, to halve the file), config, vocabulary, ``info``.
 
     ``info`` is stored as plain JSON types (tuples become lists), so the file loads with
@@ -315,12 +364,21 @@ def save_char_lm(model: GPT, tokenizer: Tokenizer, path: str | Path, info: dict 
     """
     cfg = {k: getattr(model, k) for k in ("vocab_size", "block_size", "n_layer", "n_head", "d_model", "positional")}
     cfg["bias"] = model.ln_f.bias is not None
-    state = {k: (v.half() if half and v.is_floating_point() else v).cpu().clone()
-             for k, v in model.state_dict().items()}
+    state = {
+        k: (v.half() if half and v.is_floating_point() else v).cpu().clone() for k, v in model.state_dict().items()
+    }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"format": "minitransformer.char_lm/1", "config": cfg, "chars": "".join(tokenizer.itos),
-                "state_dict": state, "info": json.loads(json.dumps(info or {}, default=str))}, path)
+    torch.save(
+        {
+            "format": "minitransformer.char_lm/1",
+            "config": cfg,
+            "chars": "".join(tokenizer.itos),
+            "state_dict": state,
+            "info": json.loads(json.dumps(info or {}, default=str)),
+        },
+        path,
+    )
     return path
 
 
@@ -345,25 +403,40 @@ def load_char_lm(path: str | Path | None = None, device: torch.device | str = "c
     tokenizer = Tokenizer(blob["chars"], specials=())
     if len(tokenizer) != cfg["vocab_size"]:
         raise ValueError(f"{path}: vocabulary has {len(tokenizer)} characters but vocab_size={cfg['vocab_size']}")
-    model = GPT(cfg.pop("vocab_size"), cfg.pop("block_size"), cfg.pop("n_layer"), cfg.pop("n_head"),
-                cfg.pop("d_model"), **cfg)
+    model = GPT(
+        cfg.pop("vocab_size"), cfg.pop("block_size"), cfg.pop("n_layer"), cfg.pop("n_head"), cfg.pop("d_model"), **cfg
+    )
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob["state_dict"].items()})
     return LoadedCharLM(model.to(device).eval(), tokenizer, blob["info"])
 
 
-def sample_text(model: GPT, tokenizer: Tokenizer, prompt: str = "\n", max_new_tokens: int = 200,
-                temperature: float = 1.0, top_k: int | None = None, seed: int = 0) -> str:
+def sample_text(
+    model: GPT,
+    tokenizer: Tokenizer,
+    prompt: str = "\n",
+    max_new_tokens: int = 200,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    seed: int = 0,
+) -> str:
     """Generate text after ``prompt`` (returned without the prompt); ``seed`` fixes the draws."""
     device = next(model.parameters()).device
     idx = torch.tensor([tokenizer.encode(prompt)], dtype=torch.long, device=device)  # (1, T0)
     g = torch.Generator(device=device).manual_seed(seed)
     out = model.generate(idx, max_new_tokens, temperature=temperature, top_k=top_k, generator=g)
-    return tokenizer.decode(out[0, idx.shape[1]:])
+    return tokenizer.decode(out[0, idx.shape[1] :])
 
 
-def save_trained_char_lm(model: GPT, data: CharLMData, recipe: CharLMRecipe, history: History,
-                         seconds: float, path: str | Path = CHECKPOINT_PATH, eval_batches: int = 200,
-                         **extra) -> dict:
+def save_trained_char_lm(
+    model: GPT,
+    data: CharLMData,
+    recipe: CharLMRecipe,
+    history: History,
+    seconds: float,
+    path: str | Path = CHECKPOINT_PATH,
+    eval_batches: int = 200,
+    **extra,
+) -> dict:
     """Save a trained model with :func:`save_char_lm`, then measure what was STORED.
 
     The float32 model's losses and the training curve go into ``info``; the file
@@ -377,12 +450,18 @@ def save_trained_char_lm(model: GPT, data: CharLMData, recipe: CharLMRecipe, his
     """
     r = recipe
     evals = [{k: round(v, 4) for k, v in row.items()} for row in history if "val_loss" in row]
-    info = {"recipe": dataclasses.asdict(recipe), "iterations": max((row["step"] for row in history), default=0),
-            "train_seconds": round(seconds, 1), "device": str(next(model.parameters()).device),
-            "threads": torch.get_num_threads(), "torch": str(torch.__version__), "date": dt.date.today().isoformat(),
-            "evaluations": evals,
-            "train_curve": [{"step": row["step"], "loss": round(row["loss"], 4)} for row in history if "loss" in row],
-            **extra}
+    info = {
+        "recipe": dataclasses.asdict(recipe),
+        "iterations": max((row["step"] for row in history), default=0),
+        "train_seconds": round(seconds, 1),
+        "device": str(next(model.parameters()).device),
+        "threads": torch.get_num_threads(),
+        "torch": str(torch.__version__),
+        "date": dt.date.today().isoformat(),
+        "evaluations": evals,
+        "train_curve": [{"step": row["step"], "loss": round(row["loss"], 4)} for row in history if "loss" in row],
+        **extra,
+    }
     if evals:
         info["float32_val_loss"], info["float32_train_loss"] = evals[-1]["val_loss"], evals[-1]["train_loss"]
     path = save_char_lm(model, data.tokenizer, path, info)

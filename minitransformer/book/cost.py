@@ -15,13 +15,14 @@
 
 Time is the median of a few runs (wall clock on the CPU, CUDA events on a GPU).
 """
+
 from __future__ import annotations
 
 import statistics
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -50,8 +51,11 @@ class TensorMemoryTracker(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        inputs = {(str(t.device), t.untyped_storage().data_ptr())
-                  for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)}
+        inputs = {
+            (str(t.device), t.untyped_storage().data_ptr())
+            for t in tree_flatten((args, kwargs))[0]
+            if isinstance(t, torch.Tensor)
+        }
         out = func(*args, **kwargs)
         for t in tree_flatten(out)[0]:
             if not isinstance(t, torch.Tensor):
@@ -60,7 +64,7 @@ class TensorMemoryTracker(TorchDispatchMode):
             key = (str(t.device), storage.data_ptr())
             nbytes = storage.nbytes()
             if nbytes == 0 or key in inputs or key in self._owned:
-                continue                                   # a view, an in-place result, or empty
+                continue  # a view, an in-place result, or empty
             self._owned[key] = nbytes
             self.live += nbytes
             self.peak = max(self.peak, self.live)
@@ -91,8 +95,7 @@ def peak_tensor_bytes(fn: Callable, *args, **kwargs) -> int:
     return tracker.peak
 
 
-def time_call(fn: Callable, *args, repeats: int = 3, warmup: int = 1, statistic: str = "median",
-              **kwargs) -> float:
+def time_call(fn: Callable, *args, repeats: int = 3, warmup: int = 1, statistic: str = "median", **kwargs) -> float:
     """Seconds of ``fn(*args, **kwargs)``: the median (or minimum) of ``repeats`` runs after ``warmup`` runs.
 
     ``statistic="min"`` is the better estimate of what the code itself costs on a
@@ -138,8 +141,7 @@ class Cost:
     peak_bytes: int
 
 
-def measure_cost(fn: Callable, *args, repeats: int = 3, warmup: int = 1, statistic: str = "median",
-                 **kwargs) -> Cost:
+def measure_cost(fn: Callable, *args, repeats: int = 3, warmup: int = 1, statistic: str = "median", **kwargs) -> Cost:
     """Time (:func:`time_call`) and peak memory (:func:`peak_tensor_bytes`) of ``fn(*args, **kwargs)``."""
     with torch.no_grad():
         seconds = time_call(fn, *args, repeats=repeats, warmup=warmup, statistic=statistic, **kwargs)

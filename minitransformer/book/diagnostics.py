@@ -20,10 +20,11 @@ The debugging checklist of chapter 9, one diagnostic per item:
 * :func:`saved_activation_bytes` — what backward will keep in memory
   (out-of-memory: smaller batch, checkpointing, fused/flash attention).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import pandas as pd
 import torch
@@ -32,9 +33,21 @@ from torch import Tensor
 
 from ..train import fit, global_grad_norm
 
-__all__ = ["score_variance", "softmax_saturation", "saturation_table", "attention_entropy",
-           "normalized_entropy", "entropy_by_head", "grad_norms", "global_grad_norm", "loss_spikes",
-           "causal_leak", "permutation_sensitivity", "saved_activation_bytes", "tracked_training"]
+__all__ = [
+    "score_variance",
+    "softmax_saturation",
+    "saturation_table",
+    "attention_entropy",
+    "normalized_entropy",
+    "entropy_by_head",
+    "grad_norms",
+    "global_grad_norm",
+    "loss_spikes",
+    "causal_leak",
+    "permutation_sensitivity",
+    "saved_activation_bytes",
+    "tracked_training",
+]
 
 
 def score_variance(d_k: int, n_samples: int = 20000, seed: int = 0) -> float:
@@ -45,8 +58,7 @@ def score_variance(d_k: int, n_samples: int = 20000, seed: int = 0) -> float:
     return (q * k).sum(-1).var().item()
 
 
-def softmax_saturation(d_k: int, n_keys: int = 16, n_trials: int = 200, scaled: bool = True,
-                       seed: int = 0) -> dict:
+def softmax_saturation(d_k: int, n_keys: int = 16, n_trials: int = 200, scaled: bool = True, seed: int = 0) -> dict:
     """How saturated softmax over ``n_keys`` random scores ``q·k`` is, on average.
 
     Returns a dict with the mean largest weight (1 = one-hot), the mean
@@ -129,7 +141,7 @@ def loss_spikes(losses: Sequence[float], window: int = 20, factor: float = 2.0) 
         if not math.isfinite(x):
             spikes.append(i)
             continue
-        past = [v for v in losses[max(0, i - window):i] if math.isfinite(v)]
+        past = [v for v in losses[max(0, i - window) : i] if math.isfinite(v)]
         if len(past) >= min(5, window):
             med = sorted(past)[len(past) // 2]
             if x > factor * med:
@@ -160,9 +172,9 @@ def causal_leak(fn: Callable[[Tensor], Tensor], idx: Tensor, vocab_size: int, se
     leak = torch.zeros(T)
     for t in range(T - 1):
         changed = idx.clone()
-        changed[:, t + 1:] = torch.randint(vocab_size, changed[:, t + 1:].shape, generator=g)
+        changed[:, t + 1 :] = torch.randint(vocab_size, changed[:, t + 1 :].shape, generator=g)
         out = fn(changed)
-        leak[t] = (out[:, :t + 1] - base[:, :t + 1]).abs().max()
+        leak[t] = (out[:, : t + 1] - base[:, : t + 1]).abs().max()
     return leak
 
 
@@ -199,8 +211,14 @@ def saved_activation_bytes(fn: Callable[[], Tensor], model: nn.Module | None = N
     return int(sum(seen.values()))
 
 
-def tracked_training(model: nn.Module, loss_fn: Callable[[int], Tensor], optimizer: torch.optim.Optimizer,
-                     steps: int, scheduler=None, clip_norm: float | None = None) -> pd.DataFrame:
+def tracked_training(
+    model: nn.Module,
+    loss_fn: Callable[[int], Tensor],
+    optimizer: torch.optim.Optimizer,
+    steps: int,
+    scheduler=None,
+    clip_norm: float | None = None,
+) -> pd.DataFrame:
     """Train with :func:`~minitransformer.train.fit`, recording at every step the loss, the
     global gradient norm BEFORE clipping and the learning rate: the three curves to look at first.
 
@@ -213,7 +231,16 @@ def tracked_training(model: nn.Module, loss_fn: Callable[[int], Tensor], optimiz
         a table with columns ``step, loss, grad_norm, lr``, one row per step; ``step`` counts
         from 0 and ``lr`` is the learning rate the step used.
     """
-    history = fit(model, loss_fn, optimizer, steps, scheduler=scheduler, clip_norm=clip_norm, grad_norm=True,
-                  log_every=1, progress=False)
+    history = fit(
+        model,
+        loss_fn,
+        optimizer,
+        steps,
+        scheduler=scheduler,
+        clip_norm=clip_norm,
+        grad_norm=True,
+        log_every=1,
+        progress=False,
+    )
     frame = history.to_frame()[["step", "loss", "grad_norm", "lr"]]
     return frame.assign(step=frame["step"] - 1)

@@ -14,6 +14,7 @@ exact match per length), so the curves can be drawn on one chart.
   writes by calling :func:`~minitransformer.book.seq2seq_experiments.run_reversal` (the
   RNN runs take minutes of CPU; the book reads their stored results).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,15 +30,25 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..data import Example, Seq2SeqBatch, Tokenizer, batch_iterator, collate, task_tokenizer
-from .seq2seq_experiments import REVERSAL, ReversalSetup, reversal_data, summary_row
+from ..data import Example, Seq2SeqBatch, Tokenizer, batch_iterator, task_tokenizer
 from ..train import History, accuracy_by_length, fit, warmup_cosine_scheduler
 from ..transformer import Transformer
+from .seq2seq_experiments import REVERSAL, ReversalSetup, reversal_data, summary_row
 
-__all__ = ["ReversalTransformerSetup", "TransformerReversalRun", "transformer_seq2seq_loss",
-           "run_transformer_reversal", "transformer_decode", "stored_rnn_curves", "RNN_CURVES_PATH",
-           "CHECKPOINT_PATH", "LoadedReversalTransformer", "save_reversal_transformer",
-           "load_reversal_transformer", "reversal_accuracy"]
+__all__ = [
+    "ReversalTransformerSetup",
+    "TransformerReversalRun",
+    "transformer_seq2seq_loss",
+    "run_transformer_reversal",
+    "transformer_decode",
+    "stored_rnn_curves",
+    "RNN_CURVES_PATH",
+    "CHECKPOINT_PATH",
+    "LoadedReversalTransformer",
+    "save_reversal_transformer",
+    "load_reversal_transformer",
+    "reversal_accuracy",
+]
 
 #: Where ``scripts/reversal_rnn_curves.py`` stores the RNN models' accuracy curves.
 RNN_CURVES_PATH = Path(__file__).resolve().parent / "results" / "reversal_rnn.json"
@@ -80,9 +91,22 @@ class ReversalTransformerSetup:
     def build(self, vocab_size: int, pad_id: int, max_len: int = 64) -> Transformer:
         """The model, initialised from ``torch.manual_seed(self.seed)``."""
         torch.manual_seed(self.seed)
-        return Transformer(vocab_size, vocab_size, self.d_model, self.num_heads, self.num_encoder_layers,
-                           self.num_decoder_layers, self.d_ff, self.dropout, self.norm_first, "relu",
-                           max_len=max_len, share_embeddings=True, tie_output=True, pad_id=pad_id)
+        return Transformer(
+            vocab_size,
+            vocab_size,
+            self.d_model,
+            self.num_heads,
+            self.num_encoder_layers,
+            self.num_decoder_layers,
+            self.d_ff,
+            self.dropout,
+            self.norm_first,
+            "relu",
+            max_len=max_len,
+            share_embeddings=True,
+            tie_output=True,
+            pad_id=pad_id,
+        )
 
 
 def with_source_eos(src: Tensor, src_lengths: Tensor, eos_id: int, pad_id: int) -> Tensor:
@@ -92,30 +116,40 @@ def with_source_eos(src: Tensor, src_lengths: Tensor, eos_id: int, pad_id: int) 
     return out
 
 
-def transformer_seq2seq_loss(model: Transformer, batch: Seq2SeqBatch, pad_id: int,
-                             label_smoothing: float = 0.0) -> Tensor:
+def transformer_seq2seq_loss(
+    model: Transformer, batch: Seq2SeqBatch, pad_id: int, label_smoothing: float = 0.0
+) -> Tensor:
     """Teacher forcing: feed ``tgt_in`` (BOS + target, i.e. the target shifted right) and
     score every position's prediction of ``tgt_out`` (target + EOS) in ONE parallel pass."""
     logits = model(batch.src, batch.tgt_in)  # (B, T, V)
-    return F.cross_entropy(logits.flatten(0, 1), batch.tgt_out.flatten(), ignore_index=pad_id,  # (B*T, V), (B*T,)
-                           label_smoothing=label_smoothing)
+    return F.cross_entropy(
+        logits.flatten(0, 1),
+        batch.tgt_out.flatten(),
+        ignore_index=pad_id,  # (B*T, V), (B*T,)
+        label_smoothing=label_smoothing,
+    )
 
 
 def transformer_decode(model: Transformer, tokenizer: Tokenizer, src_eos: bool = False):
     """A ``decode_fn`` for :func:`~minitransformer.train.accuracy_by_length`: greedy, with KV caches."""
+
     def decode(batch: Seq2SeqBatch, max_len: int) -> Tensor:
-        src = with_source_eos(batch.src, batch.src_lengths, tokenizer.eos_id, tokenizer.pad_id) if src_eos else batch.src
+        src = (
+            with_source_eos(batch.src, batch.src_lengths, tokenizer.eos_id, tokenizer.pad_id) if src_eos else batch.src
+        )
         return model.greedy_decode(src, max_len, tokenizer.bos_id, tokenizer.eos_id)  # (B, n)
+
     return decode
 
 
 @dataclass
 class TransformerReversalRun:
     """The result of :func:`run_transformer_reversal`."""
+
     model: Transformer
     history: History
-    accuracy: pd.DataFrame      # length, n, exact_match, char_accuracy, model, trained_length
-    cpu_seconds: float          # process CPU time of the training (all threads)
+    accuracy: pd.DataFrame  # length, n, exact_match, char_accuracy, model, trained_length
+    cpu_seconds: float  # process CPU time of the training (all threads)
     wall_seconds: float
     setup: ReversalTransformerSetup
     data_setup: ReversalSetup
@@ -125,9 +159,14 @@ class TransformerReversalRun:
         return summary_row("transformer", self.model.num_parameters(), self.accuracy)
 
 
-def run_transformer_reversal(setup: ReversalTransformerSetup = ReversalTransformerSetup(),
-                             data_setup: ReversalSetup = REVERSAL, *, data=None,
-                             device: torch.device | str = "cpu", progress: bool = True) -> TransformerReversalRun:
+def run_transformer_reversal(
+    setup: ReversalTransformerSetup = ReversalTransformerSetup(),
+    data_setup: ReversalSetup = REVERSAL,
+    *,
+    data=None,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> TransformerReversalRun:
     """Train the encoder-decoder transformer on chapters 1-2's reversal data; accuracy per length.
 
     Args:
@@ -143,28 +182,43 @@ def run_transformer_reversal(setup: ReversalTransformerSetup = ReversalTransform
     train, test, tok = data if data is not None else reversal_data(data_setup)
     model = setup.build(len(tok), tok.pad_id).to(device)
     batches = batch_iterator(train, tok, setup.batch_size, seed=setup.seed, forever=True)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=setup.lr, betas=(0.9, 0.98), eps=1e-9,
-                                  weight_decay=setup.weight_decay)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=setup.lr, betas=(0.9, 0.98), eps=1e-9, weight_decay=setup.weight_decay
+    )
     scheduler = warmup_cosine_scheduler(optimizer, min(setup.warmup, setup.steps), setup.steps)
     cpu, wall = time.process_time(), time.perf_counter()
+
     def prepare(batch: Seq2SeqBatch) -> Seq2SeqBatch:
         if setup.src_eos:
-            batch = dataclasses.replace(batch, src=with_source_eos(batch.src, batch.src_lengths, tok.eos_id, tok.pad_id))
+            batch = dataclasses.replace(
+                batch, src=with_source_eos(batch.src, batch.src_lengths, tok.eos_id, tok.pad_id)
+            )
         return batch.to(device)
 
-    history = fit(model, lambda step: transformer_seq2seq_loss(model, prepare(next(batches)), tok.pad_id,
-                                                           setup.label_smoothing),
-                  optimizer, setup.steps, scheduler=scheduler, clip_norm=1.0, progress=progress,
-                  desc="transformer")
+    history = fit(
+        model,
+        lambda step: transformer_seq2seq_loss(model, prepare(next(batches)), tok.pad_id, setup.label_smoothing),
+        optimizer,
+        setup.steps,
+        scheduler=scheduler,
+        clip_norm=1.0,
+        progress=progress,
+        desc="transformer",
+    )
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     model.cpu().eval()
     acc = reversal_accuracy(model, test, tok, setup, data_setup)
     return TransformerReversalRun(model, history, acc, cpu, wall, setup, data_setup)
 
 
-def reversal_accuracy(model: Transformer, examples: list[Example], tokenizer: Tokenizer,
-                      setup: ReversalTransformerSetup, data_setup: ReversalSetup = REVERSAL,
-                      label: str = "transformer") -> pd.DataFrame:
+def reversal_accuracy(
+    model: Transformer,
+    examples: list[Example],
+    tokenizer: Tokenizer,
+    setup: ReversalTransformerSetup,
+    data_setup: ReversalSetup = REVERSAL,
+    label: str = "transformer",
+) -> pd.DataFrame:
     """Exact match and character accuracy per length (greedy decoding), with the columns of
     ``ReversalRun.accuracy``: ``length, n, exact_match, char_accuracy, model, trained_length``."""
     acc = accuracy_by_length(model, examples, tokenizer, decode_fn=transformer_decode(model, tokenizer, setup.src_eos))
@@ -177,12 +231,13 @@ def reversal_accuracy(model: Transformer, examples: list[Example], tokenizer: To
 # ------------------------------------------------------------------ the checkpoint
 class LoadedReversalTransformer(NamedTuple):
     """What :func:`load_reversal_transformer` returns."""
-    model: Transformer           # float32, eval mode
+
+    model: Transformer  # float32, eval mode
     tokenizer: Tokenizer
     setup: ReversalTransformerSetup
     data_setup: ReversalSetup
-    accuracy: pd.DataFrame       # per length, measured on the STORED weights when the file was written
-    info: dict                   # steps, training time, threads, date, command, final losses
+    accuracy: pd.DataFrame  # per length, measured on the STORED weights when the file was written
+    info: dict  # steps, training time, threads, date, command, final losses
 
 
 def _setup_from_dict(cls, d: dict):
@@ -190,14 +245,26 @@ def _setup_from_dict(cls, d: dict):
 
 
 def _write(path: Path, model: Transformer, setup, data_setup, accuracy: list, info: dict, half: bool) -> None:
-    state = {k: (v.half() if half and v.is_floating_point() else v).cpu().clone() for k, v in model.state_dict().items()}
+    state = {
+        k: (v.half() if half and v.is_floating_point() else v).cpu().clone() for k, v in model.state_dict().items()
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"format": _FORMAT, "setup": asdict(setup), "data_setup": json.loads(json.dumps(asdict(data_setup))),
-                "state_dict": state, "accuracy": accuracy, "info": json.loads(json.dumps(info, default=str))}, path)
+    torch.save(
+        {
+            "format": _FORMAT,
+            "setup": asdict(setup),
+            "data_setup": json.loads(json.dumps(asdict(data_setup))),
+            "state_dict": state,
+            "accuracy": accuracy,
+            "info": json.loads(json.dumps(info, default=str)),
+        },
+        path,
+    )
 
 
-def save_reversal_transformer(run: TransformerReversalRun, path: str | Path = CHECKPOINT_PATH, *,
-                              data=None, half: bool = True, **extra) -> pd.DataFrame:
+def save_reversal_transformer(
+    run: TransformerReversalRun, path: str | Path = CHECKPOINT_PATH, *, data=None, half: bool = True, **extra
+) -> pd.DataFrame:
     """Save a trained :class:`TransformerReversalRun` (weights in float16 when ``half``), then load the
     file back and measure the STORED weights on the whole held-out set; that table is what the file keeps.
 
@@ -213,12 +280,19 @@ def save_reversal_transformer(run: TransformerReversalRun, path: str | Path = CH
     path = Path(path)
     _, test, tok = data if data is not None else reversal_data(run.data_setup)
     losses = [row["loss"] for row in run.history if "loss" in row]
-    info = {"steps": run.setup.steps, "params": run.model.num_parameters(), "cpu_seconds": round(run.cpu_seconds, 1),
-            "wall_seconds": round(run.wall_seconds, 1), "threads": torch.get_num_threads(),
-            "torch": str(torch.__version__), "date": dt.date.today().isoformat(), "float16": half,
-            "final_loss": round(losses[-1], 4) if losses else None,
-            "float32_exact_match_trained": round(float(run.accuracy[run.accuracy.trained_length].exact_match.mean()), 4),
-            **extra}
+    info = {
+        "steps": run.setup.steps,
+        "params": run.model.num_parameters(),
+        "cpu_seconds": round(run.cpu_seconds, 1),
+        "wall_seconds": round(run.wall_seconds, 1),
+        "threads": torch.get_num_threads(),
+        "torch": str(torch.__version__),
+        "date": dt.date.today().isoformat(),
+        "float16": half,
+        "final_loss": round(losses[-1], 4) if losses else None,
+        "float32_exact_match_trained": round(float(run.accuracy[run.accuracy.trained_length].exact_match.mean()), 4),
+        **extra,
+    }
     _write(path, run.model, run.setup, run.data_setup, [], info, half)
     stored = load_reversal_transformer(path)
     acc = reversal_accuracy(stored.model, test, tok, run.setup, run.data_setup)
@@ -247,8 +321,9 @@ def load_reversal_transformer(path: str | Path | None = None) -> LoadedReversalT
     tok = task_tokenizer("reverse")
     model = setup.build(len(tok), tok.pad_id)
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob["state_dict"].items()})
-    accuracy = pd.DataFrame(blob["accuracy"], columns=["length", "n", "exact_match", "char_accuracy", "model",
-                                                       "trained_length"])
+    accuracy = pd.DataFrame(
+        blob["accuracy"], columns=["length", "n", "exact_match", "char_accuracy", "model", "trained_length"]
+    )
     return LoadedReversalTransformer(model.eval(), tok, setup, data_setup, accuracy, blob["info"])
 
 

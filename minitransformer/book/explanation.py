@@ -14,13 +14,20 @@ width plus one, infinitely many distributions give exactly its output
 (Jain & Wallace, "Attention is not Explanation", 2019, built such alternatives
 by search; here they are exact, by linear algebra).
 """
+
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-__all__ = ["constraint_matrix", "null_space_projection", "null_space_basis", "same_output_weights",
-           "move_weight_off", "gpt_head_values"]
+__all__ = [
+    "constraint_matrix",
+    "null_space_projection",
+    "null_space_basis",
+    "same_output_weights",
+    "move_weight_off",
+    "gpt_head_values",
+]
 
 
 def constraint_matrix(V: Tensor) -> Tensor:
@@ -110,7 +117,7 @@ def gpt_head_values(model, idx: Tensor, layer: int, head: int) -> tuple[Tensor, 
     finally:
         hook.remove()
     d, kv = attn.d_model, attn.kv_dim
-    v = attn.qkv(captured["x"])[..., d + kv:]  # (1, T, kv)
+    v = attn.qkv(captured["x"])[..., d + kv :]  # (1, T, kv)
     kv_head = head // (attn.num_heads // attn.num_kv_heads)
     values = v[0].view(v.shape[1], attn.num_kv_heads, attn.head_dim)[:, kv_head]  # (T, d_head)
     return weights, values
@@ -140,16 +147,16 @@ def move_weight_off(alpha: Tensor, V: Tensor, key: int) -> Tensor:
         raise ValueError(f"key must be in [0, {V.shape[0]}), got {key}")
     out = alpha.clone()
     for _ in range(V.shape[0]):
-        support = out > 1e-12                       # keys at 0 stay at 0
-        basis = null_space_basis(V[support])        # (|support|, k)
+        support = out > 1e-12  # keys at 0 stay at 0
+        basis = null_space_basis(V[support])  # (|support|, k)
         if basis.shape[1] == 0:
-            break                                    # a corner: no direction keeps the output
+            break  # a corner: no direction keeps the output
         r = torch.zeros(int(support.sum()), dtype=alpha.dtype)
         if support[key]:
-            r[int(support[:key].sum())] = -1.0      # -e_key among the supported keys
+            r[int(support[:key].sum())] = -1.0  # -e_key among the supported keys
         u_s = basis @ (basis.T @ r)
         if not support[key] or u_s.abs().max() < 1e-12 or u_s[int(support[:key].sum())] > -1e-12:
-            u_s = basis[:, 0]                       # key cannot go lower: just switch another key off
+            u_s = basis[:, 0]  # key cannot go lower: just switch another key off
         u = torch.zeros_like(out)
         u[support] = u_s
         down = u < -1e-15

@@ -7,9 +7,10 @@ lets a node read only its neighbours: one layer is one round of message passing
 (as in graph attention networks, Veličković et al., 2018), and ``L`` layers
 reach exactly the nodes at most ``L`` hops away.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
@@ -17,8 +18,15 @@ from torch import Tensor
 
 from ..layers import EncoderLayer
 
-__all__ = ["adjacency_mask", "path_graph", "hop_distances", "receptive_field", "dependency_matrix",
-           "GraphTransformer", "laplacian_positional_encoding"]
+__all__ = [
+    "adjacency_mask",
+    "path_graph",
+    "hop_distances",
+    "receptive_field",
+    "dependency_matrix",
+    "GraphTransformer",
+    "laplacian_positional_encoding",
+]
 
 
 def adjacency_mask(edges, num_nodes: int, self_loops: bool = True, directed: bool = False) -> Tensor:
@@ -36,8 +44,10 @@ def adjacency_mask(edges, num_nodes: int, self_loops: bool = True, directed: boo
     """
     e = torch.as_tensor(edges, dtype=torch.long).reshape(-1, 2)  # (E, 2)
     if e.numel() and (e.min() < 0 or e.max() >= num_nodes):
-        raise ValueError(f"adjacency_mask: edge endpoints must be in [0, {num_nodes}), "
-                         f"got min {e.min().item()} and max {e.max().item()}")
+        raise ValueError(
+            f"adjacency_mask: edge endpoints must be in [0, {num_nodes}), "
+            f"got min {e.min().item()} and max {e.max().item()}"
+        )
     mask = torch.zeros(num_nodes, num_nodes, dtype=torch.bool)
     mask[e[:, 1], e[:, 0]] = True  # the edge i -> j: query j may read key i
     if not directed:
@@ -107,8 +117,9 @@ class GraphTransformer(nn.Module):
 
     def __init__(self, d_model: int = 16, num_heads: int = 2, num_layers: int = 2):
         super().__init__()
-        self.layers = nn.ModuleList(EncoderLayer(d_model, num_heads, 2 * d_model, norm_first=True)
-                                    for _ in range(num_layers))
+        self.layers = nn.ModuleList(
+            EncoderLayer(d_model, num_heads, 2 * d_model, norm_first=True) for _ in range(num_layers)
+        )
 
     def forward(self, x: Tensor, mask: Tensor | None = None, num_layers: int | None = None) -> Tensor:
         squeeze = x.dim() == 2
@@ -132,4 +143,4 @@ def laplacian_positional_encoding(mask: Tensor, k: int) -> Tensor:
     d_inv_sqrt = deg.rsqrt()
     lap = torch.eye(N, dtype=torch.float64) - d_inv_sqrt[:, None] * adj * d_inv_sqrt[None, :]
     _, vecs = torch.linalg.eigh(lap)  # ascending eigenvalues
-    return vecs[:, 1:k + 1].float()  # (N, k): skip the constant-like first one
+    return vecs[:, 1 : k + 1].float()  # (N, k): skip the constant-like first one

@@ -28,11 +28,12 @@ Everything works on any model whose attention layers are
 :class:`~minitransformer.MultiHeadAttention` modules (the package's
 :class:`~minitransformer.GPT` included), found in registration order.
 """
+
 from __future__ import annotations
 
 import contextlib
 import time
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import pandas as pd
 import torch
@@ -44,9 +45,21 @@ from ..multihead import MultiHeadAttention
 from ..train import fit
 
 __all__ = [
-    "BOS", "repeated_sequences", "AttentionOnlyTransformer", "train_induction_model", "attention_layers",
-    "ablate_heads", "evaluate", "ablation_table", "head_scores", "HEAD_ROLES", "SYMBOLS", "encode", "decode",
-    "text_attention_map", "head_grid_chart",
+    "BOS",
+    "repeated_sequences",
+    "AttentionOnlyTransformer",
+    "train_induction_model",
+    "attention_layers",
+    "ablate_heads",
+    "evaluate",
+    "ablation_table",
+    "head_scores",
+    "HEAD_ROLES",
+    "SYMBOLS",
+    "encode",
+    "decode",
+    "text_attention_map",
+    "head_grid_chart",
 ]
 
 BOS = 0  # the beginning-of-sequence token; pattern tokens are 1 .. vocab_size - 1
@@ -69,8 +82,15 @@ def decode(idx: Tensor) -> str:
 
 # -- the task ---------------------------------------------------------------------------
 
-def repeated_sequences(batch_size: int, seq_len: int = 32, vocab_size: int = 24, min_period: int = 4,
-                       max_period: int = 12, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+
+def repeated_sequences(
+    batch_size: int,
+    seq_len: int = 32,
+    vocab_size: int = 24,
+    min_period: int = 4,
+    max_period: int = 12,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
     """A batch of "BOS, pattern, pattern, pattern, ..." sequences and their next-token targets.
 
     Each row draws a period ``P`` uniformly from ``min_period .. max_period`` and
@@ -90,8 +110,9 @@ def repeated_sequences(batch_size: int, seq_len: int = 32, vocab_size: int = 24,
         ``idx (B, T)`` int64 and ``targets (B, T)`` int64.
     """
     if not 1 <= min_period <= max_period <= vocab_size - 1:
-        raise ValueError(f"need 1 <= min_period={min_period} <= max_period={max_period} "
-                         f"<= vocab_size - 1 = {vocab_size - 1}")
+        raise ValueError(
+            f"need 1 <= min_period={min_period} <= max_period={max_period} <= vocab_size - 1 = {vocab_size - 1}"
+        )
     if seq_len < 2:
         raise ValueError(f"seq_len must be >= 2, got {seq_len}")
     periods = torch.randint(min_period, max_period + 1, (batch_size, 1), generator=generator)  # (B, 1)
@@ -105,6 +126,7 @@ def repeated_sequences(batch_size: int, seq_len: int = 32, vocab_size: int = 24,
 
 
 # -- the model --------------------------------------------------------------------------
+
 
 class AttentionOnlyTransformer(nn.Module):
     """Token + learned position embeddings, ``n_layer`` blocks ``x = x + MHA(LN(x))``, LN, unembedding.
@@ -176,13 +198,22 @@ def _one_cpu_thread(model: nn.Module) -> Iterator[None]:
 
 def _window_means(losses: list[float], window: int) -> pd.DataFrame:
     """``step, loss``: the mean of each complete window of ``window`` losses, at its last step (1-based)."""
-    rows = [{"step": end, "loss": sum(losses[end - window:end]) / window}
-            for end in range(window, len(losses) + 1, window)]
+    rows = [
+        {"step": end, "loss": sum(losses[end - window : end]) / window}
+        for end in range(window, len(losses) + 1, window)
+    ]
     return pd.DataFrame(rows)
 
 
-def train_induction_model(model: nn.Module, steps: int = 400, batch_size: int = 32, lr: float = 3e-3,
-                          seed: int = 0, log_every: int = 25, **task) -> pd.DataFrame:
+def train_induction_model(
+    model: nn.Module,
+    steps: int = 400,
+    batch_size: int = 32,
+    lr: float = 3e-3,
+    seed: int = 0,
+    log_every: int = 25,
+    **task,
+) -> pd.DataFrame:
     """Train ``model`` on :func:`repeated_sequences` (the induction task) with AdamW; return the loss curve.
 
     A call to :func:`~minitransformer.train.fit`: AdamW at a constant learning rate,
@@ -217,6 +248,7 @@ def train_induction_model(model: nn.Module, steps: int = 400, batch_size: int = 
 
 # -- ablation ---------------------------------------------------------------------------
 
+
 def attention_layers(model: nn.Module) -> list[MultiHeadAttention]:
     """The model's :class:`MultiHeadAttention` modules, in order (layer 0 first)."""
     layers = [m for m in model.modules() if isinstance(m, MultiHeadAttention)]
@@ -238,8 +270,9 @@ def ablate_heads(model: nn.Module, heads: Iterable[tuple[int, int]]) -> Iterator
     by_layer: dict[int, list[int]] = {}
     for layer, head in heads:
         if not 0 <= layer < len(layers) or not 0 <= head < layers[layer].num_heads:
-            raise ValueError(f"no head ({layer}, {head}): the model has {len(layers)} layers of "
-                             f"{layers[0].num_heads} heads")
+            raise ValueError(
+                f"no head ({layer}, {head}): the model has {len(layers)} layers of {layers[0].num_heads} heads"
+            )
         by_layer.setdefault(layer, []).append(head)
     handles = []
     for layer, hs in by_layer.items():
@@ -248,7 +281,7 @@ def ablate_heads(model: nn.Module, heads: Iterable[tuple[int, int]]) -> Iterator
         def zero(module, inputs, hs=hs, hd=attn.head_dim):
             concat = inputs[0].clone()  # (B, T, H * hd): the heads side by side
             for h in hs:
-                concat[..., h * hd:(h + 1) * hd] = 0.0
+                concat[..., h * hd : (h + 1) * hd] = 0.0
             return (concat,)
 
         handles.append(attn.out.register_forward_pre_hook(zero))
@@ -287,8 +320,15 @@ def ablation_table(model: nn.Module, idx: Tensor, targets: Tensor) -> pd.DataFra
         for head in range(attn.num_heads):
             with ablate_heads(model, [(layer, head)]):
                 r = evaluate(model, idx, targets)
-            rows.append({"layer": layer, "head": head, "loss": r["loss"], "increase": r["loss"] - base["loss"],
-                         "accuracy": r["accuracy"]})
+            rows.append(
+                {
+                    "layer": layer,
+                    "head": head,
+                    "loss": r["loss"],
+                    "increase": r["loss"] - base["loss"],
+                    "accuracy": r["accuracy"],
+                }
+            )
     table = pd.DataFrame(rows)
     table.attrs["base_loss"], table.attrs["base_accuracy"] = base["loss"], base["accuracy"]
     return table
@@ -329,10 +369,15 @@ def head_scores(weights: Tensor, idx: Tensor, min_lift: float = 2.0) -> pd.DataF
         with the largest ratio to what a uniform head would score, if that ratio is
         at least ``min_lift``, else ``"diffuse"``.
     """
-    if weights.dim() != 5 or weights.shape[-1] != weights.shape[-2] or weights.shape[1] != idx.shape[0] \
-            or weights.shape[-1] != idx.shape[1]:
-        raise ValueError(f"weights must be (L, B, H, T, T) matching idx (B, T) = {tuple(idx.shape)}, "
-                         f"got {tuple(weights.shape)}")
+    if (
+        weights.dim() != 5
+        or weights.shape[-1] != weights.shape[-2]
+        or weights.shape[1] != idx.shape[0]
+        or weights.shape[-1] != idx.shape[1]
+    ):
+        raise ValueError(
+            f"weights must be (L, B, H, T, T) matching idx (B, T) = {tuple(idx.shape)}, got {tuple(weights.shape)}"
+        )
     L, B, H, T, _ = weights.shape
     w = weights.double()
     t = torch.arange(1, T)
@@ -351,19 +396,29 @@ def head_scores(weights: Tensor, idx: Tensor, min_lift: float = 2.0) -> pd.DataF
     uniform_one = (1.0 / (t + 1.0)).mean().item()  # one key per query
     per_query = targets.sum(-1) / torch.arange(1, T + 1)  # (B, T): share of the targets
     uniform_induction = ((per_query * has).sum() / n_has).item()
-    baseline = {"previous": uniform_one, "first": uniform_one, "self": uniform_one,
-                "induction": uniform_induction}
+    baseline = {"previous": uniform_one, "first": uniform_one, "self": uniform_one, "induction": uniform_induction}
     names = {"previous": "previous-token", "first": "first-token", "self": "self", "induction": "induction"}
     rows = []
     for layer in range(L):
         for head in range(H):
-            s = {"previous": previous[layer, head].item(), "first": first[layer, head].item(),
-                 "self": self_[layer, head].item(), "induction": induction[layer, head].item()}
+            s = {
+                "previous": previous[layer, head].item(),
+                "first": first[layer, head].item(),
+                "self": self_[layer, head].item(),
+                "induction": induction[layer, head].item(),
+            }
             lift = {k: v / max(baseline[k], 1e-12) for k, v in s.items()}
             best = max(lift, key=lift.get)
-            rows.append({"layer": layer, "head": head, **s, "content": content[layer, head].item(),
-                         "entropy": entropy[layer, head].item(),
-                         "role": names[best] if lift[best] >= min_lift else "diffuse"})
+            rows.append(
+                {
+                    "layer": layer,
+                    "head": head,
+                    **s,
+                    "content": content[layer, head].item(),
+                    "entropy": entropy[layer, head].item(),
+                    "role": names[best] if lift[best] >= min_lift else "diffuse",
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -395,14 +450,23 @@ def head_grid_chart(weights: Tensor, labels: str, size: int = 150, title: str = 
 
     L, H, T, _ = weights.shape
     w = weights.detach().cpu().double().numpy().round(3)
-    rows = [(f"layer {l}", f"head {h}", q, f"{q}: {labels[q]}", k, f"{k}: {labels[k]}", w[l, h, q, k])
-            for l in range(L) for h in range(H) for q in range(T) for k in range(q + 1)]
+    rows = [
+        (f"layer {l}", f"head {h}", q, f"{q}: {labels[q]}", k, f"{k}: {labels[k]}", w[l, h, q, k])
+        for l in range(L)
+        for h in range(H)
+        for q in range(T)
+        for k in range(q + 1)
+    ]
     df = pd.DataFrame(rows, columns=["layer", "head", "query", "query token", "key", "key token", "weight"])
-    return alt.Chart(df).mark_rect().encode(
-        x=alt.X("key:O", axis=alt.Axis(values=list(range(0, T, 5)), labelAngle=0)),
-        y=alt.Y("query:O", axis=alt.Axis(values=list(range(0, T, 5)))),
-        color=alt.Color("weight:Q", scale=alt.Scale(scheme="blues", domain=[0, 1])),
-        tooltip=["query token", "key token", alt.Tooltip("weight:Q", format=".2f")],
-    ).properties(width=size, height=size).facet(row=alt.Row("layer:N", title=None),
-                                                column=alt.Column("head:N", title=None),
-                                                title=title)
+    return (
+        alt.Chart(df)
+        .mark_rect()
+        .encode(
+            x=alt.X("key:O", axis=alt.Axis(values=list(range(0, T, 5)), labelAngle=0)),
+            y=alt.Y("query:O", axis=alt.Axis(values=list(range(0, T, 5)))),
+            color=alt.Color("weight:Q", scale=alt.Scale(scheme="blues", domain=[0, 1])),
+            tooltip=["query token", "key token", alt.Tooltip("weight:Q", format=".2f")],
+        )
+        .properties(width=size, height=size)
+        .facet(row=alt.Row("layer:N", title=None), column=alt.Column("head:N", title=None), title=title)
+    )

@@ -5,6 +5,7 @@ The book never copies kernel code: it displays the ``.cu`` files shipped in
 section by how its first line begins (and how the line after its last begins), and
 numbers the lines as they are numbered in the file.
 """
+
 from __future__ import annotations
 
 from ..flash.sources import KERNEL_DIR, kernel_source
@@ -53,7 +54,7 @@ def kernel_listing(filename: str, start: str | None = None, stop: str | None = N
     if not KERNEL_DIR.joinpath(filename).is_file():
         known = sorted(p.name for p in KERNEL_DIR.iterdir())
         raise ValueError(f"no kernel source {filename!r}; known: {known}")
-    lines = kernel_source(filename, inline_includes=False).splitlines()   # the file as stored
+    lines = kernel_source(filename, inline_includes=False).splitlines()  # the file as stored
     begin = 0
     if start is not None:
         hits = [i for i, line in enumerate(lines) if line.lstrip().startswith(start)]
@@ -66,6 +67,6 @@ def kernel_listing(filename: str, start: str | None = None, stop: str | None = N
         if not hits:
             raise ValueError(f"{filename}: no line after line {begin + 1} begins with stop={stop!r}")
         end = hits[0]
-    while end > begin + 1 and not lines[end - 1].strip():        # no trailing blank lines
+    while end > begin + 1 and not lines[end - 1].strip():  # no trailing blank lines
         end -= 1
     return Listing(filename, begin + 1, lines[begin:end])

@@ -1,4 +1,5 @@
 """What every chapter's first cell calls: seed everything, pick the device, set display options."""
+
 from __future__ import annotations
 
 import os

@@ -19,6 +19,7 @@ Three otherwise identical models differ only in how they learn where a token is:
 Train each on sequences of ``train_len`` tokens, then measure the accuracy on
 longer sequences. Everything is seeded; a model trains in a few seconds on a CPU.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -34,8 +35,18 @@ from ..positional import LearnedPositionalEmbedding, SinusoidalPositionalEncodin
 from ..rotary import RotaryEmbedding
 from ..train import fit
 
-__all__ = ["CopyTask", "PositionToyModel", "POSITION_KINDS", "copy_task_loss", "train_position_model",
-           "accuracy", "accuracy_by_position", "attention_by_offset", "extrapolation_experiment", "window_mask"]
+__all__ = [
+    "CopyTask",
+    "PositionToyModel",
+    "POSITION_KINDS",
+    "copy_task_loss",
+    "train_position_model",
+    "accuracy",
+    "accuracy_by_position",
+    "attention_by_offset",
+    "extrapolation_experiment",
+    "window_mask",
+]
 
 POSITION_KINDS = ("learned", "sinusoidal", "rope", "none")
 IGNORE = -100  # target id of positions without a target (cross_entropy's ignore_index)
@@ -43,7 +54,7 @@ IGNORE = -100  # target id of positions without a target (cross_entropy's ignore
 
 @dataclass(frozen=True)
 class CopyTask:
-    """"Copy the token ``offset`` places back": random tokens in, shifted tokens out.
+    """ "Copy the token ``offset`` places back": random tokens in, shifted tokens out.
 
     Args:
         vocab_size: number of distinct tokens.
@@ -53,8 +64,9 @@ class CopyTask:
     vocab_size: int = 16
     offset: int = 3
 
-    def batch(self, batch_size: int, length: int, generator: torch.Generator | None = None,
-              device=None) -> tuple[Tensor, Tensor]:
+    def batch(
+        self, batch_size: int, length: int, generator: torch.Generator | None = None, device=None
+    ) -> tuple[Tensor, Tensor]:
         """A batch of inputs and targets.
 
         Args:
@@ -69,7 +81,7 @@ class CopyTask:
             raise ValueError(f"CopyTask: length={length} must exceed offset={self.offset}")
         x = torch.randint(self.vocab_size, (batch_size, length), generator=generator)  # (B, T)
         y = torch.full_like(x, IGNORE)  # (B, T)
-        y[:, self.offset:] = x[:, :-self.offset]  # target at t is the token at t - offset
+        y[:, self.offset :] = x[:, : -self.offset]  # target at t is the token at t - offset
         return x.to(device), y.to(device)
 
 
@@ -95,8 +107,9 @@ class PositionToyModel(nn.Module):
     ``forward(x (B, T)) -> logits (B, T, vocab_size)``.
     """
 
-    def __init__(self, vocab_size: int, d_model: int = 64, num_heads: int = 4, position: str = "rope",
-                 max_len: int = 256):
+    def __init__(
+        self, vocab_size: int, d_model: int = 64, num_heads: int = 4, position: str = "rope", max_len: int = 256
+    ):
         super().__init__()
         if position not in POSITION_KINDS:
             raise ValueError(f"PositionToyModel: position={position!r} is not one of {POSITION_KINDS}")
@@ -144,9 +157,18 @@ def copy_task_loss(model: PositionToyModel, x: Tensor, y: Tensor) -> Tensor:
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=IGNORE)  # (B*T, V)
 
 
-def train_position_model(position: str, task: CopyTask = CopyTask(), train_len: int = 16, steps: int = 400,
-                         batch_size: int = 64, lr: float = 3e-3, d_model: int = 64, num_heads: int = 4,
-                         max_len: int = 256, seed: int = 0) -> tuple[PositionToyModel, list[float]]:
+def train_position_model(
+    position: str,
+    task: CopyTask = CopyTask(),
+    train_len: int = 16,
+    steps: int = 400,
+    batch_size: int = 64,
+    lr: float = 3e-3,
+    d_model: int = 64,
+    num_heads: int = 4,
+    max_len: int = 256,
+    seed: int = 0,
+) -> tuple[PositionToyModel, list[float]]:
     """Build one :class:`PositionToyModel` with positional encoding ``position`` and train it on
     sequences of exactly ``train_len`` tokens of ``task``.
 
@@ -161,30 +183,56 @@ def train_position_model(position: str, task: CopyTask = CopyTask(), train_len: 
     g = torch.Generator().manual_seed(seed + 1)
     model = PositionToyModel(task.vocab_size, d_model, num_heads, position, max_len)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    history = fit(model, lambda step: copy_task_loss(model, *task.batch(batch_size, train_len, g)), opt, steps,
-                  clip_norm=None, log_every=1, progress=False)
+    history = fit(
+        model,
+        lambda step: copy_task_loss(model, *task.batch(batch_size, train_len, g)),
+        opt,
+        steps,
+        clip_norm=None,
+        log_every=1,
+        progress=False,
+    )
     return model, [r["loss"] for r in history]
 
 
 @torch.no_grad()
-def accuracy_by_position(model: PositionToyModel, task: CopyTask, length: int, window: int | None = None,
-                         num_sequences: int = 256, seed: int = 1234) -> Tensor:
+def accuracy_by_position(
+    model: PositionToyModel,
+    task: CopyTask,
+    length: int,
+    window: int | None = None,
+    num_sequences: int = 256,
+    seed: int = 1234,
+) -> Tensor:
     """Fraction of correct predictions at each position ``offset .. length-1``: ``(length - offset,)``."""
     g = torch.Generator().manual_seed(seed)
     x, y = task.batch(num_sequences, length, g)  # (N, T) each
     pred = model(x, window=window).argmax(-1)  # (N, T)
-    return (pred == y)[:, task.offset:].double().mean(0)  # (T - offset,)
+    return (pred == y)[:, task.offset :].double().mean(0)  # (T - offset,)
 
 
-def accuracy(model: PositionToyModel, task: CopyTask, length: int, window: int | None = None,
-             num_sequences: int = 256, seed: int = 1234) -> float:
+def accuracy(
+    model: PositionToyModel,
+    task: CopyTask,
+    length: int,
+    window: int | None = None,
+    num_sequences: int = 256,
+    seed: int = 1234,
+) -> float:
     """Fraction of correct predictions over every position that has a target."""
     return float(accuracy_by_position(model, task, length, window, num_sequences, seed).mean())
 
 
 @torch.no_grad()
-def attention_by_offset(model: PositionToyModel, task: CopyTask, length: int, first_query: int = 0,
-                        window: int | None = None, num_sequences: int = 256, seed: int = 1234) -> Tensor:
+def attention_by_offset(
+    model: PositionToyModel,
+    task: CopyTask,
+    length: int,
+    first_query: int = 0,
+    window: int | None = None,
+    num_sequences: int = 256,
+    seed: int = 1234,
+) -> Tensor:
     """Mean attention weight (over heads, sequences and queries ``t >= first_query``) at each offset ``t - s``.
 
     Returns:
@@ -202,13 +250,20 @@ def attention_by_offset(model: PositionToyModel, task: CopyTask, length: int, fi
     offset = (t - s).clamp(min=0)  # (T', T); future keys (weight 0) are folded into offset 0 harmlessly
     total = torch.zeros(length, dtype=torch.float64).index_add_(0, offset.flatten(), w.flatten().double())
     count = torch.zeros(length, dtype=torch.float64).index_add_(
-        0, offset.flatten(), (t >= s).flatten().double())  # how many (query, key) pairs have each offset
+        0, offset.flatten(), (t >= s).flatten().double()
+    )  # how many (query, key) pairs have each offset
     return total / count.clamp(min=1)  # (T,)
 
 
-def extrapolation_experiment(kinds=("learned", "sinusoidal", "rope"), task: CopyTask = CopyTask(),
-                             train_len: int = 16, test_lengths=(16, 24, 32, 48, 64, 96, 128),
-                             steps: int = 400, seed: int = 0, **train_kwargs):
+def extrapolation_experiment(
+    kinds=("learned", "sinusoidal", "rope"),
+    task: CopyTask = CopyTask(),
+    train_len: int = 16,
+    test_lengths=(16, 24, 32, 48, 64, 96, 128),
+    steps: int = 400,
+    seed: int = 0,
+    **train_kwargs,
+):
     """Train one model per kind on ``train_len`` tokens and test it on every test length.
 
     Returns:

@@ -19,9 +19,9 @@ output layer shares the item embeddings). Its attention weights are the natural
 "explanation" of a recommendation; :func:`adversarial_weights` and removing
 items from the history test how far that explanation goes.
 """
+
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -31,8 +31,16 @@ from torch import Tensor
 
 from ..attention import scaled_dot_product_attention
 
-__all__ = ["Catalogue", "make_sessions", "SessionRecommender", "train_recommender", "hit_rate",
-           "successor_of_last_baseline", "remove_item", "adversarial_weights"]
+__all__ = [
+    "Catalogue",
+    "make_sessions",
+    "SessionRecommender",
+    "train_recommender",
+    "hit_rate",
+    "successor_of_last_baseline",
+    "remove_item",
+    "adversarial_weights",
+]
 
 PAD = 0
 
@@ -70,8 +78,15 @@ class Catalogue:
         return f"S{s}E{e}"
 
 
-def make_sessions(n: int, catalogue: Catalogue = Catalogue(), max_len: int = 10, min_episodes: int = 2,
-                  max_episodes: int = 5, p_trending: float = 0.4, seed: int = 0) -> dict:
+def make_sessions(
+    n: int,
+    catalogue: Catalogue = Catalogue(),
+    max_len: int = 10,
+    min_episodes: int = 2,
+    max_episodes: int = 5,
+    p_trending: float = 0.4,
+    seed: int = 0,
+) -> dict:
     """Generate ``n`` sessions.
 
     Returns:
@@ -81,8 +96,10 @@ def make_sessions(n: int, catalogue: Catalogue = Catalogue(), max_len: int = 10,
         that determines the target); ``series (n,)``.
     """
     if not 1 <= min_episodes <= max_episodes < catalogue.episodes:
-        raise ValueError(f"need 1 <= min_episodes <= max_episodes < episodes={catalogue.episodes}, "
-                         f"got {min_episodes}..{max_episodes}")
+        raise ValueError(
+            f"need 1 <= min_episodes <= max_episodes < episodes={catalogue.episodes}, "
+            f"got {min_episodes}..{max_episodes}"
+        )
     if 2 * max_episodes > max_len:
         raise ValueError(f"max_len={max_len} is too short for up to {max_episodes} episodes with trending clicks")
     g = torch.Generator().manual_seed(seed)
@@ -99,7 +116,7 @@ def make_sessions(n: int, catalogue: Catalogue = Catalogue(), max_len: int = 10,
             last_episode = len(clicks) - 1
             if torch.rand((), generator=g).item() < p_trending:
                 clicks.append(catalogue.trending(int(torch.randint(catalogue.num_trending, (), generator=g))))
-        history[i, max_len - len(clicks):] = torch.tensor(clicks)
+        history[i, max_len - len(clicks) :] = torch.tensor(clicks)
         evidence[i] = max_len - len(clicks) + last_episode
         target[i] = catalogue.episode(int(series[i]), start + k)
     return {"history": history, "target": target, "evidence": evidence, "series": series}
@@ -161,7 +178,7 @@ class SessionRecommender(nn.Module):
             if weights.shape != (B, L):
                 raise ValueError(f"weights must be (B, L) = {(B, L)}, got {tuple(weights.shape)}")
             w = weights
-            read = (w[:, None, :] @ v)  # (B, 1, d)
+            read = w[:, None, :] @ v  # (B, 1, d)
         z = self.norm(h[:, -1] + self.o(read[:, 0]))  # (B, d)
         z = z + self.ffn(z)  # (B, d)
         scores = z @ self.items.weight.T  # (B, num_items)
@@ -169,8 +186,9 @@ class SessionRecommender(nn.Module):
         return (scores, w) if need_weights else scores
 
 
-def train_recommender(model: SessionRecommender, data: dict, steps: int = 600, batch_size: int = 128,
-                      lr: float = 3e-3, seed: int = 0):
+def train_recommender(
+    model: SessionRecommender, data: dict, steps: int = 600, batch_size: int = 128, lr: float = 3e-3, seed: int = 0
+):
     """Cross-entropy on the next item, AdamW with warmup + cosine decay; returns the History."""
     from ..train import fit, warmup_cosine_scheduler
 
@@ -211,12 +229,18 @@ def remove_item(history: Tensor, column: Tensor) -> Tensor:
     out = torch.full_like(history, PAD)
     for i in range(B):
         kept = history[i][keep[i]]
-        out[i, L - kept.numel():] = kept
+        out[i, L - kept.numel() :] = kept
     return out
 
 
-def adversarial_weights(model: SessionRecommender, history: Tensor, steps: int = 300, lr: float = 0.1,
-                        kl_weight: float = 10.0, seed: int = 0) -> tuple[Tensor, Tensor]:
+def adversarial_weights(
+    model: SessionRecommender,
+    history: Tensor,
+    steps: int = 300,
+    lr: float = 0.1,
+    kl_weight: float = 10.0,
+    seed: int = 0,
+) -> tuple[Tensor, Tensor]:
     """Search for attention weights as DIFFERENT as possible from the model's own that
     still give the same recommendation (Jain & Wallace, 2019, adversarial attention).
 

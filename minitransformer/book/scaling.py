@@ -9,9 +9,10 @@ with ``N`` non-embedding parameters, ``D`` tokens and ``C`` compute in PF-days:
 straight lines of slope ``-alpha`` on log-log axes. :data:`KAPLAN_2020` holds
 their constants (published numbers, not measured here).
 """
+
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -49,9 +50,15 @@ def fit_power_law(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]
     return float(slope), float(np.exp(intercept))
 
 
-def data_scaling_experiment(make_models: dict[str, Callable[[], nn.Module]], sizes: Sequence[int],
-                            train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor],
-                            steps: int = 300, seed: int = 0, lr: float = 3e-3) -> tuple[pd.DataFrame, dict]:
+def data_scaling_experiment(
+    make_models: dict[str, Callable[[], nn.Module]],
+    sizes: Sequence[int],
+    train: tuple[torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor],
+    steps: int = 300,
+    seed: int = 0,
+    lr: float = 3e-3,
+) -> tuple[pd.DataFrame, dict]:
     """Train every model on the first ``D`` training examples for each ``D`` in ``sizes``
     (same number of steps each) and measure test loss and accuracy.
 
@@ -70,7 +77,13 @@ def data_scaling_experiment(make_models: dict[str, Callable[[], nn.Module]], siz
             train_classifier(model, train[0][:D], train[1][:D], steps=steps, lr=lr, seed=seed)
             metrics = evaluate_classifier(model, *test)
             models[(name, D)] = model
-            rows.append({"model": name, "train_size": D, "test_loss": metrics["loss"],
-                         "test_accuracy": metrics["accuracy"],
-                         "parameters": sum(p.numel() for p in model.parameters())})
+            rows.append(
+                {
+                    "model": name,
+                    "train_size": D,
+                    "test_loss": metrics["loss"],
+                    "test_accuracy": metrics["accuracy"],
+                    "parameters": sum(p.numel() for p in model.parameters()),
+                }
+            )
     return pd.DataFrame(rows), models

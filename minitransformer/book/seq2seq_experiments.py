@@ -13,6 +13,7 @@ training set; lengths 31-35 never occur in training), the ``"small"`` model
 (embeddings 32, hidden 64, bidirectional encoder), batches of 128, Adam with
 peak learning rate 1e-2, warmup and cosine decay, 600 steps.
 """
+
 from __future__ import annotations
 
 import time
@@ -25,15 +26,24 @@ from ..data import Example, Tokenizer, make_pairs, task_tokenizer
 from ..rnn import ATTENTION_KINDS, Seq2Seq, Seq2SeqConfig
 from ..train import History, accuracy_by_length, train_seq2seq
 
-__all__ = ["ReversalSetup", "REVERSAL", "ReversalRun", "reversal_data", "run_reversal", "summary_row",
-           "model_label", "decode_examples"]
+__all__ = [
+    "ReversalSetup",
+    "REVERSAL",
+    "ReversalRun",
+    "reversal_data",
+    "run_reversal",
+    "summary_row",
+    "model_label",
+    "decode_examples",
+]
 
 
 @dataclass(frozen=True)
 class ReversalSetup:
     """Everything that defines one run of the reversal experiment (except the attention kind)."""
-    train_lengths: tuple[int, int] = (5, 30)     # inclusive range of training lengths
-    test_lengths: tuple[int, int] = (5, 35)      # inclusive range of held-out lengths
+
+    train_lengths: tuple[int, int] = (5, 30)  # inclusive range of training lengths
+    test_lengths: tuple[int, int] = (5, 35)  # inclusive range of held-out lengths
     n_train: int = 20_000
     n_test_per_length: int = 50
     preset: str = "small"
@@ -58,8 +68,13 @@ REVERSAL = ReversalSetup()
 def model_label(attention: str | None, setup: ReversalSetup = REVERSAL) -> str:
     """The name a model gets in tables and chart legends; a run with fewer or more
     training steps than :data:`REVERSAL` says so (``"Luong general (300 steps)"``)."""
-    label = {None: "no attention", "bahdanau": "Bahdanau (additive)", "luong-dot": "Luong dot",
-             "luong-general": "Luong general", "luong-concat": "Luong concat"}[attention]
+    label = {
+        None: "no attention",
+        "bahdanau": "Bahdanau (additive)",
+        "luong-dot": "Luong dot",
+        "luong-general": "Luong general",
+        "luong-concat": "Luong concat",
+    }[attention]
     return label if setup.steps == REVERSAL.steps else f"{label} ({setup.steps} steps)"
 
 
@@ -70,19 +85,26 @@ def reversal_data(setup: ReversalSetup = REVERSAL) -> tuple[list[Example], list[
     train = make_pairs("reverse", setup.n_train, range(lo, hi + 1), seed=setup.seed)
     tlo, thi = setup.test_lengths
     n_lengths = thi - tlo + 1
-    test = make_pairs("reverse", setup.n_test_per_length * n_lengths, range(tlo, thi + 1),
-                      seed=setup.seed + 1_000_003, exclude={e.src for e in train}, balanced=True)
+    test = make_pairs(
+        "reverse",
+        setup.n_test_per_length * n_lengths,
+        range(tlo, thi + 1),
+        seed=setup.seed + 1_000_003,
+        exclude={e.src for e in train},
+        balanced=True,
+    )
     return train, test, task_tokenizer("reverse")
 
 
 @dataclass
 class ReversalRun:
     """The result of :func:`run_reversal`."""
+
     attention: str | None
     model: Seq2Seq
     history: History
-    accuracy: pd.DataFrame      # length, n, exact_match, char_accuracy, model, trained_length
-    cpu_seconds: float          # process CPU time of the training (all threads)
+    accuracy: pd.DataFrame  # length, n, exact_match, char_accuracy, model, trained_length
+    cpu_seconds: float  # process CPU time of the training (all threads)
     setup: ReversalSetup
 
     @property
@@ -99,17 +121,26 @@ def summary_row(model: str, params: int, accuracy: pd.DataFrame) -> dict:
     ``exact_match``, ``trained_length``): mean and worst exact match on the trained lengths,
     mean on the longer ones, and the value at the longest length."""
     seen, unseen = accuracy[accuracy.trained_length], accuracy[~accuracy.trained_length]
-    row = {"model": model, "params": params,
-           "exact_match_trained": seen.exact_match.mean(),
-           "min_exact_match_trained": seen.exact_match.min()}
+    row = {
+        "model": model,
+        "params": params,
+        "exact_match_trained": seen.exact_match.mean(),
+        "min_exact_match_trained": seen.exact_match.min(),
+    }
     if len(unseen):
         row["exact_match_longer"] = unseen.exact_match.mean()
     row[f"exact_match_at_{int(accuracy.length.max())}"] = accuracy.exact_match.iloc[-1]
     return row
 
 
-def run_reversal(attention: str | None, setup: ReversalSetup = REVERSAL, *, data=None,
-                 device: torch.device | str = "cpu", progress: bool = False) -> ReversalRun:
+def run_reversal(
+    attention: str | None,
+    setup: ReversalSetup = REVERSAL,
+    *,
+    data=None,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+) -> ReversalRun:
     """Train one GRU encoder-decoder on digit reversal and measure it per length.
 
     Args:
@@ -131,8 +162,9 @@ def run_reversal(attention: str | None, setup: ReversalSetup = REVERSAL, *, data
     torch.manual_seed(setup.seed)
     model = Seq2Seq(Seq2SeqConfig.preset(setup.preset, len(tok), attention=attention)).to(device)
     start = time.process_time()
-    history = train_seq2seq(model, train, tok, setup.steps, batch_size=setup.batch_size,
-                            lr=setup.lr, seed=setup.seed, progress=progress)
+    history = train_seq2seq(
+        model, train, tok, setup.steps, batch_size=setup.batch_size, lr=setup.lr, seed=setup.seed, progress=progress
+    )
     cpu = time.process_time() - start
     model.cpu().eval()
     acc = accuracy_by_length(model, test, tok)
@@ -152,6 +184,7 @@ def decode_examples(model: Seq2Seq, examples: list[Example], tokenizer: Tokenize
         lengths (None for the model without attention).
     """
     from ..data import collate
+
     model.eval()
     batch = collate(examples, tokenizer)
     tokens, weights = model.greedy_decode(batch.src, batch.tgt_out.shape[1] + 1, batch.src_lengths)
@@ -160,5 +193,5 @@ def decode_examples(model: Seq2Seq, examples: list[Example], tokenizer: Tokenize
         text = tokenizer.decode(tokens[i])
         outputs.append(text)
         if weights is not None:
-            cut.append(weights[i, :len(text) + 1, :len(ex.src)].clone())   # (T_out incl. eos, S)
+            cut.append(weights[i, : len(text) + 1, : len(ex.src)].clone())  # (T_out incl. eos, S)
     return outputs, (cut if weights is not None else None)

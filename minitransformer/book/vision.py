@@ -13,9 +13,8 @@ Conventions (the same as ``nn.Conv2d(C, d, kernel_size=p, stride=p)`` followed b
 * inside a patch the ``C * p * p`` numbers are ordered channel first, then pixel
   row, then pixel column (``(C, p, p)`` flattened).
 """
-from __future__ import annotations
 
-import math
+from __future__ import annotations
 
 import torch
 import torch.nn as nn
@@ -25,8 +24,20 @@ from torch import Tensor
 from ..layers import EncoderLayer
 from ..positional import sinusoidal_encoding_2d
 
-__all__ = ["num_patches", "patchify", "unpatchify", "SHAPE_CLASSES", "make_shapes", "patch_coverage",
-           "TinyViT", "TinyCNN", "cls_attention", "attention_rollout", "train_classifier", "evaluate_classifier"]
+__all__ = [
+    "num_patches",
+    "patchify",
+    "unpatchify",
+    "SHAPE_CLASSES",
+    "make_shapes",
+    "patch_coverage",
+    "TinyViT",
+    "TinyCNN",
+    "cls_attention",
+    "attention_rollout",
+    "train_classifier",
+    "evaluate_classifier",
+]
 
 SHAPE_CLASSES = ("square", "disk", "triangle", "cross")
 
@@ -81,8 +92,10 @@ def unpatchify(patches: Tensor, image_size, patch_size: int, channels: int) -> T
     p = patch_size
     n = num_patches((H, W), p)
     if patches.dim() != 3 or patches.shape[1] != n or patches.shape[2] != channels * p * p:
-        raise ValueError(f"unpatchify: expected patches of shape (B, {n}, {channels * p * p}) for "
-                         f"{channels}x{H}x{W} images and patch_size {p}, got {tuple(patches.shape)}")
+        raise ValueError(
+            f"unpatchify: expected patches of shape (B, {n}, {channels * p * p}) for "
+            f"{channels}x{H}x{W} images and patch_size {p}, got {tuple(patches.shape)}"
+        )
     B = patches.shape[0]
     x = patches.reshape(B, H // p, W // p, channels, p, p)  # (B, gh, gw, C, p, p)
     x = x.permute(0, 3, 1, 4, 2, 5)  # (B, C, gh, p, gw, p)
@@ -97,7 +110,7 @@ def _draw(kind: str, size: int, yy: Tensor, xx: Tensor, cy: float, cx: float) ->
     if kind == "square":
         return (dy.abs() <= r - 0.5) & (dx.abs() <= r - 0.5)
     if kind == "disk":
-        return dy ** 2 + dx ** 2 <= r ** 2
+        return dy**2 + dx**2 <= r**2
     if kind == "triangle":  # apex up: the half-width grows linearly from top to bottom
         t = (dy + r) / (2 * r)  # 0 at the apex row, 1 at the base
         return (t >= 0) & (t <= 1) & (dx.abs() <= t * r)
@@ -107,8 +120,9 @@ def _draw(kind: str, size: int, yy: Tensor, xx: Tensor, cy: float, cx: float) ->
     raise ValueError(f"unknown shape {kind!r}; known: {SHAPE_CLASSES}")
 
 
-def make_shapes(n: int, image_size: int = 32, seed: int = 0, min_size: int = 8, max_size: int = 13,
-                noise: float = 0.2) -> tuple[Tensor, Tensor, Tensor]:
+def make_shapes(
+    n: int, image_size: int = 32, seed: int = 0, min_size: int = 8, max_size: int = 13, noise: float = 0.2
+) -> tuple[Tensor, Tensor, Tensor]:
     """Generate ``n`` grey images, each with one shape (square, disk, triangle or cross) somewhere.
 
     The shape's class, size (``min_size .. max_size`` pixels), position and
@@ -120,12 +134,15 @@ def make_shapes(n: int, image_size: int = 32, seed: int = 0, min_size: int = 8, 
         :data:`SHAPE_CLASSES`), ``masks (n, S, S)`` bool (the shape's pixels).
     """
     if n < 1 or image_size < max_size + 2 or not 1 <= min_size <= max_size:
-        raise ValueError(f"make_shapes: need n >= 1 and 1 <= min_size <= max_size <= image_size - 2, "
-                         f"got n={n}, sizes {min_size}..{max_size}, image_size={image_size}")
+        raise ValueError(
+            f"make_shapes: need n >= 1 and 1 <= min_size <= max_size <= image_size - 2, "
+            f"got n={n}, sizes {min_size}..{max_size}, image_size={image_size}"
+        )
     g = torch.Generator().manual_seed(seed)
     S = image_size
-    yy, xx = torch.meshgrid(torch.arange(S, dtype=torch.float32), torch.arange(S, dtype=torch.float32),
-                            indexing="ij")  # (S, S) each
+    yy, xx = torch.meshgrid(
+        torch.arange(S, dtype=torch.float32), torch.arange(S, dtype=torch.float32), indexing="ij"
+    )  # (S, S) each
     labels = torch.randint(len(SHAPE_CLASSES), (n,), generator=g)  # (n,)
     sizes = torch.randint(min_size, max_size + 1, (n,), generator=g)  # (n,)
     bright = 0.6 + 0.4 * torch.rand(n, generator=g)  # (n,)
@@ -162,9 +179,19 @@ class TinyViT(nn.Module):
         positions: ``"sinusoidal2d"`` (fixed, :func:`sinusoidal_encoding_2d`) or ``"none"``.
     """
 
-    def __init__(self, image_size: int = 32, patch_size: int = 8, channels: int = 1, num_classes: int = 4,
-                 d_model: int = 32, num_heads: int = 2, num_layers: int = 2, d_ff: int | None = None,
-                 dropout: float = 0.0, positions: str = "sinusoidal2d"):
+    def __init__(
+        self,
+        image_size: int = 32,
+        patch_size: int = 8,
+        channels: int = 1,
+        num_classes: int = 4,
+        d_model: int = 32,
+        num_heads: int = 2,
+        num_layers: int = 2,
+        d_ff: int | None = None,
+        dropout: float = 0.0,
+        positions: str = "sinusoidal2d",
+    ):
         super().__init__()
         if positions not in ("sinusoidal2d", "none"):
             raise ValueError(f"positions must be 'sinusoidal2d' or 'none', got {positions!r}")
@@ -177,7 +204,8 @@ class TinyViT(nn.Module):
         self.register_buffer("pos", pe if positions == "sinusoidal2d" else torch.zeros_like(pe), persistent=False)
         self.layers = nn.ModuleList(
             EncoderLayer(d_model, num_heads, d_ff or 2 * d_model, dropout, norm_first=True, activation="gelu")
-            for _ in range(num_layers))
+            for _ in range(num_layers)
+        )
         self.norm = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, num_classes)
 
@@ -202,8 +230,12 @@ class TinyCNN(nn.Module):
     def __init__(self, channels: int = 1, num_classes: int = 4, width: int = 16):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(channels, width, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
         )
         self.head = nn.Linear(2 * width, num_classes)
 
@@ -242,8 +274,16 @@ def attention_rollout(weights: list[Tensor]) -> Tensor:
 
 
 # ---------------------------------------------------------------- training
-def train_classifier(model: nn.Module, images: Tensor, labels: Tensor, steps: int = 300,
-                     batch_size: int = 64, lr: float = 3e-3, seed: int = 0, weight_decay: float = 0.01):
+def train_classifier(
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    steps: int = 300,
+    batch_size: int = 64,
+    lr: float = 3e-3,
+    seed: int = 0,
+    weight_decay: float = 0.01,
+):
     """Train with AdamW (warmup then cosine decay, gradient clipping at 1) on random
     mini-batches of ``(images, labels)``; returns the :class:`~minitransformer.train.History`."""
     from ..train import fit, warmup_cosine_scheduler
@@ -266,9 +306,9 @@ def evaluate_classifier(model: nn.Module, images: Tensor, labels: Tensor, batch_
     model.eval()
     losses, correct = [], 0
     for i in range(0, images.shape[0], batch_size):
-        out = model(images[i:i + batch_size])
+        out = model(images[i : i + batch_size])
         out = out[0] if isinstance(out, tuple) else out  # (b, K)
-        losses.append(F.cross_entropy(out, labels[i:i + batch_size], reduction="sum"))
-        correct += (out.argmax(-1) == labels[i:i + batch_size]).sum().item()
+        losses.append(F.cross_entropy(out, labels[i : i + batch_size], reduction="sum"))
+        correct += (out.argmax(-1) == labels[i : i + batch_size]).sum().item()
     n = images.shape[0]
     return {"loss": torch.stack(losses).sum().item() / n, "accuracy": correct / n}

@@ -5,9 +5,10 @@ exactly on another machine (nbval compares them). Charts render natively in
 Jupyter and Colab, and in the static HTML book through the vendored vega
 bundle (see ``book/_ext/offline_assets.py``).
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import altair as alt
 import numpy as np
@@ -45,8 +46,9 @@ def _np(x) -> np.ndarray:
     return np.asarray(x)
 
 
-def bar_chart(labels: Sequence[str], values, title: str = "", y_title: str = "weight",
-              width: int = 360, height: int = 200) -> alt.Chart:
+def bar_chart(
+    labels: Sequence[str], values, title: str = "", y_title: str = "weight", width: int = 360, height: int = 200
+) -> alt.Chart:
     """A bar per label, in the given order, with the value printed above each bar."""
     v = np.round(_np(values).astype(float), DIGITS)
     df = pd.DataFrame({"label": [f"{i}: {l}" for i, l in enumerate(labels)], y_title: v})
@@ -60,16 +62,27 @@ def bar_chart(labels: Sequence[str], values, title: str = "", y_title: str = "we
     return (bars + text).properties(width=width, height=height)
 
 
-def heatmap(matrix, x_labels: Sequence[str] | None = None, y_labels: Sequence[str] | None = None,
-            title: str = "", x_title: str = "key", y_title: str = "query", value_title: str = "weight",
-            scheme: str = "blues", width: int = 300, height: int = 300, annotate: bool = False) -> alt.Chart:
+def heatmap(
+    matrix,
+    x_labels: Sequence[str] | None = None,
+    y_labels: Sequence[str] | None = None,
+    title: str = "",
+    x_title: str = "key",
+    y_title: str = "query",
+    value_title: str = "weight",
+    scheme: str = "blues",
+    width: int = 300,
+    height: int = 300,
+    annotate: bool = False,
+) -> alt.Chart:
     """A heatmap of a 2-D matrix ``(rows = y, cols = x)``."""
     m = np.round(_np(matrix).astype(float), DIGITS)
     rows, cols = m.shape
     xl = [f"{j}: {l}" for j, l in enumerate(x_labels)] if x_labels is not None else [str(j) for j in range(cols)]
     yl = [f"{i}: {l}" for i, l in enumerate(y_labels)] if y_labels is not None else [str(i) for i in range(rows)]
-    df = pd.DataFrame([(yl[i], xl[j], m[i, j]) for i in range(rows) for j in range(cols)],
-                      columns=[y_title, x_title, value_title])
+    df = pd.DataFrame(
+        [(yl[i], xl[j], m[i, j]) for i in range(rows) for j in range(cols)], columns=[y_title, x_title, value_title]
+    )
     base = alt.Chart(df, title=title).encode(
         x=alt.X(f"{x_title}:N", sort=xl, axis=alt.Axis(labelAngle=-45 if x_labels is not None else 0)),
         y=alt.Y(f"{y_title}:N", sort=yl),
@@ -87,17 +100,34 @@ def mask_chart(mask, title: str, width: int = 160, height: int = 160) -> alt.Cha
     """A boolean mask drawn as dark (may attend) and light (blocked) squares."""
     m = _np(mask).astype(bool)
     rows, cols = m.shape
-    df = pd.DataFrame([(i, j, "may attend" if m[i, j] else "blocked") for i in range(rows) for j in range(cols)],
-                      columns=["query", "key", "mask"])
-    return alt.Chart(df, title=title).mark_rect(stroke="white").encode(
-        x=alt.X("key:O"), y=alt.Y("query:O"),
-        color=alt.Color("mask:N", scale=alt.Scale(domain=["may attend", "blocked"], range=["#2f5d8a", "#e8e8e8"])),
-    ).properties(width=width, height=height)
+    df = pd.DataFrame(
+        [(i, j, "may attend" if m[i, j] else "blocked") for i in range(rows) for j in range(cols)],
+        columns=["query", "key", "mask"],
+    )
+    return (
+        alt.Chart(df, title=title)
+        .mark_rect(stroke="white")
+        .encode(
+            x=alt.X("key:O"),
+            y=alt.Y("query:O"),
+            color=alt.Color("mask:N", scale=alt.Scale(domain=["may attend", "blocked"], range=["#2f5d8a", "#e8e8e8"])),
+        )
+        .properties(width=width, height=height)
+    )
 
 
-def line_chart(df: pd.DataFrame, x: str, y: str, color: str | None = None, title: str = "",
-               log_x: bool = False, log_y: bool = False, width: int = 380, height: int = 240,
-               points: bool = True) -> alt.Chart:
+def line_chart(
+    df: pd.DataFrame,
+    x: str,
+    y: str,
+    color: str | None = None,
+    title: str = "",
+    log_x: bool = False,
+    log_y: bool = False,
+    width: int = 380,
+    height: int = 240,
+    points: bool = True,
+) -> alt.Chart:
     """Lines of ``y`` against ``x`` (one per ``color`` group), values rounded for reproducibility."""
     df = df.copy()
     for col in (x, y):

@@ -1,4 +1,5 @@
 """Small, exact worked examples the book computes with the package."""
+
 from __future__ import annotations
 
 import torch
@@ -19,9 +20,12 @@ def cat_sat_on_the_mat(dtype: torch.dtype = torch.float64) -> dict:
         ``values`` (6, 4), ``features`` (4 names).
     """
     words = ["the", "cat", "sat", "on", "the", "mat"]
-    keys = torch.tensor([[0, 0, 0, 1], [1, 0, 0.3, 0], [0, 1, 0, 0],
-                         [0, 0, 0, 0], [0, 0, 0, 1], [0, 0, 1, 0]], dtype=dtype)  # (6, 4)
-    values = torch.tensor([[0.1, 0, 0, 0.8], [0.9, 0, 0.1, 0.7], [0, 0.9, 0, 0.3],
-                           [0, 0, 0.5, 0], [0, 0, 0, 0.9], [0, 0, 0.9, 0.6]], dtype=dtype)  # (6, 4)
+    keys = torch.tensor(
+        [[0, 0, 0, 1], [1, 0, 0.3, 0], [0, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 1], [0, 0, 1, 0]], dtype=dtype
+    )  # (6, 4)
+    values = torch.tensor(
+        [[0.1, 0, 0, 0.8], [0.9, 0, 0.1, 0.7], [0, 0.9, 0, 0.3], [0, 0, 0.5, 0], [0, 0, 0, 0.9], [0, 0, 0.9, 0.6]],
+        dtype=dtype,
+    )  # (6, 4)
     query = torch.tensor([[0.9, 0.1, 0.2, 0.3]], dtype=dtype)  # (1, 4)
     return {"words": words, "query": query, "keys": keys, "values": values, "features": FEATURES}

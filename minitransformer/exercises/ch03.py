@@ -1,4 +1,5 @@
 """Chapter 3 exercises: softmax, scaled dot-product attention, the causal mask, padding."""
+
 from __future__ import annotations
 
 import math
@@ -15,6 +16,7 @@ def _gen(seed: int) -> torch.Generator:
 
 # -- 1. a numerically stable softmax ------------------------------------------------
 
+
 def softmax_solution(x: torch.Tensor) -> torch.Tensor:
     """Softmax over the last axis, stable for large inputs."""
     shifted = x - x.max(dim=-1, keepdim=True).values  # the largest entry becomes 0
@@ -27,30 +29,43 @@ def _softmax_cases() -> list[Case]:
     return [
         Case("one row [1, 2, 3]", (torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64),)),
         Case("a (3, 5) matrix, softmax of each row", (torch.randn(3, 5, generator=g, dtype=torch.float64),)),
-        Case("large scores [1000, 1001, 1002] (overflow test)",
-             (torch.tensor([[1000.0, 1001.0, 1002.0]], dtype=torch.float64),)),
+        Case(
+            "large scores [1000, 1001, 1002] (overflow test)",
+            (torch.tensor([[1000.0, 1001.0, 1002.0]], dtype=torch.float64),),
+        ),
         Case("a (2, 3, 4) batch", (torch.randn(2, 3, 4, generator=g, dtype=torch.float64) * 10,)),
     ]
 
 
-register(Exercise(
-    "ch03.softmax", "a numerically stable softmax over the last axis",
-    softmax_solution, _softmax_cases,
-    hint="subtract each row's maximum before exp (softmax(x) = softmax(x - c)), then divide by the row sum.",
-    mistakes=[
-        Mistake(lambda x: torch.exp(x) / torch.exp(x).sum(dim=-1, keepdim=True),
+register(
+    Exercise(
+        "ch03.softmax",
+        "a numerically stable softmax over the last axis",
+        softmax_solution,
+        _softmax_cases,
+        hint="subtract each row's maximum before exp (softmax(x) = softmax(x - c)), then divide by the row sum.",
+        mistakes=[
+            Mistake(
+                lambda x: torch.exp(x) / torch.exp(x).sum(dim=-1, keepdim=True),
                 "exp(1000) overflows to inf and inf / inf = NaN: subtract each row's maximum first "
-                "(x - x.max(dim=-1, keepdim=True).values); the softmax does not change."),
-        Mistake(lambda x: torch.softmax(x, dim=0),
-                "you normalised over the first axis; each ROW (last axis) must sum to 1: use dim=-1."),
-        Mistake(lambda x: torch.exp(x) / torch.exp(x).sum(),
-                "you divided by the sum over ALL entries; divide by each row's own sum (keepdim=True)."),
-    ],
-    reference=softmax_ref,
-))
+                "(x - x.max(dim=-1, keepdim=True).values); the softmax does not change.",
+            ),
+            Mistake(
+                lambda x: torch.softmax(x, dim=0),
+                "you normalised over the first axis; each ROW (last axis) must sum to 1: use dim=-1.",
+            ),
+            Mistake(
+                lambda x: torch.exp(x) / torch.exp(x).sum(),
+                "you divided by the sum over ALL entries; divide by each row's own sum (keepdim=True).",
+            ),
+        ],
+        reference=softmax_ref,
+    )
+)
 
 
 # -- 2. scaled dot-product attention -------------------------------------------------
+
 
 def attention_solution(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """softmax(q k^T / sqrt(d_k)) v for q (..., n, d_k), k (..., m, d_k), v (..., m, d_v)."""
@@ -70,24 +85,35 @@ def _attention_cases() -> list[Case]:
     ]
 
 
-register(Exercise(
-    "ch03.attention", "scaled dot-product attention",
-    attention_solution, _attention_cases,
-    hint="scores = q @ k.transpose(-2, -1) / sqrt(d_k); softmax over the KEYS (last axis); then weights @ v.",
-    mistakes=[
-        Mistake(lambda q, k, v: torch.softmax(q @ k.transpose(-2, -1), -1) @ v,
-                "your output is attention WITHOUT the 1/sqrt(d_k) scale: divide the scores by sqrt(q.shape[-1])."),
-        Mistake(lambda q, k, v: torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), -2) @ v,
+register(
+    Exercise(
+        "ch03.attention",
+        "scaled dot-product attention",
+        attention_solution,
+        _attention_cases,
+        hint="scores = q @ k.transpose(-2, -1) / sqrt(d_k); softmax over the KEYS (last axis); then weights @ v.",
+        mistakes=[
+            Mistake(
+                lambda q, k, v: torch.softmax(q @ k.transpose(-2, -1), -1) @ v,
+                "your output is attention WITHOUT the 1/sqrt(d_k) scale: divide the scores by sqrt(q.shape[-1]).",
+            ),
+            Mistake(
+                lambda q, k, v: torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), -2) @ v,
                 "you took the softmax over the QUERIES (axis -2): each query's weights over the keys "
-                "must sum to 1, so use dim=-1."),
-        Mistake(lambda q, k, v: torch.softmax(q @ k.transpose(-2, -1) / q.shape[-1], -1) @ v,
-                "you divided by d_k instead of sqrt(d_k)."),
-    ],
-    reference=attention_ref,
-))
+                "must sum to 1, so use dim=-1.",
+            ),
+            Mistake(
+                lambda q, k, v: torch.softmax(q @ k.transpose(-2, -1) / q.shape[-1], -1) @ v,
+                "you divided by d_k instead of sqrt(d_k).",
+            ),
+        ],
+        reference=attention_ref,
+    )
+)
 
 
 # -- 3. the causal (look-ahead) mask ----------------------------------------------------
+
 
 def causal_mask_solution(Lq: int, Lk: int) -> torch.Tensor:
     """Bool (Lq, Lk), True = may attend; the Lq queries are the LAST Lq of Lk positions."""
@@ -105,27 +131,37 @@ def _mask_cases() -> list[Case]:
     ]
 
 
-register(Exercise(
-    "ch03.causal_mask", "the causal mask (True = may attend)",
-    causal_mask_solution, _mask_cases,
-    hint="query i may see key j when j <= i + (Lk - Lq): a lower triangle, diagonal included, "
-         "shifted right when there are more keys than queries.",
-    mistakes=[
-        Mistake(lambda Lq, Lk: ~causal_mask_solution(Lq, Lk),
-                "your mask is inverted: True must mean 'may attend' (the past and the present)."),
-        Mistake(lambda Lq, Lk: torch.tril(torch.ones(Lq, Lk, dtype=torch.bool), diagonal=Lk - Lq - 1),
-                "you left out the diagonal: a token may attend to itself."),
-        Mistake(lambda Lq, Lk: torch.tril(torch.ones(Lq, Lk, dtype=torch.bool)),
-                "with Lk > Lq the queries are the LAST Lq positions: shift the triangle by Lk - Lq."),
-    ],
-    reference=causal_mask_ref,
-))
+register(
+    Exercise(
+        "ch03.causal_mask",
+        "the causal mask (True = may attend)",
+        causal_mask_solution,
+        _mask_cases,
+        hint="query i may see key j when j <= i + (Lk - Lq): a lower triangle, diagonal included, "
+        "shifted right when there are more keys than queries.",
+        mistakes=[
+            Mistake(
+                lambda Lq, Lk: ~causal_mask_solution(Lq, Lk),
+                "your mask is inverted: True must mean 'may attend' (the past and the present).",
+            ),
+            Mistake(
+                lambda Lq, Lk: torch.tril(torch.ones(Lq, Lk, dtype=torch.bool), diagonal=Lk - Lq - 1),
+                "you left out the diagonal: a token may attend to itself.",
+            ),
+            Mistake(
+                lambda Lq, Lk: torch.tril(torch.ones(Lq, Lk, dtype=torch.bool)),
+                "with Lk > Lq the queries are the LAST Lq positions: shift the triangle by Lk - Lq.",
+            ),
+        ],
+        reference=causal_mask_ref,
+    )
+)
 
 
 # -- 4. masked attention with padding ------------------------------------------------------
 
-def masked_attention_solution(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                              mask: torch.Tensor) -> torch.Tensor:
+
+def masked_attention_solution(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Attention where mask (bool, broadcastable to (..., n, m)) is True = may attend.
     A query that may attend to nothing gets a zero output."""
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (..., n, m)
@@ -141,26 +177,47 @@ def _masked_cases() -> list[Case]:
     pad = torch.tensor([[True, True, True, False, False], [True, True, True, True, True]])
     some_blocked = torch.tensor([[True, False, True, True], [False, False, False, False], [True, True, True, True]])
     return [
-        Case("padding: 2 sequences of 5 keys, the first has 2 pads; mask (2, 1, 5)",
-             (r(2, 3, 8), r(2, 5, 8), r(2, 5, 4), pad[:, None, :])),
-        Case("the second query may see NO key (a fully masked row); mask (3, 4)",
-             (r(3, 6), r(4, 6), r(4, 3), some_blocked)),
+        Case(
+            "padding: 2 sequences of 5 keys, the first has 2 pads; mask (2, 1, 5)",
+            (r(2, 3, 8), r(2, 5, 8), r(2, 5, 4), pad[:, None, :]),
+        ),
+        Case(
+            "the second query may see NO key (a fully masked row); mask (3, 4)",
+            (r(3, 6), r(4, 6), r(4, 3), some_blocked),
+        ),
     ]
 
 
-register(Exercise(
-    "ch03.masked_attention", "attention with a boolean mask, fully masked rows giving zeros",
-    masked_attention_solution, _masked_cases,
-    hint="set blocked scores to -inf BEFORE the softmax (masked_fill(~mask, float('-inf'))); "
-         "a row with every score -inf becomes NaN: replace those weights by 0.",
-    mistakes=[
-        Mistake(lambda q, k, v, m: (torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), -1) * m) @ v,
+register(
+    Exercise(
+        "ch03.masked_attention",
+        "attention with a boolean mask, fully masked rows giving zeros",
+        masked_attention_solution,
+        _masked_cases,
+        hint="set blocked scores to -inf BEFORE the softmax (masked_fill(~mask, float('-inf'))); "
+        "a row with every score -inf becomes NaN: replace those weights by 0.",
+        mistakes=[
+            Mistake(
+                lambda q, k, v, m: (torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), -1) * m) @ v,
                 "you zeroed the weights AFTER the softmax, so the remaining weights no longer sum to 1: "
-                "mask the scores with -inf before the softmax instead."),
-        Mistake(lambda q, k, v, m: torch.softmax((q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).masked_fill(~m, 0.0), -1) @ v,
-                "you set blocked scores to 0, but exp(0) = 1 still gives them weight: use -inf."),
-        Mistake(lambda q, k, v, m: torch.softmax((q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).masked_fill(m, float('-inf')), -1).nan_to_num(0.0) @ v,
-                "your mask is inverted: True means 'may attend', so fill where ~mask."),
-    ],
-    reference=attention_ref,
-))
+                "mask the scores with -inf before the softmax instead.",
+            ),
+            Mistake(
+                lambda q, k, v, m: (
+                    torch.softmax((q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).masked_fill(~m, 0.0), -1) @ v
+                ),
+                "you set blocked scores to 0, but exp(0) = 1 still gives them weight: use -inf.",
+            ),
+            Mistake(
+                lambda q, k, v, m: (
+                    torch.softmax(
+                        (q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).masked_fill(m, float("-inf")), -1
+                    ).nan_to_num(0.0)
+                    @ v
+                ),
+                "your mask is inverted: True means 'may attend', so fill where ~mask.",
+            ),
+        ],
+        reference=attention_ref,
+    )
+)

@@ -1,4 +1,5 @@
 """Chapter 4 exercises: splitting and merging heads, counting parameters, sizing a KV cache."""
+
 from __future__ import annotations
 
 import torch
@@ -11,6 +12,7 @@ def _gen(seed: int) -> torch.Generator:
 
 
 # -- 1. split the heads ----------------------------------------------------------------------
+
 
 def split_heads_solution(x: torch.Tensor, num_heads: int) -> torch.Tensor:
     """(B, T, d) -> (B, h, T, d/h): head i gets features i*d_k .. (i+1)*d_k - 1 of every position."""
@@ -30,27 +32,38 @@ def _split_cases() -> list[Case]:
     ]
 
 
-register(Exercise(
-    "ch04.split_heads", "split (B, T, d) into heads (B, h, T, d/h)",
-    split_heads_solution, _split_cases,
-    hint="view the last axis as (h, d_k) first: x.view(B, T, h, d_k), THEN move the head axis "
-         "in front of the time axis with .transpose(1, 2).",
-    mistakes=[
-        Mistake(lambda x, h: x.reshape(x.shape[0], h, x.shape[1], x.shape[2] // h),
+register(
+    Exercise(
+        "ch04.split_heads",
+        "split (B, T, d) into heads (B, h, T, d/h)",
+        split_heads_solution,
+        _split_cases,
+        hint="view the last axis as (h, d_k) first: x.view(B, T, h, d_k), THEN move the head axis "
+        "in front of the time axis with .transpose(1, 2).",
+        mistakes=[
+            Mistake(
+                lambda x, h: x.reshape(x.shape[0], h, x.shape[1], x.shape[2] // h),
                 "the shape is right but the numbers are not: reshaping (B, T, d) straight to "
                 "(B, h, T, d_k) cuts the flat memory in the wrong places and mixes positions "
-                "into heads. View as (B, T, h, d_k), then transpose(1, 2)."),
-        Mistake(lambda x, h: x.view(x.shape[0], x.shape[1], x.shape[2] // h, h).permute(0, 3, 1, 2),
+                "into heads. View as (B, T, h, d_k), then transpose(1, 2).",
+            ),
+            Mistake(
+                lambda x, h: x.view(x.shape[0], x.shape[1], x.shape[2] // h, h).permute(0, 3, 1, 2),
                 "you split the features as (d_k, h), so head i got every h-th feature: a head owns a "
-                "CONTIGUOUS block of d_k features, so view the last axis as (h, d_k)."),
-        Mistake(lambda x, h: x.view(x.shape[0], x.shape[1], h, x.shape[2] // h),
+                "CONTIGUOUS block of d_k features, so view the last axis as (h, d_k).",
+            ),
+            Mistake(
+                lambda x, h: x.view(x.shape[0], x.shape[1], h, x.shape[2] // h),
                 "you split the features but did not move the head axis: the result must be "
-                "(B, h, T, d_k), so add .transpose(1, 2)."),
-    ],
-))
+                "(B, h, T, d_k), so add .transpose(1, 2).",
+            ),
+        ],
+    )
+)
 
 
 # -- 2. merge the heads ----------------------------------------------------------------------
+
 
 def merge_heads_solution(x: torch.Tensor) -> torch.Tensor:
     """(B, h, T, d_k) -> (B, T, h*d_k): Concat(head_1, ..., head_h) at every position."""
@@ -68,25 +81,36 @@ def _merge_cases() -> list[Case]:
     ]
 
 
-register(Exercise(
-    "ch04.merge_heads", "concatenate the heads back: (B, h, T, d_k) -> (B, T, h*d_k)",
-    merge_heads_solution, _merge_cases,
-    hint="undo the split in reverse order: .transpose(1, 2) to (B, T, h, d_k), then "
-         ".reshape(B, T, h * d_k) (reshape, not view: the transposed tensor is not contiguous).",
-    mistakes=[
-        Mistake(lambda x: x.reshape(x.shape[0], x.shape[2], x.shape[1] * x.shape[3]),
+register(
+    Exercise(
+        "ch04.merge_heads",
+        "concatenate the heads back: (B, h, T, d_k) -> (B, T, h*d_k)",
+        merge_heads_solution,
+        _merge_cases,
+        hint="undo the split in reverse order: .transpose(1, 2) to (B, T, h, d_k), then "
+        ".reshape(B, T, h * d_k) (reshape, not view: the transposed tensor is not contiguous).",
+        mistakes=[
+            Mistake(
+                lambda x: x.reshape(x.shape[0], x.shape[2], x.shape[1] * x.shape[3]),
                 "the shape is right but you reshaped without transposing, which mixes the time "
-                "steps of one head into one position: transpose(1, 2) first."),
-        Mistake(lambda x: x.permute(0, 2, 3, 1).reshape(x.shape[0], x.shape[2], -1),
+                "steps of one head into one position: transpose(1, 2) first.",
+            ),
+            Mistake(
+                lambda x: x.permute(0, 2, 3, 1).reshape(x.shape[0], x.shape[2], -1),
                 "you put d_k before h, which interleaves the heads feature by feature; "
-                "Concat(head_1, ..., head_h) puts head 1's d_k features first: use (B, T, h, d_k)."),
-        Mistake(lambda x: x.sum(dim=1),
-                "you summed the heads; multi-head attention CONCATENATES them (W^O mixes them afterwards)."),
-    ],
-))
+                "Concat(head_1, ..., head_h) puts head 1's d_k features first: use (B, T, h, d_k).",
+            ),
+            Mistake(
+                lambda x: x.sum(dim=1),
+                "you summed the heads; multi-head attention CONCATENATES them (W^O mixes them afterwards).",
+            ),
+        ],
+    )
+)
 
 
 # -- 3. count the parameters -------------------------------------------------------------------
+
 
 def attention_params_solution(d_model: int, num_heads: int, num_kv_heads: int, bias: bool) -> int:
     """Weights (and biases) of W_Q, W_K, W_V, W_O in (grouped-query) multi-head attention."""
@@ -106,33 +130,50 @@ def _params_cases() -> list[Case]:
     ]
 
 
-register(Exercise(
-    "ch04.attention_params", "count the parameters of a multi-head attention layer",
-    attention_params_solution, _params_cases,
-    hint="W_Q and W_O are d_model x d_model; W_K and W_V are d_model x (num_kv_heads * d_head); "
-         "with bias=True each matrix adds one bias per OUTPUT feature.",
-    mistakes=[
-        Mistake(lambda d, h, kv, bias: 4 * d * d,
+register(
+    Exercise(
+        "ch04.attention_params",
+        "count the parameters of a multi-head attention layer",
+        attention_params_solution,
+        _params_cases,
+        hint="W_Q and W_O are d_model x d_model; W_K and W_V are d_model x (num_kv_heads * d_head); "
+        "with bias=True each matrix adds one bias per OUTPUT feature.",
+        mistakes=[
+            Mistake(
+                lambda d, h, kv, bias: 4 * d * d,
                 "you left out the biases (with bias=True every projection adds one per output "
-                "feature), and/or K and V are narrower under grouped-query attention."),
-        Mistake(lambda d, h, kv, bias: 4 * d * d + (4 * d if bias else 0),
+                "feature), and/or K and V are narrower under grouped-query attention.",
+            ),
+            Mistake(
+                lambda d, h, kv, bias: 4 * d * d + (4 * d if bias else 0),
                 "that is right for ordinary multi-head attention, but with num_kv_heads < num_heads "
-                "W_K and W_V only produce num_kv_heads * d_head features each."),
-        Mistake(lambda d, h, kv, bias: 3 * d * d + (3 * d if bias else 0),
-                "you left out the output projection W^O (d_model x d_model, plus d_model biases)."),
-        Mistake(lambda d, h, kv, bias: 4 * d * d // h + (4 * d // h if bias else 0),
-                "you counted ONE head; the h heads together are as wide as d_model."),
-        Mistake(lambda d, h, kv, bias: 5 * d * d + (5 * d if bias else 0),
-                "you counted W^O twice: there is one output projection for all heads together."),
-    ],
-    rtol=0.0, atol=0.5,
-))
+                "W_K and W_V only produce num_kv_heads * d_head features each.",
+            ),
+            Mistake(
+                lambda d, h, kv, bias: 3 * d * d + (3 * d if bias else 0),
+                "you left out the output projection W^O (d_model x d_model, plus d_model biases).",
+            ),
+            Mistake(
+                lambda d, h, kv, bias: 4 * d * d // h + (4 * d // h if bias else 0),
+                "you counted ONE head; the h heads together are as wide as d_model.",
+            ),
+            Mistake(
+                lambda d, h, kv, bias: 5 * d * d + (5 * d if bias else 0),
+                "you counted W^O twice: there is one output projection for all heads together.",
+            ),
+        ],
+        rtol=0.0,
+        atol=0.5,
+    )
+)
 
 
 # -- 4. the KV cache of a grouped-query model ------------------------------------------------
 
-def kv_cache_bytes_solution(n_layers: int, n_heads: int, n_kv_heads: int, head_dim: int, tokens: int,
-                            batch_size: int, bytes_per_element: int) -> int:
+
+def kv_cache_bytes_solution(
+    n_layers: int, n_heads: int, n_kv_heads: int, head_dim: int, tokens: int, batch_size: int, bytes_per_element: int
+) -> int:
     """Bytes of a whole model's KV cache: keys AND values, for every layer and KV head."""
     per_token_per_layer = 2 * n_kv_heads * head_dim  # one key and one value vector per kv head
     return n_layers * per_token_per_layer * tokens * batch_size * bytes_per_element
@@ -141,28 +182,45 @@ def kv_cache_bytes_solution(n_layers: int, n_heads: int, n_kv_heads: int, head_d
 def _kv_cases() -> list[Case]:
     return [
         Case("1 layer, 2 heads, 2 kv heads, head_dim 4, 3 tokens, batch 1, fp32 (4 bytes)", (1, 2, 2, 4, 3, 1, 4)),
-        Case("Llama-2 70B: 80 layers, 64 heads, 8 kv heads, head_dim 128, 4096 tokens, batch 1, fp16",
-             (80, 64, 8, 128, 4096, 1, 2)),
-        Case("multi-query: 24 layers, 16 heads, 1 kv head, head_dim 64, 2048 tokens, batch 8, bf16",
-             (24, 16, 1, 64, 2048, 8, 2)),
+        Case(
+            "Llama-2 70B: 80 layers, 64 heads, 8 kv heads, head_dim 128, 4096 tokens, batch 1, fp16",
+            (80, 64, 8, 128, 4096, 1, 2),
+        ),
+        Case(
+            "multi-query: 24 layers, 16 heads, 1 kv head, head_dim 64, 2048 tokens, batch 8, bf16",
+            (24, 16, 1, 64, 2048, 8, 2),
+        ),
     ]
 
 
-register(Exercise(
-    "ch04.kv_cache_bytes", "the memory of a grouped-query model's KV cache",
-    kv_cache_bytes_solution, _kv_cases,
-    hint="2 (keys and values) x layers x KV heads x head_dim x tokens x batch x bytes per element; "
-         "the number of QUERY heads does not appear.",
-    mistakes=[
-        Mistake(lambda L, h, kv, hd, n, b, by: L * kv * hd * n * b * by,
-                "you counted the keys only: the cache holds keys AND values, a factor of 2."),
-        Mistake(lambda L, h, kv, hd, n, b, by: 2 * L * h * hd * n * b * by,
+register(
+    Exercise(
+        "ch04.kv_cache_bytes",
+        "the memory of a grouped-query model's KV cache",
+        kv_cache_bytes_solution,
+        _kv_cases,
+        hint="2 (keys and values) x layers x KV heads x head_dim x tokens x batch x bytes per element; "
+        "the number of QUERY heads does not appear.",
+        mistakes=[
+            Mistake(
+                lambda L, h, kv, hd, n, b, by: L * kv * hd * n * b * by,
+                "you counted the keys only: the cache holds keys AND values, a factor of 2.",
+            ),
+            Mistake(
+                lambda L, h, kv, hd, n, b, by: 2 * L * h * hd * n * b * by,
                 "you used the number of QUERY heads; only the KV heads are cached (that is the "
-                "whole saving of grouped-query attention)."),
-        Mistake(lambda L, h, kv, hd, n, b, by: 2 * kv * hd * n * b * by,
-                "every layer has its own cache: multiply by the number of layers."),
-        Mistake(lambda L, h, kv, hd, n, b, by: 2 * L * kv * hd * n * b,
-                "you counted elements, not bytes: multiply by bytes_per_element (2 for fp16)."),
-    ],
-    rtol=0.0, atol=0.5,
-))
+                "whole saving of grouped-query attention).",
+            ),
+            Mistake(
+                lambda L, h, kv, hd, n, b, by: 2 * kv * hd * n * b * by,
+                "every layer has its own cache: multiply by the number of layers.",
+            ),
+            Mistake(
+                lambda L, h, kv, hd, n, b, by: 2 * L * kv * hd * n * b,
+                "you counted elements, not bytes: multiply by bytes_per_element (2 for fp16).",
+            ),
+        ],
+        rtol=0.0,
+        atol=0.5,
+    )
+)

@@ -1,4 +1,5 @@
 """Chapter 5 exercises: the sinusoidal table, its transition matrix, RoPE, relative positions."""
+
 from __future__ import annotations
 
 import math
@@ -14,6 +15,7 @@ def _gen(seed: int) -> torch.Generator:
 
 
 # -- 1. the sinusoidal table ---------------------------------------------------------
+
 
 def sinusoidal_solution(num_positions: int, d_model: int) -> torch.Tensor:
     """PE[p, 2i] = sin(p / 10000^(2i/d)), PE[p, 2i+1] = cos(p / 10000^(2i/d)); shape (P, d)."""
@@ -55,29 +57,42 @@ def _sinusoidal_cases() -> list[Case]:
     ]
 
 
-register(Exercise(
-    "ch05.sinusoidal", "the sinusoidal position table (P, d)",
-    sinusoidal_solution, _sinusoidal_cases,
-    hint="angle[p, i] = p / 10000**(2*i/d) for the pair index i = 0 .. d/2-1; put sin(angle) in the even "
-         "columns 0, 2, 4, ... and cos(angle) in the odd columns 1, 3, 5, ...",
-    mistakes=[
-        Mistake(lambda P, d: _pe_variant(P, d, swap=True),
-                "sine and cosine are swapped: the EVEN columns (0, 2, ...) hold the sines, the odd ones the cosines."),
-        Mistake(lambda P, d: _pe_variant(P, d, exponent="i"),
+register(
+    Exercise(
+        "ch05.sinusoidal",
+        "the sinusoidal position table (P, d)",
+        sinusoidal_solution,
+        _sinusoidal_cases,
+        hint="angle[p, i] = p / 10000**(2*i/d) for the pair index i = 0 .. d/2-1; put sin(angle) in the even "
+        "columns 0, 2, 4, ... and cos(angle) in the odd columns 1, 3, 5, ...",
+        mistakes=[
+            Mistake(
+                lambda P, d: _pe_variant(P, d, swap=True),
+                "sine and cosine are swapped: the EVEN columns (0, 2, ...) hold the sines, the odd ones the cosines.",
+            ),
+            Mistake(
+                lambda P, d: _pe_variant(P, d, exponent="i"),
                 "your exponent is i/d with the pair index i; it must be 2i/d (the column index of the sine), "
-                "so the wavelengths run from 2π up to 10000·2π."),
-        Mistake(lambda P, d: _pe_variant(P, d, exponent="column"),
+                "so the wavelengths run from 2π up to 10000·2π.",
+            ),
+            Mistake(
+                lambda P, d: _pe_variant(P, d, exponent="column"),
                 "the cosine in column 2i+1 must use the SAME angle as the sine in column 2i (exponent 2i/d), "
-                "not its own column index (2i+1)/d."),
-        Mistake(lambda P, d: _pe_variant(P, d, layout="concat"),
+                "not its own column index (2i+1)/d.",
+            ),
+            Mistake(
+                lambda P, d: _pe_variant(P, d, layout="concat"),
                 "you put all sines first and all cosines after them; the table interleaves them: "
-                "column 2i is a sine, column 2i+1 the cosine of the same angle."),
-    ],
-    reference=sinusoidal_ref,
-))
+                "column 2i is a sine, column 2i+1 the cosine of the same angle.",
+            ),
+        ],
+        reference=sinusoidal_ref,
+    )
+)
 
 
 # -- 2. the transition matrix T_k -------------------------------------------------------
+
 
 def transition_solution(k: int, d_model: int) -> torch.Tensor:
     """The (d, d) matrix T_k with PE[p + k] = T_k @ PE[p] for every position p."""
@@ -109,24 +124,35 @@ def _transition_cases() -> list[Case]:
     ]
 
 
-register(Exercise(
-    "ch05.transition", "the transition matrix T_k: PE[p + k] = T_k @ PE[p]",
-    transition_solution, _transition_cases,
-    hint="T_k is block-diagonal; block i acts on (PE[2i], PE[2i+1]) = (sin a, cos a) and turns it by "
-         "b = k / 10000**(2i/d): rows [cos b, sin b] and [-sin b, cos b] (expand sin(a+b) and cos(a+b)).",
-    mistakes=[
-        Mistake(lambda k, d: _transition_variant(k, d, flip=True),
+register(
+    Exercise(
+        "ch05.transition",
+        "the transition matrix T_k: PE[p + k] = T_k @ PE[p]",
+        transition_solution,
+        _transition_cases,
+        hint="T_k is block-diagonal; block i acts on (PE[2i], PE[2i+1]) = (sin a, cos a) and turns it by "
+        "b = k / 10000**(2i/d): rows [cos b, sin b] and [-sin b, cos b] (expand sin(a+b) and cos(a+b)).",
+        mistakes=[
+            Mistake(
+                lambda k, d: _transition_variant(k, d, flip=True),
                 "your matrix is the transpose T_k^T = T_{-k}: it moves positions k steps BACK. The pair is "
-                "(sin a, cos a), so sin(a+b) = sin a cos b + cos a sin b puts +sin b in the FIRST row."),
-        Mistake(lambda k, d: transition_solution(1, d),
-                "your matrix does not depend on k: the angle of block i is k / 10000**(2i/d), not 1 / 10000**(2i/d)."),
-        Mistake(lambda k, d: _transition_variant(k, d, exponent="i"),
-                "the angle of block i is k / 10000**(2i/d): the exponent is 2i/d, not i/d."),
-    ],
-))
+                "(sin a, cos a), so sin(a+b) = sin a cos b + cos a sin b puts +sin b in the FIRST row.",
+            ),
+            Mistake(
+                lambda k, d: transition_solution(1, d),
+                "your matrix does not depend on k: the angle of block i is k / 10000**(2i/d), not 1 / 10000**(2i/d).",
+            ),
+            Mistake(
+                lambda k, d: _transition_variant(k, d, exponent="i"),
+                "the angle of block i is k / 10000**(2i/d): the exponent is 2i/d, not i/d.",
+            ),
+        ],
+    )
+)
 
 
 # -- 3. RoPE on a batch of vectors -------------------------------------------------------
+
 
 def rope_solution(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     """Rotate x (..., T, d) by RoPE, interleaved pairs (x_{2j}, x_{2j+1}), theta_j = 10000^(-2j/d)."""
@@ -148,7 +174,7 @@ def _rope_variant(x, positions, halves: bool = False, sign: float = 1.0, exponen
     angle = sign * positions.to(torch.float64)[:, None] * theta[None, :]
     cos, sin = torch.cos(angle), torch.sin(angle)
     if halves:
-        x1, x2 = x[..., : d // 2], x[..., d // 2:]
+        x1, x2 = x[..., : d // 2], x[..., d // 2 :]
         return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], -1)
     out = torch.empty_like(x)
     x1, x2 = x[..., 0::2], x[..., 1::2]
@@ -160,36 +186,50 @@ def _rope_cases() -> list[Case]:
     g = _gen(5)
     r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
     return [
-        Case("one 2-D vector [1, 0] at position 1", (torch.tensor([[1.0, 0.0]], dtype=torch.float64),
-                                                     torch.tensor([1]))),
+        Case(
+            "one 2-D vector [1, 0] at position 1", (torch.tensor([[1.0, 0.0]], dtype=torch.float64), torch.tensor([1]))
+        ),
         Case("x (4, 6) at positions 0, 1, 2, 3", (r(4, 6), torch.arange(4))),
         Case("x (2, 3, 5, 8) (batch, heads, T, d) at positions 7 .. 11", (r(2, 3, 5, 8), torch.arange(7, 12))),
         Case("x (3, 4) at positions 100, 0, 42 (any order)", (r(3, 4), torch.tensor([100, 0, 42]))),
     ]
 
 
-register(Exercise(
-    "ch05.rope", "rotary position embedding (interleaved pairs)",
-    rope_solution, _rope_cases,
-    hint="pair j is (x[..., 2j], x[..., 2j+1]); turn it by the angle positions[t] * 10000**(-2j/d): "
-         "(a, b) -> (a cos - b sin, a sin + b cos). Even columns take the first result, odd the second.",
-    mistakes=[
-        Mistake(lambda x, p: _rope_variant(x, p, halves=True),
+register(
+    Exercise(
+        "ch05.rope",
+        "rotary position embedding (interleaved pairs)",
+        rope_solution,
+        _rope_cases,
+        hint="pair j is (x[..., 2j], x[..., 2j+1]); turn it by the angle positions[t] * 10000**(-2j/d): "
+        "(a, b) -> (a cos - b sin, a sin + b cos). Even columns take the first result, odd the second.",
+        mistakes=[
+            Mistake(
+                lambda x, p: _rope_variant(x, p, halves=True),
                 "you paired x_j with x_{j+d/2} (the rotate-half layout); this exercise uses interleaved "
-                "pairs (x_0, x_1), (x_2, x_3), ...: take x[..., 0::2] and x[..., 1::2]."),
-        Mistake(lambda x, p: _rope_variant(x, p, sign=-1.0),
+                "pairs (x_0, x_1), (x_2, x_3), ...: take x[..., 0::2] and x[..., 1::2].",
+            ),
+            Mistake(
+                lambda x, p: _rope_variant(x, p, sign=-1.0),
                 "you rotate the wrong way (clockwise): [1, 0] at position 1 must become [cos 1, +sin 1]. "
-                "The first coordinate is a cos - b sin, the second a sin + b cos."),
-        Mistake(lambda x, p: _rope_variant(x, p, exponent="j"),
-                "theta_j = 10000**(-2j/d) for the pair index j; you used j/d."),
-        Mistake(lambda x, p: _rope_variant(x, torch.arange(x.shape[-2])),
-                "use the positions you are given (e.g. 7 .. 11 after a cache), not 0 .. T-1."),
-    ],
-    reference=rope_complex_ref,
-))
+                "The first coordinate is a cos - b sin, the second a sin + b cos.",
+            ),
+            Mistake(
+                lambda x, p: _rope_variant(x, p, exponent="j"),
+                "theta_j = 10000**(-2j/d) for the pair index j; you used j/d.",
+            ),
+            Mistake(
+                lambda x, p: _rope_variant(x, torch.arange(x.shape[-2])),
+                "use the positions you are given (e.g. 7 .. 11 after a cache), not 0 .. T-1.",
+            ),
+        ],
+        reference=rope_complex_ref,
+    )
+)
 
 
 # -- 4. Shaw et al.'s clipped relative positions --------------------------------------------
+
 
 def relative_positions_solution(n: int, max_distance: int) -> torch.Tensor:
     """(n, n) int64: entry (i, j) = clip(j - i, -K, K) + K, an index into 2K + 1 learned vectors."""
@@ -208,17 +248,27 @@ def _relative_cases() -> list[Case]:
     ]
 
 
-register(Exercise(
-    "ch05.relative_positions", "Shaw et al.'s clipped relative position indices",
-    relative_positions_solution, _relative_cases,
-    hint="entry (i, j) is clip(j - i, -K, K) + K: key position minus query position, clipped to [-K, K], "
-         "then shifted by K so it can index a table of 2K + 1 vectors.",
-    mistakes=[
-        Mistake(lambda n, K: (torch.arange(n)[:, None] - torch.arange(n)[None, :]).clamp(-K, K) + K,
-                "you computed i - j; the convention here is key minus query, j - i (negative = the past)."),
-        Mistake(lambda n, K: (torch.arange(n)[None, :] - torch.arange(n)[:, None]).clamp(-K, K),
-                "clip(j - i, -K, K) runs from -K to K; add K so every index is in 0 .. 2K."),
-        Mistake(lambda n, K: (torch.arange(n)[None, :] - torch.arange(n)[:, None]) + K,
-                "you did not clip: offsets beyond K must share the index of ±K (clamp(-K, K))."),
-    ],
-))
+register(
+    Exercise(
+        "ch05.relative_positions",
+        "Shaw et al.'s clipped relative position indices",
+        relative_positions_solution,
+        _relative_cases,
+        hint="entry (i, j) is clip(j - i, -K, K) + K: key position minus query position, clipped to [-K, K], "
+        "then shifted by K so it can index a table of 2K + 1 vectors.",
+        mistakes=[
+            Mistake(
+                lambda n, K: (torch.arange(n)[:, None] - torch.arange(n)[None, :]).clamp(-K, K) + K,
+                "you computed i - j; the convention here is key minus query, j - i (negative = the past).",
+            ),
+            Mistake(
+                lambda n, K: (torch.arange(n)[None, :] - torch.arange(n)[:, None]).clamp(-K, K),
+                "clip(j - i, -K, K) runs from -K to K; add K so every index is in 0 .. 2K.",
+            ),
+            Mistake(
+                lambda n, K: (torch.arange(n)[None, :] - torch.arange(n)[:, None]) + K,
+                "you did not clip: offsets beyond K must share the index of ±K (clamp(-K, K)).",
+            ),
+        ],
+    )
+)

@@ -4,6 +4,7 @@ Three reference solutions are the package's own functions (``layer_norm``,
 ``noam_lr``, ``smoothed_targets``), so the solution a reader reveals is the
 code the chapter runs.
 """
+
 from __future__ import annotations
 
 import torch
@@ -23,42 +24,65 @@ def _gen(seed: int) -> torch.Generator:
 
 # -- 1. LayerNorm by hand --------------------------------------------------------------
 
+
 def _layer_norm_cases() -> list[Case]:
     g = _gen(0)
     r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
     near_constant = 5.0 + 0.01 * r(3, 4)  # variance ~1e-4: eps matters
     return [
-        Case("x (2, 5, 6) (batch, sequence, features), random gamma and beta",
-             (r(2, 5, 6) * 2, r(6), r(6), 1e-5)),
-        Case("x (3, 4), gamma = 1, beta = 0", (r(3, 4) * 3 + 1, torch.ones(4, dtype=torch.float64),
-                                              torch.zeros(4, dtype=torch.float64), 1e-5)),
-        Case("x (3, 4) whose features are nearly constant (variance ~1e-4), eps = 1e-5",
-             (near_constant, torch.ones(4, dtype=torch.float64), torch.zeros(4, dtype=torch.float64), 1e-5)),
+        Case("x (2, 5, 6) (batch, sequence, features), random gamma and beta", (r(2, 5, 6) * 2, r(6), r(6), 1e-5)),
+        Case(
+            "x (3, 4), gamma = 1, beta = 0",
+            (r(3, 4) * 3 + 1, torch.ones(4, dtype=torch.float64), torch.zeros(4, dtype=torch.float64), 1e-5),
+        ),
+        Case(
+            "x (3, 4) whose features are nearly constant (variance ~1e-4), eps = 1e-5",
+            (near_constant, torch.ones(4, dtype=torch.float64), torch.zeros(4, dtype=torch.float64), 1e-5),
+        ),
         Case("x (4, 8), eps = 0.1", (r(4, 8), r(8), r(8), 0.1)),
     ]
 
 
-register(Exercise(
-    "ch06.layer_norm", "LayerNorm over the features: gamma * (x - mu) / sqrt(var + eps) + beta",
-    layer_norm, _layer_norm_cases,
-    hint="mean and variance over the LAST axis (dim=-1, keepdim=True), the biased variance "
-         "(unbiased=False), and eps inside the square root.",
-    mistakes=[
-        Mistake(lambda x, g, b, eps: g * (x - x.mean(0, keepdim=True)) / torch.sqrt(x.var(0, unbiased=False, keepdim=True) + eps) + b,
+register(
+    Exercise(
+        "ch06.layer_norm",
+        "LayerNorm over the features: gamma * (x - mu) / sqrt(var + eps) + beta",
+        layer_norm,
+        _layer_norm_cases,
+        hint="mean and variance over the LAST axis (dim=-1, keepdim=True), the biased variance "
+        "(unbiased=False), and eps inside the square root.",
+        mistakes=[
+            Mistake(
+                lambda x, g, b, eps: (
+                    g * (x - x.mean(0, keepdim=True)) / torch.sqrt(x.var(0, unbiased=False, keepdim=True) + eps) + b
+                ),
                 "you normalised over the FIRST axis (across the batch, like BatchNorm); LayerNorm "
-                "normalises each position over its own features: dim=-1."),
-        Mistake(lambda x, g, b, eps: g * (x - x.mean(-1, keepdim=True)) / torch.sqrt(x.var(-1, keepdim=True) + eps) + b,
+                "normalises each position over its own features: dim=-1.",
+            ),
+            Mistake(
+                lambda x, g, b, eps: g * (x - x.mean(-1, keepdim=True)) / torch.sqrt(x.var(-1, keepdim=True) + eps) + b,
                 "you used the unbiased variance (divide by d - 1); LayerNorm divides by d: "
-                "x.var(-1, unbiased=False, keepdim=True)."),
-        Mistake(lambda x, g, b, eps: g * (x - x.mean(-1, keepdim=True)) / (x.std(-1, unbiased=False, keepdim=True) + eps) + b,
-                "you added eps outside the square root; it belongs inside: sqrt(var + eps)."),
-        Mistake(lambda x, g, b, eps: g * (x - x.mean(-2, keepdim=True)) / torch.sqrt(x.var(-2, unbiased=False, keepdim=True) + eps) + b,
-                "you normalised over the sequence axis (-2); LayerNorm uses the features (-1)."),
-    ],
-))
+                "x.var(-1, unbiased=False, keepdim=True).",
+            ),
+            Mistake(
+                lambda x, g, b, eps: (
+                    g * (x - x.mean(-1, keepdim=True)) / (x.std(-1, unbiased=False, keepdim=True) + eps) + b
+                ),
+                "you added eps outside the square root; it belongs inside: sqrt(var + eps).",
+            ),
+            Mistake(
+                lambda x, g, b, eps: (
+                    g * (x - x.mean(-2, keepdim=True)) / torch.sqrt(x.var(-2, unbiased=False, keepdim=True) + eps) + b
+                ),
+                "you normalised over the sequence axis (-2); LayerNorm uses the features (-1).",
+            ),
+        ],
+    )
+)
 
 
 # -- 2. the Pre-LN block ------------------------------------------------------------------
+
 
 def pre_ln_block_solution(x: torch.Tensor, attn, ffn, norm1, norm2) -> torch.Tensor:
     """One Pre-LN block: x = x + attn(norm1(x)); x = x + ffn(norm2(x))."""
@@ -79,34 +103,51 @@ def _block_cases() -> list[Case]:
                 ln.weight.uniform_(0.5, 1.5)
                 ln.bias.normal_(0.0, 0.3)
         x = torch.randn(B, T, d, generator=_gen(n), dtype=torch.float64) * 2
-        cases.append(Case(f"x ({B}, {T}, {d}), {H}-head attention, FFN with d_ff = {2 * d}",
-                          (x, attn, ffn, norm1, norm2)))
+        cases.append(
+            Case(f"x ({B}, {T}, {d}), {H}-head attention, FFN with d_ff = {2 * d}", (x, attn, ffn, norm1, norm2))
+        )
     return cases
 
 
-register(Exercise(
-    "ch06.pre_ln_block", "a Pre-LN transformer block from its sub-layers",
-    pre_ln_block_solution, _block_cases,
-    hint="two residual steps, each reading a normalised copy of the stream: "
-         "x = x + attn(norm1(x)), then x = x + ffn(norm2(x)) with the NEW x.",
-    mistakes=[
-        Mistake(lambda x, a, f, n1, n2: n2((h := n1(x + a(x))) + f(h)),
+register(
+    Exercise(
+        "ch06.pre_ln_block",
+        "a Pre-LN transformer block from its sub-layers",
+        pre_ln_block_solution,
+        _block_cases,
+        hint="two residual steps, each reading a normalised copy of the stream: "
+        "x = x + attn(norm1(x)), then x = x + ffn(norm2(x)) with the NEW x.",
+        mistakes=[
+            Mistake(
+                lambda x, a, f, n1, n2: n2((h := n1(x + a(x))) + f(h)),
                 "that is the Post-LN block (the norm after each residual addition): "
-                "Pre-LN normalises the sub-layer's INPUT and adds to the un-normalised stream."),
-        Mistake(lambda x, a, f, n1, n2: x + f(n2(x + a(n1(x)))),
+                "Pre-LN normalises the sub-layer's INPUT and adds to the un-normalised stream.",
+            ),
+            Mistake(
+                lambda x, a, f, n1, n2: x + f(n2(x + a(n1(x)))),
                 "the attention output was not carried in the residual stream (x + FFN(x + Attn(x))): "
-                "after the first step the stream is x + attn(norm1(x)); add the FFN output to THAT."),
-        Mistake(lambda x, a, f, n1, n2: (h := x + a(n1(x))) + f(n2(x)),
-                "the FFN read the OLD stream: normalise the stream after the attention step, norm2(x + attn(norm1(x)))."),
-        Mistake(lambda x, a, f, n1, n2: (h := x + a(x)) + f(h),
-                "no LayerNorm at all: each sub-layer reads norm(x), not x."),
-        Mistake(lambda x, a, f, n1, n2: (h := x + a(n2(x))) + f(n1(h)),
-                "norm1 and norm2 are swapped: norm1 goes before attention, norm2 before the FFN."),
-    ],
-))
+                "after the first step the stream is x + attn(norm1(x)); add the FFN output to THAT.",
+            ),
+            Mistake(
+                lambda x, a, f, n1, n2: x + a(n1(x)) + f(n2(x)),
+                "the FFN read the OLD stream: normalise the stream after the attention step, "
+                "norm2(x + attn(norm1(x))).",
+            ),
+            Mistake(
+                lambda x, a, f, n1, n2: (h := x + a(x)) + f(h),
+                "no LayerNorm at all: each sub-layer reads norm(x), not x.",
+            ),
+            Mistake(
+                lambda x, a, f, n1, n2: (h := x + a(n2(x))) + f(n1(h)),
+                "norm1 and norm2 are swapped: norm1 goes before attention, norm2 before the FFN.",
+            ),
+        ],
+    )
+)
 
 
 # -- 3. the warmup ("Noam") schedule ---------------------------------------------------------
+
 
 def _noam_cases() -> list[Case]:
     return [
@@ -119,25 +160,35 @@ def _noam_cases() -> list[Case]:
     ]
 
 
-register(Exercise(
-    "ch06.noam_lr", "the learning rate of 'Attention Is All You Need'",
-    noam_lr, _noam_cases,
-    hint="lr = d_model ** -0.5 * min(step ** -0.5, step * warmup ** -1.5); steps count from 1.",
-    mistakes=[
-        Mistake(lambda s, d, w: d ** -0.5 * min(s ** -0.5, s * w ** -0.5),
+register(
+    Exercise(
+        "ch06.noam_lr",
+        "the learning rate of 'Attention Is All You Need'",
+        noam_lr,
+        _noam_cases,
+        hint="lr = d_model ** -0.5 * min(step ** -0.5, step * warmup ** -1.5); steps count from 1.",
+        mistakes=[
+            Mistake(
+                lambda s, d, w: d**-0.5 * min(s**-0.5, s * w**-0.5),
                 "the warmup exponent is -1.5, not -0.5: the linear ramp is step * warmup ** -1.5, "
-                "which meets step ** -0.5 exactly at step == warmup."),
-        Mistake(lambda s, d, w: min(s ** -0.5, s * w ** -1.5),
-                "the factor d_model ** -0.5 is missing."),
-        Mistake(lambda s, d, w: d ** -0.5 * max(s ** -0.5, s * w ** -1.5),
-                "use min, not max: the rate is the SMALLER of the ramp and the decay."),
-        Mistake(lambda s, d, w: d ** 0.5 * min(s ** -0.5, s * w ** -1.5),
-                "d_model enters as d_model ** -0.5 (wider models get smaller rates), not ** 0.5."),
-    ],
-))
+                "which meets step ** -0.5 exactly at step == warmup.",
+            ),
+            Mistake(lambda s, d, w: min(s**-0.5, s * w**-1.5), "the factor d_model ** -0.5 is missing."),
+            Mistake(
+                lambda s, d, w: d**-0.5 * max(s**-0.5, s * w**-1.5),
+                "use min, not max: the rate is the SMALLER of the ramp and the decay.",
+            ),
+            Mistake(
+                lambda s, d, w: d**0.5 * min(s**-0.5, s * w**-1.5),
+                "d_model enters as d_model ** -0.5 (wider models get smaller rates), not ** 0.5.",
+            ),
+        ],
+    )
+)
 
 
 # -- 4. label smoothing -----------------------------------------------------------------------
+
 
 def _smoothing_cases() -> list[Case]:
     return [
@@ -148,18 +199,28 @@ def _smoothing_cases() -> list[Case]:
     ]
 
 
-register(Exercise(
-    "ch06.smoothed_targets", "the target distribution of label smoothing (as in F.cross_entropy)",
-    smoothed_targets, _smoothing_cases,
-    hint="mix the one-hot target with the uniform distribution: (1 - eps) * one_hot + eps / C; "
-         "the true class gets 1 - eps + eps / C, every other class eps / C.",
-    mistakes=[
-        Mistake(lambda t, C, e: (1 - e) * F.one_hot(t, C).float() + (e / (C - 1)) * (1 - F.one_hot(t, C).float()),
+register(
+    Exercise(
+        "ch06.smoothed_targets",
+        "the target distribution of label smoothing (as in F.cross_entropy)",
+        smoothed_targets,
+        _smoothing_cases,
+        hint="mix the one-hot target with the uniform distribution: (1 - eps) * one_hot + eps / C; "
+        "the true class gets 1 - eps + eps / C, every other class eps / C.",
+        mistakes=[
+            Mistake(
+                lambda t, C, e: (1 - e) * F.one_hot(t, C).float() + (e / (C - 1)) * (1 - F.one_hot(t, C).float()),
                 "you spread eps over the C - 1 WRONG classes; PyTorch (and the book) spread it over all "
-                "C classes, true one included: eps / C each, and 1 - eps + eps / C on the true class."),
-        Mistake(lambda t, C, e: (1 - e) * F.one_hot(t, C).float() + (e / C) * (1 - F.one_hot(t, C).float()),
-                "your rows do not sum to 1: the true class gets 1 - eps + eps / C, not 1 - eps."),
-        Mistake(lambda t, C, e: F.one_hot(t, C).float() * (1 - e) + e,
-                "each class gets eps / C of the smoothing mass, not eps."),
-    ],
-))
+                "C classes, true one included: eps / C each, and 1 - eps + eps / C on the true class.",
+            ),
+            Mistake(
+                lambda t, C, e: (1 - e) * F.one_hot(t, C).float() + (e / C) * (1 - F.one_hot(t, C).float()),
+                "your rows do not sum to 1: the true class gets 1 - eps + eps / C, not 1 - eps.",
+            ),
+            Mistake(
+                lambda t, C, e: F.one_hot(t, C).float() * (1 - e) + e,
+                "each class gets eps / C of the smoothing mass, not eps.",
+            ),
+        ],
+    )
+)

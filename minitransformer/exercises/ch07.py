@@ -4,6 +4,7 @@ Two reference solutions are the package's own functions (``sampling_probs``
 from gpt.py, ``null_space_projection`` from explanation.py), so what a reader
 reveals is the code the chapter runs.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,20 +22,27 @@ def _gen(seed: int) -> torch.Generator:
 
 # -- 1. cross-attention -------------------------------------------------------------------
 
-def cross_attention_solution(x: torch.Tensor, memory: torch.Tensor, W_q: torch.Tensor, W_k: torch.Tensor,
-                             W_v: torch.Tensor, memory_mask: torch.Tensor | None = None) -> torch.Tensor:
+
+def cross_attention_solution(
+    x: torch.Tensor,
+    memory: torch.Tensor,
+    W_q: torch.Tensor,
+    W_k: torch.Tensor,
+    W_v: torch.Tensor,
+    memory_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
     """One head of cross-attention: queries from the decoder, keys and values from the encoder.
 
     x (B, T, d) decoder states; memory (B, S, d) the final encoder output;
     W_q, W_k (d, d_k), W_v (d, d_v); memory_mask bool (B, S), True = real source token.
     Returns (B, T, d_v).
     """
-    q = x @ W_q                                                   # (B, T, d_k): what each target position asks
-    k, v = memory @ W_k, memory @ W_v                             # (B, S, d_k), (B, S, d_v): the source answers
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])     # (B, T, S)
-    if memory_mask is not None:                                   # hide source padding; no causal mask here
+    q = x @ W_q  # (B, T, d_k): what each target position asks
+    k, v = memory @ W_k, memory @ W_v  # (B, S, d_k), (B, S, d_v): the source answers
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, T, S)
+    if memory_mask is not None:  # hide source padding; no causal mask here
         scores = scores.masked_fill(~memory_mask[:, None, :], float("-inf"))
-    return torch.softmax(scores, dim=-1) @ v                      # (B, T, d_v)
+    return torch.softmax(scores, dim=-1) @ v  # (B, T, d_v)
 
 
 def _cross_cases() -> list[Case]:
@@ -42,11 +50,17 @@ def _cross_cases() -> list[Case]:
     r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
     mask = torch.tensor([[True] * 6, [True] * 4 + [False] * 2])
     return [
-        Case("x (1, 3, 4), memory (1, 5, 4), d_k = d_v = 4, no mask", (r(1, 3, 4), r(1, 5, 4), r(4, 4), r(4, 4), r(4, 4))),
-        Case("x (2, 4, 6), memory (2, 6, 6), d_k = 3, d_v = 5, source padding in row 1",
-             (r(2, 4, 6), r(2, 6, 6), r(6, 3), r(6, 3), r(6, 5), mask)),
-        Case("x (1, 5, 4), memory (1, 5, 4) (equal lengths), d_k = 2, d_v = 3",
-             (r(1, 5, 4), r(1, 5, 4), r(4, 2), r(4, 2), r(4, 3))),
+        Case(
+            "x (1, 3, 4), memory (1, 5, 4), d_k = d_v = 4, no mask", (r(1, 3, 4), r(1, 5, 4), r(4, 4), r(4, 4), r(4, 4))
+        ),
+        Case(
+            "x (2, 4, 6), memory (2, 6, 6), d_k = 3, d_v = 5, source padding in row 1",
+            (r(2, 4, 6), r(2, 6, 6), r(6, 3), r(6, 3), r(6, 5), mask),
+        ),
+        Case(
+            "x (1, 5, 4), memory (1, 5, 4) (equal lengths), d_k = 2, d_v = 3",
+            (r(1, 5, 4), r(1, 5, 4), r(4, 2), r(4, 2), r(4, 3)),
+        ),
     ]
 
 
@@ -54,34 +68,61 @@ def _masked(scores, memory_mask):
     return scores if memory_mask is None else scores.masked_fill(~memory_mask[:, None, :], float("-inf"))
 
 
-register(Exercise(
-    "ch07.cross_attention", "one head of cross-attention (queries from the decoder, keys/values from the encoder)",
-    cross_attention_solution, _cross_cases,
-    hint="q = x @ W_q from the DECODER; k = memory @ W_k and v = memory @ W_v from the ENCODER output; "
-         "scores (B, T, S) scaled by 1/sqrt(d_k), source padding set to -inf, softmax over the source axis (-1).",
-    mistakes=[
-        Mistake(lambda x, m, wq, wk, wv, mask=None: torch.softmax(
-                    _masked((x @ wq) @ (x @ wk).transpose(-2, -1) / math.sqrt(wq.shape[1]), None), -1) @ (x @ wv),
-                "that is SELF-attention: the keys and values must come from the encoder output `memory`, not from x."),
-        Mistake(lambda x, m, wq, wk, wv, mask=None: torch.softmax(
-                    _masked((x @ wq) @ (m @ wk).transpose(-2, -1), mask), -1) @ (m @ wv),
-                "the scores are not scaled: divide q k^T by sqrt(d_k)."),
-        Mistake(lambda x, m, wq, wk, wv, mask=None: torch.softmax(
-                    ((x @ wq) @ (m @ wk).transpose(-2, -1) / math.sqrt(wq.shape[1])).masked_fill(
-                        ~torch.ones(x.shape[1], m.shape[1], dtype=torch.bool).tril(), float("-inf")), -1) @ (m @ wv),
+register(
+    Exercise(
+        "ch07.cross_attention",
+        "one head of cross-attention (queries from the decoder, keys/values from the encoder)",
+        cross_attention_solution,
+        _cross_cases,
+        hint="q = x @ W_q from the DECODER; k = memory @ W_k and v = memory @ W_v from the ENCODER output; "
+        "scores (B, T, S) scaled by 1/sqrt(d_k), source padding set to -inf, softmax over the source axis (-1).",
+        mistakes=[
+            Mistake(
+                lambda x, m, wq, wk, wv, mask=None: (
+                    torch.softmax(_masked((x @ wq) @ (x @ wk).transpose(-2, -1) / math.sqrt(wq.shape[1]), None), -1)
+                    @ (x @ wv)
+                ),
+                "that is SELF-attention: the keys and values must come from the encoder output `memory`, not from x.",
+            ),
+            Mistake(
+                lambda x, m, wq, wk, wv, mask=None: (
+                    torch.softmax(_masked((x @ wq) @ (m @ wk).transpose(-2, -1), mask), -1) @ (m @ wv)
+                ),
+                "the scores are not scaled: divide q k^T by sqrt(d_k).",
+            ),
+            Mistake(
+                lambda x, m, wq, wk, wv, mask=None: (
+                    torch.softmax(
+                        ((x @ wq) @ (m @ wk).transpose(-2, -1) / math.sqrt(wq.shape[1])).masked_fill(
+                            ~torch.ones(x.shape[1], m.shape[1], dtype=torch.bool).tril(), float("-inf")
+                        ),
+                        -1,
+                    )
+                    @ (m @ wv)
+                ),
                 "you applied a causal mask to cross-attention: target position t may read the WHOLE source "
-                "(the source exists in full); only the decoder's self-attention is causal."),
-        Mistake(lambda x, m, wq, wk, wv, mask=None: torch.softmax(
-                    (x @ wq) @ (m @ wk).transpose(-2, -1) / math.sqrt(wq.shape[1]), -1) @ (m @ wv),
-                "the source padding was not masked: set the scores of padded source positions to -inf."),
-        Mistake(lambda x, m, wq, wk, wv, mask=None: torch.softmax(
-                    _masked((x @ wq) @ (m @ wk).transpose(-2, -1) / math.sqrt(wq.shape[1]), mask), -2) @ (m @ wv),
-                "softmax over the wrong axis: each TARGET position's weights over the source must sum to 1 (dim=-1)."),
-    ],
-))
+                "(the source exists in full); only the decoder's self-attention is causal.",
+            ),
+            Mistake(
+                lambda x, m, wq, wk, wv, mask=None: (
+                    torch.softmax((x @ wq) @ (m @ wk).transpose(-2, -1) / math.sqrt(wq.shape[1]), -1) @ (m @ wv)
+                ),
+                "the source padding was not masked: set the scores of padded source positions to -inf.",
+            ),
+            Mistake(
+                lambda x, m, wq, wk, wv, mask=None: (
+                    torch.softmax(_masked((x @ wq) @ (m @ wk).transpose(-2, -1) / math.sqrt(wq.shape[1]), mask), -2)
+                    @ (m @ wv)
+                ),
+                "softmax over the wrong axis: each TARGET position's weights over the source must sum to 1 (dim=-1).",
+            ),
+        ],
+    )
+)
 
 
 # -- 2. the sampling distribution --------------------------------------------------------------
+
 
 def _sampling_cases() -> list[Case]:
     g = _gen(3)
@@ -92,8 +133,10 @@ def _sampling_cases() -> list[Case]:
         Case("logits (3, 10), temperature 2 (flatter), top_k 3", (logits, 2.0, 3)),
         Case("logits (3, 10), temperature 1, top_k 1", (logits, 1.0, 1)),
         Case("logits (3, 10), temperature 0 (greedy: one-hot on the argmax), top_k None", (logits, 0.0, None)),
-        Case("logits (2, 5), temperature 0.7, top_k 10 (more than the vocabulary: keep all)",
-             (torch.randn(2, 5, generator=g, dtype=torch.float64), 0.7, 10)),
+        Case(
+            "logits (2, 5), temperature 0.7, top_k 10 (more than the vocabulary: keep all)",
+            (torch.randn(2, 5, generator=g, dtype=torch.float64), 0.7, 10),
+        ),
     ]
 
 
@@ -101,32 +144,47 @@ def _topk_after_softmax(logits, temperature, top_k):
     p = torch.softmax(logits / max(temperature, 1e-9), -1)
     if top_k is not None and top_k < p.shape[-1]:
         kth = torch.topk(p, top_k, -1).values[:, -1:]
-        p = p.masked_fill(p < kth, 0.0)   # zeroed, NOT renormalised
+        p = p.masked_fill(p < kth, 0.0)  # zeroed, NOT renormalised
     return p
 
 
-register(Exercise(
-    "ch07.sampling_probs", "the distribution of the next token: temperature, then top-k, then softmax",
-    sampling_probs, _sampling_cases,
-    hint="divide the logits by the temperature; keep the top_k largest (set the rest to -inf); softmax over "
-         "the vocabulary (dim=-1). Temperature 0 means greedy: a one-hot on the argmax.",
-    mistakes=[
-        Mistake(lambda l, t, k: sampling_probs(l * t, 1.0, k) if t > 0 else sampling_probs(l, 0.0, k),
-                "you MULTIPLIED by the temperature: divide, so that a low temperature sharpens the distribution."),
-        Mistake(_topk_after_softmax,
+register(
+    Exercise(
+        "ch07.sampling_probs",
+        "the distribution of the next token: temperature, then top-k, then softmax",
+        sampling_probs,
+        _sampling_cases,
+        hint="divide the logits by the temperature; keep the top_k largest (set the rest to -inf); softmax over "
+        "the vocabulary (dim=-1). Temperature 0 means greedy: a one-hot on the argmax.",
+        mistakes=[
+            Mistake(
+                lambda l, t, k: sampling_probs(l * t, 1.0, k) if t > 0 else sampling_probs(l, 0.0, k),
+                "you MULTIPLIED by the temperature: divide, so that a low temperature sharpens the distribution.",
+            ),
+            Mistake(
+                _topk_after_softmax,
                 "after removing the tokens outside the top k the probabilities no longer sum to 1: set their LOGITS "
-                "to -inf before the softmax (or renormalise)."),
-        Mistake(lambda l, t, k: sampling_probs(l, t, None),
-                "top_k was ignored: only the k most likely tokens may be drawn."),
-        Mistake(lambda l, t, k: sampling_probs(l, t, k + 1 if k is not None else None),
-                "you kept k + 1 tokens: exactly the k largest logits survive."),
-        Mistake(lambda l, t, k: torch.softmax(l, -1) if t == 0 else sampling_probs(l, t, k),
-                "temperature 0 is greedy decoding: all the probability on the argmax (a one-hot row)."),
-    ],
-))
+                "to -inf before the softmax (or renormalise).",
+            ),
+            Mistake(
+                lambda l, t, k: sampling_probs(l, t, None),
+                "top_k was ignored: only the k most likely tokens may be drawn.",
+            ),
+            Mistake(
+                lambda l, t, k: sampling_probs(l, t, k + 1 if k is not None else None),
+                "you kept k + 1 tokens: exactly the k largest logits survive.",
+            ),
+            Mistake(
+                lambda l, t, k: torch.softmax(l, -1) if t == 0 else sampling_probs(l, t, k),
+                "temperature 0 is greedy decoding: all the probability on the argmax (a one-hot row).",
+            ),
+        ],
+    )
+)
 
 
 # -- 3. a direction that changes attention but not the output -------------------------------------
+
 
 def _null_cases() -> list[Case]:
     g = _gen(11)
@@ -145,20 +203,33 @@ def _only_v(V, r):
     return r - V @ torch.linalg.pinv(V.T @ V) @ (V.T @ r)
 
 
-register(Exercise(
-    "ch07.null_space_projection", "project r onto {u : V^T u = 0, sum(u) = 0} (moves the weights, not the output)",
-    null_space_projection, _null_cases,
-    hint="stack the constraints into A = [V^T; 1^T] (shape (d_v + 1, n)) and remove r's component in A's row "
-         "space: u = r - A^T (A A^T)^+ (A r). Use torch.linalg.pinv for the (pseudo-)inverse.",
-    mistakes=[
-        Mistake(_only_v,
+register(
+    Exercise(
+        "ch07.null_space_projection",
+        "project r onto {u : V^T u = 0, sum(u) = 0} (moves the weights, not the output)",
+        null_space_projection,
+        _null_cases,
+        hint="stack the constraints into A = [V^T; 1^T] (shape (d_v + 1, n)) and remove r's component in A's row "
+        "space: u = r - A^T (A A^T)^+ (A r). Use torch.linalg.pinv for the (pseudo-)inverse.",
+        mistakes=[
+            Mistake(
+                _only_v,
                 "u satisfies V^T u = 0 but not sum(u) = 0: alpha + t u would no longer sum to 1. "
-                "Add the row of ones to the constraints."),
-        Mistake(lambda V, r: r - r.mean(),
-                "u sums to 0 but V^T u is not 0: the output would move. Add V^T to the constraints."),
-        Mistake(lambda V, r: (A := torch.cat([V.T, torch.ones(1, V.shape[0], dtype=V.dtype)])).T
-                @ torch.linalg.pinv(A @ A.T) @ (A @ r),
+                "Add the row of ones to the constraints.",
+            ),
+            Mistake(
+                lambda V, r: r - r.mean(),
+                "u sums to 0 but V^T u is not 0: the output would move. Add V^T to the constraints.",
+            ),
+            Mistake(
+                lambda V, r: (
+                    (A := torch.cat([V.T, torch.ones(1, V.shape[0], dtype=V.dtype)])).T
+                    @ torch.linalg.pinv(A @ A.T)
+                    @ (A @ r)
+                ),
                 "that is the projection onto the ROW space of A (the part that changes the output); "
-                "subtract it from r instead."),
-    ],
-))
+                "subtract it from r instead.",
+            ),
+        ],
+    )
+)

@@ -1,5 +1,6 @@
 """Chapter 8 exercises: the online-softmax update, the sliding-window mask,
 linear attention."""
+
 from __future__ import annotations
 
 import torch
@@ -15,6 +16,7 @@ def _gen(seed: int) -> torch.Generator:
 
 # -- 1. one step of the online softmax ---------------------------------------------------------
 
+
 def online_step_solution(m: torch.Tensor, o: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """The un-normalised output after one more key tile.
 
@@ -23,10 +25,10 @@ def online_step_solution(m: torch.Tensor, o: torch.Tensor, s: torch.Tensor, v: t
     s: (r, c) the new tile's scores; v: (c, dv) the new tile's values.
     Returns o_new = sum over all keys seen of exp(s_j - m_new) v_j, m_new = max(m, rowmax(s)).
     """
-    m_new = torch.maximum(m, s.max(dim=-1).values)           # (r,)
-    alpha = torch.exp(m - m_new)                             # (r,) rescales the old terms; 0 when m = -inf
-    p = torch.exp(s - m_new.unsqueeze(-1))                   # (r, c), every entry <= 1
-    return alpha.unsqueeze(-1) * o + p @ v                   # (r, dv)
+    m_new = torch.maximum(m, s.max(dim=-1).values)  # (r,)
+    alpha = torch.exp(m - m_new)  # (r,) rescales the old terms; 0 when m = -inf
+    p = torch.exp(s - m_new.unsqueeze(-1))  # (r, c), every entry <= 1
+    return alpha.unsqueeze(-1) * o + p @ v  # (r, dv)
 
 
 def _online_cases() -> list[Case]:
@@ -37,37 +39,57 @@ def _online_cases() -> list[Case]:
     o1 = online_step_solution(m0, torch.zeros(3, 2, dtype=torch.float64), s1, v1)
     m1 = s1.max(-1).values
     return [
-        Case("3 rows, a second tile of 4 keys whose scores are LARGER than the running max (m must grow)",
-             (m1, o1, s1 + 3.0 + r(3, 5)[:, :4].abs(), r(4, 2))),
-        Case("a second tile whose scores are all SMALLER than the running max",
-             (m1, o1, s1 - 5.0, r(4, 2))),
+        Case(
+            "3 rows, a second tile of 4 keys whose scores are LARGER than the running max (m must grow)",
+            (m1, o1, s1 + 3.0 + r(3, 5)[:, :4].abs(), r(4, 2)),
+        ),
+        Case("a second tile whose scores are all SMALLER than the running max", (m1, o1, s1 - 5.0, r(4, 2))),
         Case("the first tile: m = -inf, o = 0", (m0, torch.zeros(3, 2, dtype=torch.float64), s1, v1)),
-        Case("scores around 1000 (the overflow test)",
-             (torch.tensor([998.0, 1000.0], dtype=torch.float64), r(2, 3),
-              torch.tensor([[1000.0, 999.0], [1001.0, 1002.0]], dtype=torch.float64), r(2, 3))),
+        Case(
+            "scores around 1000 (the overflow test)",
+            (
+                torch.tensor([998.0, 1000.0], dtype=torch.float64),
+                r(2, 3),
+                torch.tensor([[1000.0, 999.0], [1001.0, 1002.0]], dtype=torch.float64),
+                r(2, 3),
+            ),
+        ),
     ]
 
 
-register(Exercise(
-    "ch08.online_step", "one online-softmax step: rescale the old output, add the new tile",
-    online_step_solution, _online_cases,
-    hint="m_new = max(m, s.max(-1)); the old terms were relative to m, so multiply o by exp(m - m_new); "
-         "the new terms are exp(s - m_new[:, None]) @ v.",
-    mistakes=[
-        Mistake(lambda m, o, s, v: o + torch.exp(s - torch.maximum(m, s.max(-1).values)[:, None]) @ v,
+register(
+    Exercise(
+        "ch08.online_step",
+        "one online-softmax step: rescale the old output, add the new tile",
+        online_step_solution,
+        _online_cases,
+        hint="m_new = max(m, s.max(-1)); the old terms were relative to m, so multiply o by exp(m - m_new); "
+        "the new terms are exp(s - m_new[:, None]) @ v.",
+        mistakes=[
+            Mistake(
+                lambda m, o, s, v: o + torch.exp(s - torch.maximum(m, s.max(-1).values)[:, None]) @ v,
                 "you did not rescale the old output: o was computed relative to the OLD max m, "
-                "so multiply it by exp(m - m_new) before adding the new tile."),
-        Mistake(lambda m, o, s, v: torch.exp(torch.maximum(m, s.max(-1).values) - m)[:, None] * o
-                + torch.exp(s - torch.maximum(m, s.max(-1).values)[:, None]) @ v,
-                "the rescaling factor is upside down: it is exp(m_old - m_new) <= 1, not exp(m_new - m_old)."),
-        Mistake(lambda m, o, s, v: o + torch.exp(s - m[:, None]) @ v,
+                "so multiply it by exp(m - m_new) before adding the new tile.",
+            ),
+            Mistake(
+                lambda m, o, s, v: (
+                    torch.exp(torch.maximum(m, s.max(-1).values) - m)[:, None] * o
+                    + torch.exp(s - torch.maximum(m, s.max(-1).values)[:, None]) @ v
+                ),
+                "the rescaling factor is upside down: it is exp(m_old - m_new) <= 1, not exp(m_new - m_old).",
+            ),
+            Mistake(
+                lambda m, o, s, v: o + torch.exp(s - m[:, None]) @ v,
                 "you used the OLD max for the new tile: when the tile holds a larger score, m must grow "
-                "(m_new = max(m, rowmax(s))) and everything is expressed relative to m_new."),
-    ],
-))
+                "(m_new = max(m, rowmax(s))) and everything is expressed relative to m_new.",
+            ),
+        ],
+    )
+)
 
 
 # -- 2. the sliding-window mask ----------------------------------------------------------------------
+
 
 def sliding_window_mask_solution(n: int, window: int, causal: bool) -> torch.Tensor:
     """Bool (n, n), True = may attend: |i - j| <= window (causal: 0 <= i - j <= window)."""
@@ -87,32 +109,44 @@ def _window_cases() -> list[Case]:
     ]
 
 
-register(Exercise(
-    "ch08.sliding_window_mask", "the sliding-window (local) mask",
-    sliding_window_mask_solution, _window_cases,
-    hint="with i the query and j the key position: |i - j| <= window; causal: 0 <= i - j <= window. "
-         "Build i and j with torch.arange and broadcast them.",
-    mistakes=[
-        Mistake(lambda n, w, c: sliding_window_mask_solution(n, w - 1, c) if w > 0
-                else torch.zeros(n, n, dtype=torch.bool),
-                "off by one: a key exactly `window` positions away is still inside the window (use <=)."),
-        Mistake(lambda n, w, c: sliding_window_mask_solution(n, w, c).T if c else sliding_window_mask_solution(n, w, c),
-                "your causal mask looks into the FUTURE: query i may see keys j <= i, i.e. i - j >= 0."),
-        Mistake(lambda n, w, c: sliding_window_mask_solution(n, w, False),
-                "with causal=True a query may not see later keys: also require i - j >= 0."),
-    ],
-))
+register(
+    Exercise(
+        "ch08.sliding_window_mask",
+        "the sliding-window (local) mask",
+        sliding_window_mask_solution,
+        _window_cases,
+        hint="with i the query and j the key position: |i - j| <= window; causal: 0 <= i - j <= window. "
+        "Build i and j with torch.arange and broadcast them.",
+        mistakes=[
+            Mistake(
+                lambda n, w, c: (
+                    sliding_window_mask_solution(n, w - 1, c) if w > 0 else torch.zeros(n, n, dtype=torch.bool)
+                ),
+                "off by one: a key exactly `window` positions away is still inside the window (use <=).",
+            ),
+            Mistake(
+                lambda n, w, c: sliding_window_mask_solution(n, w, c).T if c else sliding_window_mask_solution(n, w, c),
+                "your causal mask looks into the FUTURE: query i may see keys j <= i, i.e. i - j >= 0.",
+            ),
+            Mistake(
+                lambda n, w, c: sliding_window_mask_solution(n, w, False),
+                "with causal=True a query may not see later keys: also require i - j >= 0.",
+            ),
+        ],
+    )
+)
 
 
 # -- 3. linear attention ------------------------------------------------------------------------------
 
+
 def linear_attention_solution(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Non-causal linear attention with phi(x) = elu(x) + 1, computed right to left."""
-    phi_q, phi_k = F.elu(q) + 1, F.elu(k) + 1          # (..., n, r), (..., m, r) positive features
-    kv = phi_k.transpose(-2, -1) @ v                    # (..., r, dv): the keys' summary, built once
-    z = phi_k.sum(dim=-2)                               # (..., r)
-    num = phi_q @ kv                                    # (..., n, dv)
-    den = (phi_q @ z.unsqueeze(-1))                     # (..., n, 1): each query's total weight
+    phi_q, phi_k = F.elu(q) + 1, F.elu(k) + 1  # (..., n, r), (..., m, r) positive features
+    kv = phi_k.transpose(-2, -1) @ v  # (..., r, dv): the keys' summary, built once
+    z = phi_k.sum(dim=-2)  # (..., r)
+    num = phi_q @ kv  # (..., n, dv)
+    den = phi_q @ z.unsqueeze(-1)  # (..., n, 1): each query's total weight
     return num / den
 
 
@@ -122,8 +156,10 @@ def _linear_cases() -> list[Case]:
     return [
         Case("q (4, 3), k (6, 3), v (6, 2)", (r(4, 3), r(6, 3), r(6, 2))),
         Case("batched q (2, 5, 8), k (2, 7, 8), v (2, 7, 4)", (r(2, 5, 8), r(2, 7, 8), r(2, 7, 4))),
-        Case("strongly negative inputs (where elu(x) + 1 is close to 0 but positive)",
-             (r(3, 4) - 3.0, r(5, 4) - 3.0, r(5, 2))),
+        Case(
+            "strongly negative inputs (where elu(x) + 1 is close to 0 but positive)",
+            (r(3, 4) - 3.0, r(5, 4) - 3.0, r(5, 2)),
+        ),
     ]
 
 
@@ -136,21 +172,32 @@ def _linear_attention_ref(q, k, v):
     return linear_attention_ref(q, k, v, _elu1)
 
 
-register(Exercise(
-    "ch08.linear_attention", "linear attention phi(Q) (phi(K)^T V), normalised",
-    linear_attention_solution, _linear_cases,
-    hint="phi(x) = F.elu(x) + 1; kv = phi(k)^T @ v (r x dv); z = phi(k).sum over keys; "
-         "out = (phi(q) @ kv) / (phi(q) @ z)[..., None].",
-    mistakes=[
-        Mistake(lambda q, k, v: _elu1(q) @ (_elu1(k).transpose(-2, -1) @ v),
+register(
+    Exercise(
+        "ch08.linear_attention",
+        "linear attention phi(Q) (phi(K)^T V), normalised",
+        linear_attention_solution,
+        _linear_cases,
+        hint="phi(x) = F.elu(x) + 1; kv = phi(k)^T @ v (r x dv); z = phi(k).sum over keys; "
+        "out = (phi(q) @ kv) / (phi(q) @ z)[..., None].",
+        mistakes=[
+            Mistake(
+                lambda q, k, v: _elu1(q) @ (_elu1(k).transpose(-2, -1) @ v),
                 "you forgot the normaliser: divide each query's output by phi(q_i) . sum_j phi(k_j) "
-                "so that its weights sum to 1."),
-        Mistake(lambda q, k, v: (F.elu(q) @ (F.elu(k).transpose(-2, -1) @ v))
-                / (F.elu(q) @ F.elu(k).sum(-2).unsqueeze(-1)),
+                "so that its weights sum to 1.",
+            ),
+            Mistake(
+                lambda q, k, v: (
+                    (F.elu(q) @ (F.elu(k).transpose(-2, -1) @ v)) / (F.elu(q) @ F.elu(k).sum(-2).unsqueeze(-1))
+                ),
                 "the feature map is elu(x) + 1, not elu(x): without the +1 the features can be negative "
-                "and the 'weights' are no longer positive."),
-        Mistake(lambda q, k, v: torch.softmax(q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5, -1) @ v,
-                "that is softmax attention; here the similarity is phi(q) . phi(k) with phi(x) = elu(x) + 1."),
-    ],
-    reference=_linear_attention_ref,
-))
+                "and the 'weights' are no longer positive.",
+            ),
+            Mistake(
+                lambda q, k, v: torch.softmax(q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5, -1) @ v,
+                "that is softmax attention; here the similarity is phi(q) . phi(k) with phi(x) = elu(x) + 1.",
+            ),
+        ],
+        reference=_linear_attention_ref,
+    )
+)

@@ -1,4 +1,5 @@
 """Chapter 9 exercises: patchify an image, an adjacency mask, the L-hop receptive field, attention entropy."""
+
 from __future__ import annotations
 
 import torch
@@ -12,6 +13,7 @@ def _gen(seed: int) -> torch.Generator:
 
 # -- 1. patchify --------------------------------------------------------------------
 
+
 def patchify_solution(images: torch.Tensor, p: int) -> torch.Tensor:
     """(B, C, H, W) -> (B, N, C*p*p): patches row by row, each flattened in (C, p, p) order."""
     B, C, H, W = images.shape
@@ -24,8 +26,10 @@ def _patchify_cases() -> list[Case]:
     g = _gen(0)
     return [
         Case("one 1x4x4 image numbered 0..15, p = 2", (torch.arange(16.0).reshape(1, 1, 4, 4), 2)),
-        Case("a 2x3x6x4 batch (3 channels, non-square), p = 2",
-             (torch.randn(2, 3, 6, 4, generator=g, dtype=torch.float64), 2)),
+        Case(
+            "a 2x3x6x4 batch (3 channels, non-square), p = 2",
+            (torch.randn(2, 3, 6, 4, generator=g, dtype=torch.float64), 2),
+        ),
         Case("a 1x2x8x8 image, p = 4", (torch.randn(1, 2, 8, 8, generator=g, dtype=torch.float64), 4)),
     ]
 
@@ -47,26 +51,37 @@ def _patchify_column_major(images, p):
     return x.reshape(B, (H // p) * (W // p), C * p * p)
 
 
-register(Exercise(
-    "ch09.patchify", "cut images into p x p patches (tokens)",
-    patchify_solution, _patchify_cases,
-    hint="reshape to (B, C, H/p, p, W/p, p), permute to (B, H/p, W/p, C, p, p), then reshape to "
-         "(B, N, C*p*p); a plain reshape mixes pixels of different patches.",
-    mistakes=[
-        Mistake(_patchify_plain_reshape,
+register(
+    Exercise(
+        "ch09.patchify",
+        "cut images into p x p patches (tokens)",
+        patchify_solution,
+        _patchify_cases,
+        hint="reshape to (B, C, H/p, p, W/p, p), permute to (B, H/p, W/p, C, p, p), then reshape to "
+        "(B, N, C*p*p); a plain reshape mixes pixels of different patches.",
+        mistakes=[
+            Mistake(
+                _patchify_plain_reshape,
                 "a plain reshape cuts the image into runs of consecutive pixels in memory, not into "
-                "square patches: split H and W into (H/p, p) and (W/p, p) and permute first."),
-        Mistake(_patchify_channels_last,
+                "square patches: split H and W into (H/p, p) and (W/p, p) and permute first.",
+            ),
+            Mistake(
+                _patchify_channels_last,
                 "your patches are flattened in (p, p, C) order; the convention here (that of "
-                "nn.Conv2d and F.unfold) is (C, p, p): channel first."),
-        Mistake(_patchify_column_major,
+                "nn.Conv2d and F.unfold) is (C, p, p): channel first.",
+            ),
+            Mistake(
+                _patchify_column_major,
                 "your patches are listed column by column; list them row by row "
-                "(patch n at grid row n // (W/p), column n % (W/p))."),
-    ],
-))
+                "(patch n at grid row n // (W/p), column n % (W/p)).",
+            ),
+        ],
+    )
+)
 
 
 # -- 2. the adjacency mask ----------------------------------------------------------------
+
 
 def adjacency_mask_solution(edges: torch.Tensor, num_nodes: int) -> torch.Tensor:
     """Bool (N, N), True = may attend: undirected edges both ways, and every node to itself."""
@@ -97,24 +112,32 @@ def _adj_one_way(edges, n):
     return m
 
 
-register(Exercise(
-    "ch09.adjacency_mask", "an attention mask from a graph's edges (True = may attend)",
-    adjacency_mask_solution, _adjacency_cases,
-    hint="start from torch.eye(N, dtype=torch.bool) (self-loops), then set both [i, j] and [j, i] "
-         "to True for every edge (i, j).",
-    mistakes=[
-        Mistake(_adj_no_loops,
+register(
+    Exercise(
+        "ch09.adjacency_mask",
+        "an attention mask from a graph's edges (True = may attend)",
+        adjacency_mask_solution,
+        _adjacency_cases,
+        hint="start from torch.eye(N, dtype=torch.bool) (self-loops), then set both [i, j] and [j, i] "
+        "to True for every edge (i, j).",
+        mistakes=[
+            Mistake(
+                _adj_no_loops,
                 "you left out the self-loops: without them a node cannot attend to itself, and an "
-                "isolated node has no key at all."),
-        Mistake(_adj_one_way,
-                "the edges are undirected: set both [i, j] and [j, i]."),
-        Mistake(lambda e, n: ~adjacency_mask_solution(e, n),
-                "your mask is inverted: True must mean 'may attend' (neighbours and the node itself)."),
-    ],
-))
+                "isolated node has no key at all.",
+            ),
+            Mistake(_adj_one_way, "the edges are undirected: set both [i, j] and [j, i]."),
+            Mistake(
+                lambda e, n: ~adjacency_mask_solution(e, n),
+                "your mask is inverted: True must mean 'may attend' (neighbours and the node itself).",
+            ),
+        ],
+    )
+)
 
 
 # -- 3. the L-hop receptive field ------------------------------------------------------------
+
 
 def receptive_field_solution(mask: torch.Tensor, num_layers: int) -> torch.Tensor:
     """Bool (N, N): [q, k] True when k is at most num_layers hops from q (the pattern of (A + I)^L)."""
@@ -153,22 +176,31 @@ def _field_off_by_one(mask, L):
     return receptive_field_solution(mask, L + 1)
 
 
-register(Exercise(
-    "ch09.receptive_field", "which nodes reach which after L masked layers",
-    receptive_field_solution, _field_cases,
-    hint="repeat L times: reach = (A + I) @ reach > 0, starting from the identity; the + I is the "
-         "residual connection (a node keeps what it already had).",
-    mistakes=[
-        Mistake(_field_power_no_identity,
+register(
+    Exercise(
+        "ch09.receptive_field",
+        "which nodes reach which after L masked layers",
+        receptive_field_solution,
+        _field_cases,
+        hint="repeat L times: reach = (A + I) @ reach > 0, starting from the identity; the + I is the "
+        "residual connection (a node keeps what it already had).",
+        mistakes=[
+            Mistake(
+                _field_power_no_identity,
                 "you took A^L without the identity: that counts walks of EXACTLY L steps, so a node "
-                "forgets nodes it had already reached; use (A + I)."),
-        Mistake(_field_off_by_one,
-                "off by one: with L layers a message travels L hops, and 0 layers reach only the node itself."),
-    ],
-))
+                "forgets nodes it had already reached; use (A + I).",
+            ),
+            Mistake(
+                _field_off_by_one,
+                "off by one: with L layers a message travels L hops, and 0 layers reach only the node itself.",
+            ),
+        ],
+    )
+)
 
 
 # -- 4. attention entropy -----------------------------------------------------------------------
+
 
 def entropy_solution(weights: torch.Tensor) -> torch.Tensor:
     """Entropy in nats of each row of weights (..., m) -> (...), with 0 log 0 = 0."""
@@ -181,21 +213,33 @@ def _entropy_cases() -> list[Case]:
     return [
         Case("uniform over 4 keys (answer log 4)", (torch.full((4,), 0.25, dtype=torch.float64),)),
         Case("one-hot rows with exact zeros (answer 0)", (torch.eye(3, dtype=torch.float64),)),
-        Case("a (2, 3, 5) batch of softmax rows",
-             (torch.softmax(torch.randn(2, 3, 5, generator=g, dtype=torch.float64) * 2, -1),)),
+        Case(
+            "a (2, 3, 5) batch of softmax rows",
+            (torch.softmax(torch.randn(2, 3, 5, generator=g, dtype=torch.float64) * 2, -1),),
+        ),
     ]
 
 
-register(Exercise(
-    "ch09.entropy", "the entropy of attention weights, per query",
-    entropy_solution, _entropy_cases,
-    hint="H = -sum_j w_j log w_j over the LAST axis, natural log, and treat 0 * log 0 as 0.",
-    mistakes=[
-        Mistake(lambda w: -(w * torch.log2(torch.where(w > 0, w, torch.ones_like(w)))).sum(-1),
-                "you used log base 2 (bits); use the natural log (nats), so that uniform over m keys gives log m."),
-        Mistake(lambda w: -(w * w.log()).sum(-1),
-                "0 * log 0 gives NaN in floating point (0 * -inf): treat zero weights as contributing 0."),
-        Mistake(lambda w: (w * torch.where(w > 0, w.log(), torch.zeros_like(w))).sum(-1),
-                "you forgot the minus sign: entropy is -sum w log w, never negative."),
-    ],
-))
+register(
+    Exercise(
+        "ch09.entropy",
+        "the entropy of attention weights, per query",
+        entropy_solution,
+        _entropy_cases,
+        hint="H = -sum_j w_j log w_j over the LAST axis, natural log, and treat 0 * log 0 as 0.",
+        mistakes=[
+            Mistake(
+                lambda w: -(w * torch.log2(torch.where(w > 0, w, torch.ones_like(w)))).sum(-1),
+                "you used log base 2 (bits); use the natural log (nats), so that uniform over m keys gives log m.",
+            ),
+            Mistake(
+                lambda w: -(w * w.log()).sum(-1),
+                "0 * log 0 gives NaN in floating point (0 * -inf): treat zero weights as contributing 0.",
+            ),
+            Mistake(
+                lambda w: (w * torch.where(w > 0, w.log(), torch.zeros_like(w))).sum(-1),
+                "you forgot the minus sign: entropy is -sum w log w, never negative.",
+            ),
+        ],
+    )
+)

@@ -1,4 +1,5 @@
 """Importing this module registers every chapter's exercises (the modules named chNN.py)."""
+
 from __future__ import annotations
 
 import importlib

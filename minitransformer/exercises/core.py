@@ -21,6 +21,7 @@ Each exercise is an :class:`Exercise` registered under a key. Its reference
 solution lives here, once; the tests prove that it passes its own checker and
 that plausible wrong answers fail it.
 """
+
 from __future__ import annotations
 
 import html
@@ -73,8 +74,10 @@ class CheckResult:
     def _repr_html_(self) -> str:
         colour = "#1b7f3b" if self.passed else ("#8a6d00" if not self.attempted else "#b3261e")
         body = html.escape(self.message).replace("\n", "<br>")
-        return (f'<div class="mt-check" style="border-left:4px solid {colour};padding:4px 10px;'
-                f'font-family:monospace;white-space:pre-wrap">{body}</div>')
+        return (
+            f'<div class="mt-check" style="border-left:4px solid {colour};padding:4px 10px;'
+            f'font-family:monospace;white-space:pre-wrap">{body}</div>'
+        )
 
 
 def _to_numpy(x: Any) -> np.ndarray | None:
@@ -112,9 +115,18 @@ class Exercise:
             reference, the tests prove that the solution agrees with it.
     """
 
-    def __init__(self, key: str, title: str, solution: Callable, cases: Callable[[], list[Case]],
-                 hint: str, mistakes: list[Mistake] | tuple = (), rtol: float = 1e-5, atol: float = 1e-6,
-                 reference: Callable | None = None):
+    def __init__(
+        self,
+        key: str,
+        title: str,
+        solution: Callable,
+        cases: Callable[[], list[Case]],
+        hint: str,
+        mistakes: list[Mistake] | tuple = (),
+        rtol: float = 1e-5,
+        atol: float = 1e-6,
+        reference: Callable | None = None,
+    ):
         self.key, self.title, self.solution, self.cases = key, title, solution, cases
         self.hint, self.mistakes, self.rtol, self.atol = hint, list(mistakes), rtol, atol
         self.reference = reference
@@ -145,8 +157,9 @@ class Exercise:
     def check(self, fn: Callable | None) -> CheckResult:
         """Run ``fn`` on every case and compare with the reference (or the solution)."""
         head = f"[{self.key}] {self.title}"
-        not_yet = CheckResult(self.key, False, False,
-                              f"{head}\n- not attempted yet: fill in the function above and run this cell again.")
+        not_yet = CheckResult(
+            self.key, False, False, f"{head}\n- not attempted yet: fill in the function above and run this cell again."
+        )
         if fn is None:
             return not_yet
         if not callable(fn):
@@ -160,14 +173,22 @@ class Exercise:
             except NotImplementedError:
                 return not_yet
             except Exception as exc:  # the reader's code raised: show where
-                return CheckResult(self.key, True, False,
-                                   f"{head}\n✗ case {n}/{len(cases)} ({case.description}) raised "
-                                   f"{type(exc).__name__}: {exc}\nHint: {self.hint}")
+                return CheckResult(
+                    self.key,
+                    True,
+                    False,
+                    f"{head}\n✗ case {n}/{len(cases)} ({case.description}) raised "
+                    f"{type(exc).__name__}: {exc}\nHint: {self.hint}",
+                )
             if got is None or got is Ellipsis:
                 if n == 1:
                     return not_yet
-                return CheckResult(self.key, True, False,
-                                   f"{head}\n✗ case {n}/{len(cases)} ({case.description}): your function returned None.")
+                return CheckResult(
+                    self.key,
+                    True,
+                    False,
+                    f"{head}\n✗ case {n}/{len(cases)} ({case.description}): your function returned None.",
+                )
             problem = self._mismatch(got, expected)
             if problem is not None:
                 hint = self.hint
@@ -178,8 +199,12 @@ class Exercise:
                             break
                     except Exception:
                         continue
-                return CheckResult(self.key, True, False,
-                                   f"{head}\n✗ case {n}/{len(cases)} ({case.description}): {problem}\nHint: {hint}")
+                return CheckResult(
+                    self.key,
+                    True,
+                    False,
+                    f"{head}\n✗ case {n}/{len(cases)} ({case.description}): {problem}\nHint: {hint}",
+                )
         return CheckResult(self.key, True, True, f"{head}\n✓ correct: all {len(cases)} cases match the reference.")
 
 

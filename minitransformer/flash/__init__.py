@@ -16,6 +16,7 @@ The pieces (each module imports only what it needs; nothing here loads CuPy):
   and the split-KV decode kernel; ``cupy_bridge`` compiles and launches them.
 * ``api`` -- ``flash_attention`` and ``flash_decode``, the entry points.
 """
+
 from .api import flash_attention, flash_decode
 
 __all__ = ["flash_attention", "flash_decode"]

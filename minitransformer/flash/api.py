@@ -24,6 +24,7 @@ Shapes: ``q (B, H, N, d)``; ``k, v (B, H_kv, N_k, d)`` with ``H % H_kv == 0``
 (grouped-query attention: query head ``h`` reads key head ``h // (H // H_kv)``).
 Everything is checked before any work, with errors that name the argument.
 """
+
 from __future__ import annotations
 
 import math
@@ -60,12 +61,12 @@ def _resolve(q: Tensor, backend: str, kernel: str | None) -> tuple[str, str | No
     if kernel is not None and kernel not in KERNELS:
         raise ValueError(f"kernel={kernel!r}; choose one of {KERNELS} (or None: by dtype)")
     from . import cupy_bridge as bridge
+
     if backend == "auto":
         backend = "cupy" if q.is_cuda and bridge.cupy_available() else "torch"
     if backend != "cupy":
         if kernel is not None:
-            raise ValueError(f"kernel={kernel!r} selects a GPU kernel; it needs backend='cupy', "
-                             f"not {backend!r}")
+            raise ValueError(f"kernel={kernel!r} selects a GPU kernel; it needs backend='cupy', not {backend!r}")
         return backend, None
     bridge.require_cupy()
     if not q.is_cuda:
@@ -75,27 +76,37 @@ def _resolve(q: Tensor, backend: str, kernel: str | None) -> tuple[str, str | No
     d = q.shape[-1]
     if kernel == "teaching":
         if q.dtype != torch.float32:
-            raise TypeError(f"the teaching kernel is fp32: q is {q.dtype}; pass float32 tensors "
-                            "or kernel='fast' for float16/bfloat16")
+            raise TypeError(
+                f"the teaching kernel is fp32: q is {q.dtype}; pass float32 tensors "
+                "or kernel='fast' for float16/bfloat16"
+            )
         if d > TEACHING_MAX_HEAD_DIM:
             raise ValueError(f"head dim {d} is not supported by the teaching kernel (1 .. {TEACHING_MAX_HEAD_DIM})")
     else:
         if q.dtype not in (torch.float16, torch.bfloat16):
-            raise TypeError(f"the fast kernel takes float16 or bfloat16, got {q.dtype}; "
-                            "use kernel='teaching' for float32")
+            raise TypeError(
+                f"the fast kernel takes float16 or bfloat16, got {q.dtype}; use kernel='teaching' for float32"
+            )
         if d not in bridge.FAST_HEAD_DIMS:
-            raise ValueError(f"head dim {d} is not supported by the fast kernel; "
-                             f"supported: {bridge.FAST_HEAD_DIMS}")
+            raise ValueError(f"head dim {d} is not supported by the fast kernel; supported: {bridge.FAST_HEAD_DIMS}")
         arch = bridge.device_arch(_device_index(q))
         if q.dtype == torch.bfloat16 and arch < bridge.BF16_MIN_ARCH:
-            raise TypeError(f"bfloat16 needs a GPU of compute capability 8.0 or newer; this one is "
-                            f"sm_{arch}: use float16")
+            raise TypeError(
+                f"bfloat16 needs a GPU of compute capability 8.0 or newer; this one is sm_{arch}: use float16"
+            )
     return "cupy", kernel
 
 
-def flash_attention(q: Tensor, k: Tensor, v: Tensor, *, is_causal: bool = False,
-                    scale: float | None = None, backend: str = "auto",
-                    kernel: str | None = None) -> Tensor:
+def flash_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    is_causal: bool = False,
+    scale: float | None = None,
+    backend: str = "auto",
+    kernel: str | None = None,
+) -> Tensor:
     """Exact softmax attention, computed tile by tile (FlashAttention-2).
 
     Args:
@@ -122,17 +133,22 @@ def flash_attention(q: Tensor, k: Tensor, v: Tensor, *, is_causal: bool = False,
 
     if backend == "numpy":
         if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
-            raise RuntimeError("backend='numpy' is a reference and is not differentiable; "
-                               "use backend='torch' (or 'cupy') when gradients are needed, "
-                               "or call it under torch.no_grad()")
+            raise RuntimeError(
+                "backend='numpy' is a reference and is not differentiable; "
+                "use backend='torch' (or 'cupy') when gradients are needed, "
+                "or call it under torch.no_grad()"
+            )
         from .tiled_numpy import flash_forward_numpy
+
         arrays = [t.detach().cpu().double().numpy() for t in (q, k, v)]
         O, _ = flash_forward_numpy(*arrays, is_causal=is_causal, scale=scale)
         return torch.from_numpy(O).to(device=q.device, dtype=q.dtype)
     if backend == "torch":
         from .tiled_torch import flash_attention_torch
+
         return flash_attention_torch(q, k, v, is_causal=is_causal, scale=scale)
     from .cupy_bridge import CupyFlashFunction
+
     return CupyFlashFunction.apply(q.contiguous(), k.contiguous(), v.contiguous(), is_causal, scale, kern)
 
 
@@ -141,14 +157,22 @@ def _decode_exact(q: Tensor, k: Tensor, v: Tensor, lengths: Tensor, scale: float
 
     Query ``t`` of ``T`` new ones sits at position ``lengths[b] - T + t``.
     """
-    out = gqa_attention(q.float(), k.float(), v.float(), scale=scale, is_causal=is_causal,
-                        lengths=lengths)  # (B, H, T, d)
+    out = gqa_attention(
+        q.float(), k.float(), v.float(), scale=scale, is_causal=is_causal, lengths=lengths
+    )  # (B, H, T, d)
     return out.to(q.dtype)
 
 
-def flash_decode(q: Tensor, k_cache: Tensor, v_cache: Tensor, lengths: Tensor | None = None, *,
-                 scale: float | None = None, num_splits: int | None = None,
-                 is_causal: bool = True) -> Tensor:
+def flash_decode(
+    q: Tensor,
+    k_cache: Tensor,
+    v_cache: Tensor,
+    lengths: Tensor | None = None,
+    *,
+    scale: float | None = None,
+    num_splits: int | None = None,
+    is_causal: bool = True,
+) -> Tensor:
     """Attention of a few new queries to a KV cache (flash-decoding on a GPU).
 
     Args:
@@ -175,21 +199,33 @@ def flash_decode(q: Tensor, k_cache: Tensor, v_cache: Tensor, lengths: Tensor | 
     S = k_cache.shape[2]
     if lengths is None:
         lengths = torch.full((B,), S, dtype=torch.int32, device=q.device)
-    if not isinstance(lengths, Tensor) or lengths.shape != (B,) or lengths.dtype.is_floating_point \
-            or lengths.dtype == torch.bool:
+    if (
+        not isinstance(lengths, Tensor)
+        or lengths.shape != (B,)
+        or lengths.dtype.is_floating_point
+        or lengths.dtype == torch.bool
+    ):
         raise ValueError(f"lengths must be an integer tensor of shape (B,) = ({B},); got {describe(lengths)}")
     lo, hi = int(lengths.min()), int(lengths.max())
     if lo < T or hi > S:
-        raise ValueError(f"lengths must lie in [T, S] = [{T}, {S}] (they count the {T} new "
-                         f"token(s)); got min {lo}, max {hi}")
+        raise ValueError(
+            f"lengths must lie in [T, S] = [{T}, {S}] (they count the {T} new token(s)); got min {lo}, max {hi}"
+        )
     if num_splits is not None:
         check_positive_int("num_splits", num_splits)
     scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
     from . import cupy_bridge as bridge
-    if q.is_cuda and bridge.cupy_available() and d in bridge.DECODE_HEAD_DIMS \
-            and q.dtype != torch.float64 and not (torch.is_grad_enabled() and q.requires_grad):
+
+    if (
+        q.is_cuda
+        and bridge.cupy_available()
+        and d in bridge.DECODE_HEAD_DIMS
+        and q.dtype != torch.float64
+        and not (torch.is_grad_enabled() and q.requires_grad)
+    ):
         if q.dtype == torch.bfloat16 and bridge.device_arch(_device_index(q)) < bridge.BF16_MIN_ARCH:
             return _decode_exact(q, k_cache, v_cache, lengths, scale, is_causal)
-        return bridge.decode(q.contiguous(), k_cache, v_cache, lengths.to(q.device, torch.int32),
-                             scale, num_splits, is_causal)
+        return bridge.decode(
+            q.contiguous(), k_cache, v_cache, lengths.to(q.device, torch.int32), scale, num_splits, is_causal
+        )
     return _decode_exact(q, k_cache, v_cache, lengths, scale, is_causal)

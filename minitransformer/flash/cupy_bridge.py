@@ -24,6 +24,7 @@ shared-memory limit) and ``"fast"`` (fp16/bf16 on tensor cores,
 ``fast_*.cu``). Plus the flash-decoding kernel of the KV-cache path
 (``decode.cu``).
 """
+
 from __future__ import annotations
 
 import functools
@@ -37,23 +38,37 @@ from .sources import kernel_source
 from .tiles import BACKWARD_THREADS, PREPROCESS_THREADS, TileConfig, choose_tiles
 
 __all__ = [
-    "KERNEL_FILES", "NVRTC_OPTIONS", "FAST_HEAD_DIMS", "DECODE_HEAD_DIMS", "DECODE_ROWS",
-    "kernel_source", "name_expressions", "FastForwardConfig", "fast_forward_config", "fast_backward_config",
-    "require_cupy", "cupy_available", "teaching_forward", "teaching_backward", "fast_forward",
-    "fast_backward", "decode", "CupyFlashFunction",
+    "KERNEL_FILES",
+    "NVRTC_OPTIONS",
+    "FAST_HEAD_DIMS",
+    "DECODE_HEAD_DIMS",
+    "DECODE_ROWS",
+    "kernel_source",
+    "name_expressions",
+    "FastForwardConfig",
+    "fast_forward_config",
+    "fast_backward_config",
+    "require_cupy",
+    "cupy_available",
+    "teaching_forward",
+    "teaching_backward",
+    "fast_forward",
+    "fast_backward",
+    "decode",
+    "CupyFlashFunction",
 ]
 
 # ---------------------------------------------------------------------------
 # What is compiled, and how (the NVRTC tests import these: they cannot drift).
 
-KERNEL_FILES = ("teaching_forward.cu", "teaching_backward.cu", "fast_forward.cu",
-                "fast_backward.cu", "decode.cu")
-NVRTC_OPTIONS = ("--std=c++17",)      # CuPy adds -arch for the device it compiles for
-FAST_HEAD_DIMS = (32, 64, 128)        # the fast kernels' template instantiations
+KERNEL_FILES = ("teaching_forward.cu", "teaching_backward.cu", "fast_forward.cu", "fast_backward.cu", "decode.cu")
+NVRTC_OPTIONS = ("--std=c++17",)  # CuPy adds -arch for the device it compiles for
+FAST_HEAD_DIMS = (32, 64, 128)  # the fast kernels' template instantiations
 DECODE_HEAD_DIMS = (32, 64, 128)
-DECODE_ROWS = (1, 4, 8)               # query rows per decode block (G * T rounded up)
-F16, BF16, F32 = 0, 1, 2              # element types, as in fast_common.cuh (MT_F16 ...)
-BF16_MIN_ARCH = 80                    # mma.sync with bf16 inputs needs sm_80+
+DECODE_ROWS = (1, 4, 8)  # query rows per decode block (G * T rounded up)
+F16, BF16, F32 = 0, 1, 2  # element types, as in fast_common.cuh (MT_F16 ...)
+BF16_MIN_ARCH = 80  # mma.sync with bf16 inputs needs sm_80+
+
 
 def _dtypes(arch: int) -> tuple[int, ...]:
     return (F16, BF16) if arch >= BF16_MIN_ARCH else (F16,)
@@ -67,19 +82,24 @@ def name_expressions(filename: str, arch: int) -> tuple[str, ...]:
     if filename == "fast_forward.cu":
         return tuple(f"flash_fwd_fast<{d}, {t}>" for d in FAST_HEAD_DIMS for t in _dtypes(arch))
     if filename == "fast_backward.cu":
-        return tuple(f"{k}<{d}, {t}>" for k in ("flash_bwd_fast", "flash_bwd_dot_do_o")
-                     for d in FAST_HEAD_DIMS for t in _dtypes(arch))
+        return tuple(
+            f"{k}<{d}, {t}>"
+            for k in ("flash_bwd_fast", "flash_bwd_dot_do_o")
+            for d in FAST_HEAD_DIMS
+            for t in _dtypes(arch)
+        )
     if filename == "decode.cu":
         types = (F32,) + _dtypes(arch)
-        partial = tuple(f"flash_decode_partial<{d}, {t}, {r}>"
-                        for d in DECODE_HEAD_DIMS for t in types for r in DECODE_ROWS)
+        partial = tuple(
+            f"flash_decode_partial<{d}, {t}, {r}>" for d in DECODE_HEAD_DIMS for t in types for r in DECODE_ROWS
+        )
         return partial + tuple(f"flash_decode_combine<{d}, {t}>" for d in DECODE_HEAD_DIMS for t in types)
     if filename in KERNEL_FILES:
         return ()
     raise ValueError(f"unknown kernel file {filename!r}; known: {KERNEL_FILES}")
 
 
-FAST_THREADS = 128                    # 4 warps per block in both fast kernels
+FAST_THREADS = 128  # 4 warps per block in both fast kernels
 
 
 @dataclass(frozen=True)
@@ -106,7 +126,7 @@ def fast_forward_config(head_dim: int, arch: int) -> FastForwardConfig:
     Br = 64
     Bc = 64 if (head_dim <= 64 or arch >= 80) else 32
     stages = 2 if arch >= 80 else 1
-    smem = (Br + 2 * stages * Bc) * (head_dim + 8) * 2            # 16-bit rows padded by 8
+    smem = (Br + 2 * stages * Bc) * (head_dim + 8) * 2  # 16-bit rows padded by 8
     return FastForwardConfig(Br=Br, Bc=Bc, stages=stages, threads=FAST_THREADS, smem_bytes=smem)
 
 
@@ -129,8 +149,10 @@ def fast_backward_config(head_dim: int) -> TileConfig:
 # ---------------------------------------------------------------------------
 # CuPy, lazily.
 
-_INSTALL = ("install CuPy with `pip install minitransformer[gpu]` (or `pip install cupy-cuda12x` "
-            "for CUDA 12) on a machine with an NVIDIA GPU")
+_INSTALL = (
+    "install CuPy with `pip install minitransformer[gpu]` (or `pip install cupy-cuda12x` "
+    "for CUDA 12) on a machine with an NVIDIA GPU"
+)
 
 
 def _import_cupy():
@@ -150,8 +172,10 @@ def require_cupy():
     if cupy is None:
         raise RuntimeError(f"backend='cupy' needs a CUDA GPU and CuPy; found a GPU but not CuPy: {_INSTALL}")
     if not gpu:
-        raise RuntimeError("backend='cupy' needs a CUDA GPU and CuPy; found CuPy but no CUDA GPU "
-                           "(torch.cuda.is_available() is False); use backend='torch' on the CPU")
+        raise RuntimeError(
+            "backend='cupy' needs a CUDA GPU and CuPy; found CuPy but no CUDA GPU "
+            "(torch.cuda.is_available() is False); use backend='torch' on the CPU"
+        )
     return cupy
 
 
@@ -160,14 +184,14 @@ def cupy_available() -> bool:
     return torch.cuda.is_available() and _import_cupy() is not None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def device_arch(device_index: int) -> int:
     """Compute capability of a device as an int: 75, 80, 86, 90, ..."""
     cupy = require_cupy()
     return int(cupy.cuda.Device(device_index).compute_capability)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def device_smem_optin(device_index: int) -> int:
     """The most dynamic shared memory a block may be granted (bytes)."""
     cupy = require_cupy()
@@ -175,13 +199,13 @@ def device_smem_optin(device_index: int) -> int:
     return int(attrs.get("MaxSharedMemoryPerBlockOptin", attrs["MaxSharedMemoryPerBlock"]))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def device_sm_count(device_index: int) -> int:
     cupy = require_cupy()
     return int(cupy.cuda.Device(device_index).attributes["MultiProcessorCount"])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _module(filename: str, names: tuple[str, ...], arch: int, device_index: int):
     """Compile ``filename`` once per (instantiations, compute capability, device).
 
@@ -191,12 +215,12 @@ def _module(filename: str, names: tuple[str, ...], arch: int, device_index: int)
     """
     cupy = require_cupy()
     with cupy.cuda.Device(device_index):
-        return cupy.RawModule(code=kernel_source(filename), options=NVRTC_OPTIONS,
-                              name_expressions=names or None)
+        return cupy.RawModule(code=kernel_source(filename), options=NVRTC_OPTIONS, name_expressions=names or None)
 
 
-def _kernel(filename: str, name: str, device_index: int, smem_bytes: int = 0,
-            module_names: tuple[str, ...] | None = None):
+def _kernel(
+    filename: str, name: str, device_index: int, smem_bytes: int = 0, module_names: tuple[str, ...] | None = None
+):
     """One kernel, granted ``smem_bytes`` of dynamic shared memory.
 
     ``module_names``: the instantiations compiled together with it (default:
@@ -208,15 +232,15 @@ def _kernel(filename: str, name: str, device_index: int, smem_bytes: int = 0,
     if smem_bytes > 48 * 1024 and fn.max_dynamic_shared_size_bytes < smem_bytes:
         limit = device_smem_optin(device_index)
         if smem_bytes > limit:
-            raise RuntimeError(f"{name} needs {smem_bytes} bytes of shared memory per block; "
-                               f"this GPU allows {limit}")
-        fn.max_dynamic_shared_size_bytes = smem_bytes   # cudaFuncSetAttribute, once
+            raise RuntimeError(f"{name} needs {smem_bytes} bytes of shared memory per block; this GPU allows {limit}")
+        fn.max_dynamic_shared_size_bytes = smem_bytes  # cudaFuncSetAttribute, once
     return fn
 
 
 def _launch(fn, grid: tuple, block: tuple, args: tuple, smem_bytes: int, device: torch.device) -> None:
     """Launch on torch's current stream, tensors passed through DLPack (no copies)."""
     import numpy as np
+
     cupy = require_cupy()
     index = device.index if device.index is not None else torch.cuda.current_device()
     stream = cupy.cuda.ExternalStream(torch.cuda.current_stream(index).cuda_stream, index)
@@ -233,8 +257,7 @@ def _launch(fn, grid: tuple, block: tuple, args: tuple, smem_bytes: int, device:
                 conv.append(np.float32(a))
             else:
                 raise TypeError(f"unsupported kernel argument {type(a).__name__}")
-        fn(tuple(int(g) for g in grid), tuple(int(b) for b in block), tuple(conv),
-           shared_mem=int(smem_bytes))
+        fn(tuple(int(g) for g in grid), tuple(int(b) for b in block), tuple(conv), shared_mem=int(smem_bytes))
 
 
 # Tests set this to True: every output buffer then starts as NaN, so an element a
@@ -261,8 +284,8 @@ def _dt(dtype: torch.dtype) -> int:
 # ---------------------------------------------------------------------------
 # Teaching kernels (fp32).
 
-def teaching_forward(q: Tensor, k: Tensor, v: Tensor, is_causal: bool, scale: float
-                     ) -> tuple[Tensor, Tensor]:
+
+def teaching_forward(q: Tensor, k: Tensor, v: Tensor, is_causal: bool, scale: float) -> tuple[Tensor, Tensor]:
     """``flash_fwd_teaching``: ``q (B, H, N, d)``, ``k, v (B, H_kv, N_k, d)`` fp32 CUDA,
     contiguous -> ``O (B, H, N, d)``, ``L (B, H, N)``."""
     B, H, N, d = q.shape
@@ -272,14 +295,20 @@ def teaching_forward(q: Tensor, k: Tensor, v: Tensor, is_causal: bool, scale: fl
     O = _out(q.shape, q)
     L = _out((B, H, N), q, torch.float32)
     fn = _kernel("teaching_forward.cu", "flash_fwd_teaching", dev, cfg.smem_bytes)
-    _launch(fn, (math.ceil(N / cfg.Br), B * H), (cfg.threads,),
-            (q, k, v, O, L, H, H_kv, N, N_k, d, cfg.Br, cfg.Bc, float(scale), int(is_causal)),
-            cfg.smem_bytes, q.device)
+    _launch(
+        fn,
+        (math.ceil(N / cfg.Br), B * H),
+        (cfg.threads,),
+        (q, k, v, O, L, H, H_kv, N, N_k, d, cfg.Br, cfg.Bc, float(scale), int(is_causal)),
+        cfg.smem_bytes,
+        q.device,
+    )
     return O, L
 
 
-def teaching_backward(q: Tensor, k: Tensor, v: Tensor, O: Tensor, dO: Tensor, L: Tensor,
-                      is_causal: bool, scale: float) -> tuple[Tensor, Tensor, Tensor]:
+def teaching_backward(
+    q: Tensor, k: Tensor, v: Tensor, O: Tensor, dO: Tensor, L: Tensor, is_causal: bool, scale: float
+) -> tuple[Tensor, Tensor, Tensor]:
     """``flash_bwd_preprocess`` + ``flash_bwd_teaching`` -> ``dQ, dK, dV`` (fp32)."""
     B, H, N, d = q.shape
     H_kv, N_k = k.shape[1], k.shape[2]
@@ -288,22 +317,28 @@ def teaching_backward(q: Tensor, k: Tensor, v: Tensor, O: Tensor, dO: Tensor, L:
     Dvec = _out((B, H, N), q, torch.float32)
     rows = B * H * N
     pre = _kernel("teaching_backward.cu", "flash_bwd_preprocess", dev)
-    _launch(pre, (math.ceil(rows / (PREPROCESS_THREADS // 32)),), (PREPROCESS_THREADS,),
-            (O, dO, Dvec, rows, d), 0, q.device)
-    dQ = torch.zeros_like(q)                    # accumulated with atomicAdd
+    _launch(
+        pre, (math.ceil(rows / (PREPROCESS_THREADS // 32)),), (PREPROCESS_THREADS,), (O, dO, Dvec, rows, d), 0, q.device
+    )
+    dQ = torch.zeros_like(q)  # accumulated with atomicAdd
     dK, dV = _out(k.shape, k), _out(v.shape, v)
     fn = _kernel("teaching_backward.cu", "flash_bwd_teaching", dev, cfg.smem_bytes)
-    _launch(fn, (math.ceil(N_k / cfg.Bc), B * H_kv), (BACKWARD_THREADS,),
-            (q, k, v, dO, L, Dvec, dQ, dK, dV, H, H_kv, N, N_k, d, cfg.Br, cfg.Bc,
-             float(scale), int(is_causal)), cfg.smem_bytes, q.device)
+    _launch(
+        fn,
+        (math.ceil(N_k / cfg.Bc), B * H_kv),
+        (BACKWARD_THREADS,),
+        (q, k, v, dO, L, Dvec, dQ, dK, dV, H, H_kv, N, N_k, d, cfg.Br, cfg.Bc, float(scale), int(is_causal)),
+        cfg.smem_bytes,
+        q.device,
+    )
     return dQ, dK, dV
 
 
 # ---------------------------------------------------------------------------
 # Fast kernels (fp16 / bf16, tensor cores).
 
-def fast_forward(q: Tensor, k: Tensor, v: Tensor, is_causal: bool, scale: float
-                 ) -> tuple[Tensor, Tensor]:
+
+def fast_forward(q: Tensor, k: Tensor, v: Tensor, is_causal: bool, scale: float) -> tuple[Tensor, Tensor]:
     """``flash_fwd_fast<d, type>`` -> ``O (B, H, N, d)`` in the input type, ``L (B, H, N)`` fp32."""
     B, H, N, d = q.shape
     H_kv, N_k = k.shape[1], k.shape[2]
@@ -312,13 +347,20 @@ def fast_forward(q: Tensor, k: Tensor, v: Tensor, is_causal: bool, scale: float
     O = _out(q.shape, q)
     L = _out((B, H, N), q, torch.float32)
     fn = _kernel("fast_forward.cu", f"flash_fwd_fast<{d}, {_dt(q.dtype)}>", dev, cfg.smem_bytes)
-    _launch(fn, (math.ceil(N / cfg.Br), B * H), (cfg.threads,),
-            (q, k, v, O, L, H, H_kv, N, N_k, float(scale), int(is_causal)), cfg.smem_bytes, q.device)
+    _launch(
+        fn,
+        (math.ceil(N / cfg.Br), B * H),
+        (cfg.threads,),
+        (q, k, v, O, L, H, H_kv, N, N_k, float(scale), int(is_causal)),
+        cfg.smem_bytes,
+        q.device,
+    )
     return O, L
 
 
-def fast_backward(q: Tensor, k: Tensor, v: Tensor, O: Tensor, dO: Tensor, L: Tensor,
-                  is_causal: bool, scale: float) -> tuple[Tensor, Tensor, Tensor]:
+def fast_backward(
+    q: Tensor, k: Tensor, v: Tensor, O: Tensor, dO: Tensor, L: Tensor, is_causal: bool, scale: float
+) -> tuple[Tensor, Tensor, Tensor]:
     """``flash_bwd_dot_do_o`` + ``flash_bwd_fast`` -> ``dQ, dK, dV`` in the input type."""
     B, H, N, d = q.shape
     H_kv, N_k = k.shape[1], k.shape[2]
@@ -327,16 +369,27 @@ def fast_backward(q: Tensor, k: Tensor, v: Tensor, O: Tensor, dO: Tensor, L: Ten
     rows = B * H * N
     Dvec = _out((B, H, N), q, torch.float32)
     names = (f"flash_bwd_dot_do_o<{d}, {t}>", f"flash_bwd_fast<{d}, {t}>")
-    _launch(_kernel("fast_backward.cu", names[0], dev, module_names=names),
-            (math.ceil(rows / 4),), (128,), (dO, O, Dvec, rows), 0, q.device)
+    _launch(
+        _kernel("fast_backward.cu", names[0], dev, module_names=names),
+        (math.ceil(rows / 4),),
+        (128,),
+        (dO, O, Dvec, rows),
+        0,
+        q.device,
+    )
     dQacc = torch.zeros((B, H, N, d), device=q.device, dtype=torch.float32)
     # dK, dV per *query* head; the heads of a group are summed below (in fp32).
     dKh = _out((B, H, N_k, d), q)
     dVh = _out((B, H, N_k, d), q)
     fn = _kernel("fast_backward.cu", names[1], dev, cfg.smem_bytes, module_names=names)
-    _launch(fn, (math.ceil(N_k / cfg.Bc), B * H), (cfg.threads,),
-            (q, k, v, dO, L, Dvec, dQacc, dKh, dVh, H, H_kv, N, N_k, float(scale), int(is_causal)),
-            cfg.smem_bytes, q.device)
+    _launch(
+        fn,
+        (math.ceil(N_k / cfg.Bc), B * H),
+        (cfg.threads,),
+        (q, k, v, dO, L, Dvec, dQacc, dKh, dVh, H, H_kv, N, N_k, float(scale), int(is_causal)),
+        cfg.smem_bytes,
+        q.device,
+    )
     dQ = dQacc.to(q.dtype)
     if H == H_kv:
         return dQ, dKh, dVh
@@ -356,8 +409,7 @@ class CupyFlashFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, is_causal: bool, scale: float,
-                kernel: str) -> Tensor:
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, is_causal: bool, scale: float, kernel: str) -> Tensor:
         fwd = teaching_forward if kernel == "teaching" else fast_forward
         O, L = fwd(q, k, v, is_causal, scale)
         ctx.save_for_backward(q, k, v, O, L)
@@ -376,6 +428,7 @@ class CupyFlashFunction(torch.autograd.Function):
 # ---------------------------------------------------------------------------
 # Flash-decoding.
 
+
 def decode_splits(batch_kv_blocks: int, max_len: int, sm_count: int) -> int:
     """How many pieces to cut the cache into: enough blocks for ~2 waves of the GPU,
     but no piece shorter than 128 keys."""
@@ -383,8 +436,9 @@ def decode_splits(batch_kv_blocks: int, max_len: int, sm_count: int) -> int:
     return max(1, min(want, math.ceil(max_len / 128)))
 
 
-def decode(q: Tensor, k_cache: Tensor, v_cache: Tensor, lengths: Tensor, scale: float,
-           num_splits: int | None, is_causal: bool) -> Tensor:
+def decode(
+    q: Tensor, k_cache: Tensor, v_cache: Tensor, lengths: Tensor, scale: float, num_splits: int | None, is_causal: bool
+) -> Tensor:
     """Two-pass flash-decoding.
 
     Args:
@@ -406,8 +460,9 @@ def decode(q: Tensor, k_cache: Tensor, v_cache: Tensor, lengths: Tensor, scale: 
     # Rows of a head must be contiguous and the heads evenly spaced: then the kernel only
     # needs the distance between heads (S_stride rows), and a cache slice is not copied.
     kc, vc = k_cache, v_cache
-    if not (kc.stride(3) == 1 and kc.stride(2) == d and kc.stride(0) == H_kv * kc.stride(1)
-            and vc.stride() == kc.stride()):
+    if not (
+        kc.stride(3) == 1 and kc.stride(2) == d and kc.stride(0) == H_kv * kc.stride(1) and vc.stride() == kc.stride()
+    ):
         kc, vc = kc.contiguous(), vc.contiguous()
     S_stride = kc.stride(1) // d
     R = next((r for r in DECODE_ROWS if r >= G * T), DECODE_ROWS[-1])
@@ -416,14 +471,35 @@ def decode(q: Tensor, k_cache: Tensor, v_cache: Tensor, lengths: Tensor, scale: 
     n_splits = num_splits or decode_splits(B * H_kv * zchunks, max_len, device_sm_count(dev))
     split_len = math.ceil(max_len / n_splits)
     rows = B * H * T
-    O_part = _out((rows, n_splits, d), q, torch.float32)       # per split: output, max m, sum l
+    O_part = _out((rows, n_splits, d), q, torch.float32)  # per split: output, max m, sum l
     m_part = _out((rows, n_splits), q, torch.float32)
     l_part = _out((rows, n_splits), q, torch.float32)
     names = (f"flash_decode_partial<{d}, {t}, {R}>", f"flash_decode_combine<{d}, {t}>")
     fn = _kernel("decode.cu", names[0], dev, module_names=names)
-    _launch(fn, (n_splits, B * H_kv, zchunks), (128,),
-            (q, kc, vc, lengths, O_part, m_part, l_part, H, H_kv, T, S_stride, n_splits, split_len,
-             float(scale), int(is_causal)), 0, q.device)
+    _launch(
+        fn,
+        (n_splits, B * H_kv, zchunks),
+        (128,),
+        (
+            q,
+            kc,
+            vc,
+            lengths,
+            O_part,
+            m_part,
+            l_part,
+            H,
+            H_kv,
+            T,
+            S_stride,
+            n_splits,
+            split_len,
+            float(scale),
+            int(is_causal),
+        ),
+        0,
+        q.device,
+    )
     O = _out(q.shape, q)
     L = _out((B, H, T), q, torch.float32)
     comb = _kernel("decode.cu", names[1], dev, module_names=names)

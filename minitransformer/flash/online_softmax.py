@@ -7,6 +7,7 @@ chapter 8's step-through (:func:`~.tiled_numpy.flash_forward_steps`) all call
 same operations in the same order, so the three give identical numbers).
 The CUDA kernels spell out the same five lines (see ``teaching_forward.cu``).
 """
+
 from __future__ import annotations
 
 from typing import Any, NamedTuple
@@ -24,11 +25,11 @@ class OnlineSoftmaxStep(NamedTuple):
     rescaling of what had been accumulated before.
     """
 
-    m: Any          # (..., br)
-    l: Any          # (..., br)
-    acc: Any        # (..., br, d)
-    P: Any          # (..., br, bc)
-    alpha: Any      # (..., br)
+    m: Any  # (..., br)
+    l: Any  # (..., br)
+    acc: Any  # (..., br, d)
+    P: Any  # (..., br, bc)
+    alpha: Any  # (..., br)
 
 
 def _ops(S):
@@ -36,6 +37,7 @@ def _ops(S):
     if isinstance(S, np.ndarray):
         return np.maximum, lambda x: x.max(axis=-1), np.exp
     import torch  # only reached with torch tensors
+
     return torch.maximum, lambda x: x.amax(dim=-1), torch.exp
 
 
@@ -61,9 +63,9 @@ def online_softmax_step(m, l, acc, S, V) -> OnlineSoftmaxStep:
         torch tensors in, torch out.
     """
     maximum, row_max, exp = _ops(S)
-    m_new = maximum(m, row_max(S))                  # (..., br)
-    P = exp(S - m_new[..., None])                   # (..., br, bc)
-    alpha = exp(m - m_new)                          # rescales what was summed so far
-    l = alpha * l + P.sum(-1)                       # (..., br)
-    acc = alpha[..., None] * acc + P @ V            # (..., br, d)
+    m_new = maximum(m, row_max(S))  # (..., br)
+    P = exp(S - m_new[..., None])  # (..., br, bc)
+    alpha = exp(m - m_new)  # rescales what was summed so far
+    l = alpha * l + P.sum(-1)  # (..., br)
+    acc = alpha[..., None] * acc + P @ V  # (..., br, d)
     return OnlineSoftmaxStep(m_new, l, acc, P, alpha)

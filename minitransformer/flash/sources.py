@@ -13,6 +13,7 @@ package data. Three kinds of code read them:
 :data:`KERNEL_DIR` is found with :mod:`importlib.resources`, so it works
 whether the package is a directory or a zip.
 """
+
 from __future__ import annotations
 
 import functools
@@ -56,7 +57,7 @@ def kernel_source(filename: str, *, inline_includes: bool = True) -> str:
             if inc in seen:
                 return f"// (already included: {inc})"
             seen.add(inc)
-            resume = text.count("\n", 0, match.start()) + 2      # the line after the #include
+            resume = text.count("\n", 0, match.start()) + 2  # the line after the #include
             return f'#line 1 "{inc}"\n{expand(inc)}\n#line {resume} "{name}"'
 
         return _INCLUDE.sub(include, text)

@@ -9,6 +9,7 @@ saves only ``q, k, v, O, L`` in the forward pass (memory O(N), no ``N x N``
 matrix) and its backward *recomputes* the probabilities tile by tile with
 :func:`flash_backward_torch`; autograd never sees the forward loop.
 """
+
 from __future__ import annotations
 
 import math
@@ -19,8 +20,7 @@ from torch import Tensor
 from .online_softmax import online_softmax_step
 from .tiled_numpy import check_flash_inputs
 
-__all__ = ["flash_forward_torch", "flash_backward_torch", "FlashAttentionTorch",
-           "flash_attention_torch"]
+__all__ = ["flash_forward_torch", "flash_backward_torch", "FlashAttentionTorch", "flash_attention_torch"]
 
 
 def _grouped(x: Tensor, H_kv: int) -> Tensor:
@@ -37,9 +37,9 @@ def _causal_tile_mask(r0: int, r1: int, c0: int, c1: int, device) -> Tensor:
 
 
 @torch.no_grad()
-def flash_forward_torch(q: Tensor, k: Tensor, v: Tensor, *, is_causal: bool = False,
-                        scale: float | None = None, Br: int = 64, Bc: int = 64
-                        ) -> tuple[Tensor, Tensor]:
+def flash_forward_torch(
+    q: Tensor, k: Tensor, v: Tensor, *, is_causal: bool = False, scale: float | None = None, Br: int = 64, Bc: int = 64
+) -> tuple[Tensor, Tensor]:
     """The tiled flash-attention forward pass.
 
     Args:
@@ -56,26 +56,26 @@ def flash_forward_torch(q: Tensor, k: Tensor, v: Tensor, *, is_causal: bool = Fa
     B, H, N, d = q.shape
     H_kv, N_k = k.shape[1], k.shape[2]
     scale = 1.0 / math.sqrt(d) if scale is None else scale
-    acc = torch.promote_types(q.dtype, torch.float32)          # accumulate in >= float32
-    Q = _grouped(q, H_kv).to(acc)                              # (B, H_kv, G, N, d)
-    K = k.to(acc)[:, :, None]                                  # (B, H_kv, 1, N_k, d)
-    V = v.to(acc)[:, :, None]                                  # (B, H_kv, 1, N_k, d)
-    O = torch.empty(Q.shape, dtype=acc, device=q.device)       # (B, H_kv, G, N, d)
+    acc = torch.promote_types(q.dtype, torch.float32)  # accumulate in >= float32
+    Q = _grouped(q, H_kv).to(acc)  # (B, H_kv, G, N, d)
+    K = k.to(acc)[:, :, None]  # (B, H_kv, 1, N_k, d)
+    V = v.to(acc)[:, :, None]  # (B, H_kv, 1, N_k, d)
+    O = torch.empty(Q.shape, dtype=acc, device=q.device)  # (B, H_kv, G, N, d)
     L = torch.empty(Q.shape[:-1], dtype=acc, device=q.device)  # (B, H_kv, G, N)
     Tr, Tc = math.ceil(N / Br), math.ceil(N_k / Bc)
 
-    for i in range(Tr):                                        # one GPU block per query tile
+    for i in range(Tr):  # one GPU block per query tile
         r0, r1 = i * Br, min((i + 1) * Br, N)
-        Qi = Q[..., r0:r1, :]                                  # (B, H_kv, G, br, d)
+        Qi = Q[..., r0:r1, :]  # (B, H_kv, G, br, d)
         m = torch.full(Qi.shape[:-1], -math.inf, dtype=acc, device=q.device)
         l = torch.zeros(Qi.shape[:-1], dtype=acc, device=q.device)
         Oi = torch.zeros(Qi.shape, dtype=acc, device=q.device)
-        Tc_i = min(Tc, math.ceil(r1 / Bc)) if is_causal else Tc   # causal tile skipping
+        Tc_i = min(Tc, math.ceil(r1 / Bc)) if is_causal else Tc  # causal tile skipping
         for j in range(Tc_i):
             c0, c1 = j * Bc, min((j + 1) * Bc, N_k)
-            Kj, Vj = K[..., c0:c1, :], V[..., c0:c1, :]        # (B, H_kv, 1, bc, d)
-            S = scale * (Qi @ Kj.transpose(-1, -2))            # (B, H_kv, G, br, bc)
-            if is_causal and c1 - 1 > r0:                      # the tile crosses the diagonal
+            Kj, Vj = K[..., c0:c1, :], V[..., c0:c1, :]  # (B, H_kv, 1, bc, d)
+            S = scale * (Qi @ Kj.transpose(-1, -2))  # (B, H_kv, G, br, bc)
+            if is_causal and c1 - 1 > r0:  # the tile crosses the diagonal
                 S = S.masked_fill(~_causal_tile_mask(r0, r1, c0, c1, q.device), -math.inf)
             # The online softmax (m, l: (B, H_kv, G, br); Oi: (B, H_kv, G, br, d)).
             m, l, Oi, _, _ = online_softmax_step(m, l, Oi, S, Vj)
@@ -85,9 +85,19 @@ def flash_forward_torch(q: Tensor, k: Tensor, v: Tensor, *, is_causal: bool = Fa
 
 
 @torch.no_grad()
-def flash_backward_torch(q: Tensor, k: Tensor, v: Tensor, O: Tensor, dO: Tensor, L: Tensor, *,
-                         is_causal: bool = False, scale: float | None = None,
-                         Br: int = 64, Bc: int = 64) -> tuple[Tensor, Tensor, Tensor]:
+def flash_backward_torch(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    O: Tensor,
+    dO: Tensor,
+    L: Tensor,
+    *,
+    is_causal: bool = False,
+    scale: float | None = None,
+    Br: int = 64,
+    Bc: int = 64,
+) -> tuple[Tensor, Tensor, Tensor]:
     """The tiled flash-attention backward pass (recomputing ``P = exp(S - L)``).
 
     Args:
@@ -104,35 +114,35 @@ def flash_backward_torch(q: Tensor, k: Tensor, v: Tensor, O: Tensor, dO: Tensor,
     H_kv, N_k = k.shape[1], k.shape[2]
     scale = 1.0 / math.sqrt(d) if scale is None else scale
     acc = torch.promote_types(q.dtype, torch.float32)
-    Q = _grouped(q, H_kv).to(acc)                              # (B, H_kv, G, N, d)
-    dO_ = _grouped(dO, H_kv).to(acc)                           # (B, H_kv, G, N, d)
-    L_ = L.to(acc).reshape(Q.shape[:-1])                       # (B, H_kv, G, N)
-    K = k.to(acc)[:, :, None]                                  # (B, H_kv, 1, N_k, d)
+    Q = _grouped(q, H_kv).to(acc)  # (B, H_kv, G, N, d)
+    dO_ = _grouped(dO, H_kv).to(acc)  # (B, H_kv, G, N, d)
+    L_ = L.to(acc).reshape(Q.shape[:-1])  # (B, H_kv, G, N)
+    K = k.to(acc)[:, :, None]  # (B, H_kv, 1, N_k, d)
     V = v.to(acc)[:, :, None]
-    D = (dO_ * _grouped(O, H_kv).to(acc)).sum(dim=-1)          # (B, H_kv, G, N): preprocessing
-    dQ = torch.zeros(Q.shape, dtype=acc, device=q.device)      # (B, H_kv, G, N, d)
-    dK = torch.empty(k.shape, dtype=acc, device=q.device)      # (B, H_kv, N_k, d)
+    D = (dO_ * _grouped(O, H_kv).to(acc)).sum(dim=-1)  # (B, H_kv, G, N): preprocessing
+    dQ = torch.zeros(Q.shape, dtype=acc, device=q.device)  # (B, H_kv, G, N, d)
+    dK = torch.empty(k.shape, dtype=acc, device=q.device)  # (B, H_kv, N_k, d)
     dV = torch.empty(v.shape, dtype=acc, device=q.device)
     Tr, Tc = math.ceil(N / Br), math.ceil(N_k / Bc)
 
-    for j in range(Tc):                                        # one GPU block per key tile
+    for j in range(Tc):  # one GPU block per key tile
         c0, c1 = j * Bc, min((j + 1) * Bc, N_k)
-        Kj, Vj = K[..., c0:c1, :], V[..., c0:c1, :]            # (B, H_kv, 1, bc, d)
+        Kj, Vj = K[..., c0:c1, :], V[..., c0:c1, :]  # (B, H_kv, 1, bc, d)
         dKj = torch.zeros(Kj.shape, dtype=acc, device=q.device)
         dVj = torch.zeros(Vj.shape, dtype=acc, device=q.device)
-        i_start = c0 // Br if is_causal else 0                 # causal: skip tiles above the diagonal
+        i_start = c0 // Br if is_causal else 0  # causal: skip tiles above the diagonal
         for i in range(i_start, Tr):
             r0, r1 = i * Br, min((i + 1) * Br, N)
-            Qi, dOi = Q[..., r0:r1, :], dO_[..., r0:r1, :]     # (B, H_kv, G, br, d)
+            Qi, dOi = Q[..., r0:r1, :], dO_[..., r0:r1, :]  # (B, H_kv, G, br, d)
             Li, Di = L_[..., r0:r1, None], D[..., r0:r1, None]  # (B, H_kv, G, br, 1)
-            S = scale * (Qi @ Kj.transpose(-1, -2))            # (B, H_kv, G, br, bc)
+            S = scale * (Qi @ Kj.transpose(-1, -2))  # (B, H_kv, G, br, bc)
             if is_causal and c1 - 1 > r0:
                 S = S.masked_fill(~_causal_tile_mask(r0, r1, c0, c1, q.device), -math.inf)
-            P = torch.exp(S - Li)                              # the softmax, recomputed
-            dVj += (P.transpose(-1, -2) @ dOi).sum(dim=2, keepdim=True)   # over the group
-            dP = dOi @ Vj.transpose(-1, -2)                    # (B, H_kv, G, br, bc)
+            P = torch.exp(S - Li)  # the softmax, recomputed
+            dVj += (P.transpose(-1, -2) @ dOi).sum(dim=2, keepdim=True)  # over the group
+            dP = dOi @ Vj.transpose(-1, -2)  # (B, H_kv, G, br, bc)
             dS = P * (dP - Di)
-            dQ[..., r0:r1, :] += scale * (dS @ Kj)             # (B, H_kv, G, br, d)
+            dQ[..., r0:r1, :] += scale * (dS @ Kj)  # (B, H_kv, G, br, d)
             dKj += scale * (dS.transpose(-1, -2) @ Qi).sum(dim=2, keepdim=True)
         dK[..., c0:c1, :] = dKj[:, :, 0]
         dV[..., c0:c1, :] = dVj[:, :, 0]
@@ -147,8 +157,16 @@ class FlashAttentionTorch(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, is_causal: bool = False,
-                scale: float | None = None, Br: int = 64, Bc: int = 64) -> Tensor:
+    def forward(
+        ctx,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        is_causal: bool = False,
+        scale: float | None = None,
+        Br: int = 64,
+        Bc: int = 64,
+    ) -> Tensor:
         O, L = flash_forward_torch(q, k, v, is_causal=is_causal, scale=scale, Br=Br, Bc=Bc)
         ctx.save_for_backward(q, k, v, O, L)
         ctx.opts = dict(is_causal=is_causal, scale=scale, Br=Br, Bc=Bc)
@@ -161,8 +179,9 @@ class FlashAttentionTorch(torch.autograd.Function):
         return dq, dk, dv, None, None, None, None
 
 
-def flash_attention_torch(q: Tensor, k: Tensor, v: Tensor, *, is_causal: bool = False,
-                          scale: float | None = None, Br: int = 64, Bc: int = 64) -> Tensor:
+def flash_attention_torch(
+    q: Tensor, k: Tensor, v: Tensor, *, is_causal: bool = False, scale: float | None = None, Br: int = 64, Bc: int = 64
+) -> Tensor:
     """Differentiable tiled flash attention: ``(B, H, N, d) -> (B, H, N, d)``.
 
     ``k, v`` are ``(B, H_kv, N_k, d)``; see :func:`flash_forward_torch`.

@@ -18,19 +18,28 @@ limit per block (``cupy.cuda.Device().attributes['MaxSharedMemoryPerBlock']``,
 ``cudaFuncSetAttribute(..., MaxDynamicSharedMemorySize, bytes)``) and picks
 the largest tiles that fit.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["TileConfig", "FlashTiles", "forward_smem_bytes", "backward_smem_bytes",
-           "forward_threads", "BACKWARD_THREADS", "PREPROCESS_THREADS", "MAX_HEAD_DIM",
-           "choose_tiles"]
+__all__ = [
+    "TileConfig",
+    "FlashTiles",
+    "forward_smem_bytes",
+    "backward_smem_bytes",
+    "forward_threads",
+    "BACKWARD_THREADS",
+    "PREPROCESS_THREADS",
+    "MAX_HEAD_DIM",
+    "choose_tiles",
+]
 
 FLOAT_BYTES = 4
-MAX_HEAD_DIM = 128          # a lane owns at most 4 of the d output columns (4 x 32 = 128)
-MAX_BR_FORWARD = 16         # one warp per query row: 16 rows = 512 threads per block
-BACKWARD_THREADS = 256      # the backward kernel's block size (any multiple of 32 works)
-PREPROCESS_THREADS = 128    # D = rowsum(dO * O): one warp per row, 4 rows per block
+MAX_HEAD_DIM = 128  # a lane owns at most 4 of the d output columns (4 x 32 = 128)
+MAX_BR_FORWARD = 16  # one warp per query row: 16 rows = 512 threads per block
+BACKWARD_THREADS = 256  # the backward kernel's block size (any multiple of 32 works)
+PREPROCESS_THREADS = 128  # D = rowsum(dO * O): one warp per row, 4 rows per block
 
 
 @dataclass(frozen=True)
@@ -44,8 +53,8 @@ class TileConfig:
 
     Br: int
     Bc: int
-    threads: int            # threads per block
-    smem_bytes: int         # dynamic shared memory per block
+    threads: int  # threads per block
+    smem_bytes: int  # dynamic shared memory per block
 
 
 @dataclass(frozen=True)
@@ -67,8 +76,7 @@ def backward_smem_bytes(Br: int, Bc: int, d: int) -> int:
     ``Ks[Bc][d+1] Vs[Bc][d+1] dKs[Bc][d] dVs[Bc][d] Qs[Br][d+1] dOs[Br][d]
     Ps[Br][Bc] dSs[Br][Bc] Ls[Br] Ds[Br]``.
     """
-    return FLOAT_BYTES * (2 * Bc * (d + 1) + 2 * Bc * d + Br * (d + 1) + Br * d
-                          + 2 * Br * Bc + 2 * Br)
+    return FLOAT_BYTES * (2 * Bc * (d + 1) + 2 * Bc * d + Br * (d + 1) + Br * d + 2 * Br * Bc + 2 * Br)
 
 
 def forward_threads(Br: int) -> int:
@@ -86,8 +94,7 @@ def _cap(size: int, seq_len: int | None) -> int:
     return min(size, pow2)
 
 
-def choose_tiles(head_dim: int, shared_mem_per_block_bytes: int, *,
-                 seq_len: int | None = None) -> FlashTiles:
+def choose_tiles(head_dim: int, shared_mem_per_block_bytes: int, *, seq_len: int | None = None) -> FlashTiles:
     """Pick ``Br`` and ``Bc`` for the teaching kernels from the shared-memory limit.
 
     The rule: among power-of-two tiles, take the largest tile area ``Br * Bc``
@@ -110,17 +117,19 @@ def choose_tiles(head_dim: int, shared_mem_per_block_bytes: int, *,
         ValueError: for a head dim above 128 or a limit too small for any tile.
     """
     if not 1 <= head_dim <= MAX_HEAD_DIM:
-        raise ValueError(f"head_dim={head_dim} is not supported by the teaching kernels "
-                         f"(1 .. {MAX_HEAD_DIM})")
+        raise ValueError(f"head_dim={head_dim} is not supported by the teaching kernels (1 .. {MAX_HEAD_DIM})")
     if shared_mem_per_block_bytes <= 0:
         raise ValueError(f"shared_mem_per_block_bytes={shared_mem_per_block_bytes} must be positive")
     d = head_dim
     sizes = (64, 32, 16, 8, 4, 2, 1)
 
     def best(smem, max_br: int) -> tuple[int, int] | None:
-        fits = [(Br * Bc, Bc, Br) for Br in sizes for Bc in sizes
-                if Br <= _cap(max_br, seq_len) and Bc <= _cap(64, seq_len)
-                and smem(Br, Bc, d) <= shared_mem_per_block_bytes]
+        fits = [
+            (Br * Bc, Bc, Br)
+            for Br in sizes
+            for Bc in sizes
+            if Br <= _cap(max_br, seq_len) and Bc <= _cap(64, seq_len) and smem(Br, Bc, d) <= shared_mem_per_block_bytes
+        ]
         if not fits:
             return None
         _, Bc, Br = max(fits)
@@ -129,8 +138,10 @@ def choose_tiles(head_dim: int, shared_mem_per_block_bytes: int, *,
     fwd = best(forward_smem_bytes, MAX_BR_FORWARD)
     bwd = best(backward_smem_bytes, 64)
     if fwd is None or bwd is None:
-        raise ValueError(f"shared_mem_per_block_bytes={shared_mem_per_block_bytes} is too small "
-                         f"for even a 1 x 1 tile at head_dim={head_dim}")
+        raise ValueError(
+            f"shared_mem_per_block_bytes={shared_mem_per_block_bytes} is too small "
+            f"for even a 1 x 1 tile at head_dim={head_dim}"
+        )
     return FlashTiles(
         forward=TileConfig(fwd[0], fwd[1], forward_threads(fwd[0]), forward_smem_bytes(*fwd, d)),
         backward=TileConfig(bwd[0], bwd[1], BACKWARD_THREADS, backward_smem_bytes(*bwd, d)),

@@ -1,4 +1,5 @@
 """Plausible wrong answers to chapter 1's exercises (each must fail its checker)."""
+
 from __future__ import annotations
 
 import torch
@@ -13,20 +14,20 @@ def _gates(x, h, W_ih, W_hh, b_ih, b_hh):
 def gru_z_swapped(x, h, W_ih, W_hh, b_ih, b_hh):
     r, z, i_n, h_n = _gates(x, h, W_ih, W_hh, b_ih, b_hh)
     n = torch.tanh(i_n + r * h_n)
-    return z * n + (1 - z) * h                       # z and 1 - z swapped
+    return z * n + (1 - z) * h  # z and 1 - z swapped
 
 
 def gru_reset_before_matmul(x, h, W_ih, W_hh, b_ih, b_hh):
     r, z, i_n, _ = _gates(x, h, W_ih, W_hh, b_ih, b_hh)
     H = h.shape[-1]
-    n = torch.tanh(i_n + (r * h) @ W_hh[2 * H:].T + b_hh[2 * H:])   # Cho et al.'s form, not PyTorch's
+    n = torch.tanh(i_n + (r * h) @ W_hh[2 * H :].T + b_hh[2 * H :])  # Cho et al.'s form, not PyTorch's
     return (1 - z) * n + z * h
 
 
 def gru_reset_outside_bias(x, h, W_ih, W_hh, b_ih, b_hh):
     r, z, i_n, h_n = _gates(x, h, W_ih, W_hh, b_ih, b_hh)
     H = h.shape[-1]
-    n = torch.tanh(i_n + r * (h_n - b_hh[2 * H:]) + b_hh[2 * H:])  # r applied to W h only, not its bias
+    n = torch.tanh(i_n + r * (h_n - b_hh[2 * H :]) + b_hh[2 * H :])  # r applied to W h only, not its bias
     return (1 - z) * n + z * h
 
 
@@ -40,7 +41,7 @@ def gru_gate_order_zr(x, h, W_ih, W_hh, b_ih, b_hh):
 def jac_wrong_order(Js):
     J, out = torch.eye(Js.shape[-1], dtype=Js.dtype), [torch.tensor(1.0, dtype=Js.dtype)]
     for step in Js:
-        J = J @ step                                  # newest Jacobian on the right
+        J = J @ step  # newest Jacobian on the right
         out.append(torch.linalg.matrix_norm(J, ord=2))
     return torch.stack(out)
 
@@ -53,7 +54,7 @@ def jac_frobenius(Js):
     J, out = torch.eye(Js.shape[-1], dtype=Js.dtype), [torch.tensor(1.0, dtype=Js.dtype)]
     for step in Js:
         J = step @ J
-        out.append(torch.linalg.matrix_norm(J))       # Frobenius, not spectral
+        out.append(torch.linalg.matrix_norm(J))  # Frobenius, not spectral
     return torch.stack(out)
 
 
@@ -62,7 +63,7 @@ def jac_no_identity(Js):
     for step in Js:
         J = step @ J
         out.append(torch.linalg.matrix_norm(J, ord=2))
-    return torch.stack(out)                           # forgot t = 0: T values, not T + 1
+    return torch.stack(out)  # forgot t = 0: T values, not T + 1
 
 
 def inputs_shifted_left(tgt_out, bos_id, pad_id):
@@ -83,9 +84,9 @@ WRONG = {
     "ch01.gru_step": [gru_z_swapped, gru_reset_before_matmul, gru_reset_outside_bias, gru_gate_order_zr],
     "ch01.jacobian_norms": [jac_wrong_order, jac_product_of_norms, jac_frobenius, jac_no_identity],
     "ch01.decoder_inputs": [
-        lambda tgt_out, bos_id, pad_id: tgt_out.clone(),   # not shifted
-        inputs_shifted_left,                               # shifted the wrong way
-        inputs_eos_leaks,                                  # eos of short rows fed in
+        lambda tgt_out, bos_id, pad_id: tgt_out.clone(),  # not shifted
+        inputs_shifted_left,  # shifted the wrong way
+        inputs_eos_leaks,  # eos of short rows fed in
         inputs_bos_at_end,
     ],
 }

@@ -1,30 +1,31 @@
 """Plausible wrong answers to chapter 2's exercises (each must fail its checker)."""
+
 from __future__ import annotations
 
 import torch
 
 
 def _additive(states, h, W_a, U_a, v_a, tanh=True):
-    pre = (states @ W_a.T).unsqueeze(2) + (h @ U_a.T).unsqueeze(1)   # (B, T, S, d_a)
+    pre = (states @ W_a.T).unsqueeze(2) + (h @ U_a.T).unsqueeze(1)  # (B, T, S, d_a)
     return (torch.tanh(pre) if tanh else pre) @ v_a
 
 
 WRONG = {
     "ch02.additive_scores": [
-        lambda s, h, W, U, v: _additive(s[:, 1:], h, W, U, v),               # s_t instead of s_{t-1}
+        lambda s, h, W, U, v: _additive(s[:, 1:], h, W, U, v),  # s_t instead of s_{t-1}
         lambda s, h, W, U, v: _additive(s[:, :-1], h, W, U, v, tanh=False),  # tanh missing
         lambda s, h, W, U, v: torch.tanh((s[:, :-1] @ W.T).unsqueeze(2) + (h @ U.T).unsqueeze(1)).sum(-1),
-        lambda s, h, W, U, v: _additive(s, h, W, U, v),                      # every state: T + 1 rows
+        lambda s, h, W, U, v: _additive(s, h, W, U, v),  # every state: T + 1 rows
     ],
     "ch02.general_scores": [
-        lambda s, h, W: ((h @ W) @ s.unsqueeze(-1)).squeeze(-1),             # W_a transposed
-        lambda s, h, W: (h @ s.unsqueeze(-1)).squeeze(-1),                   # dot score, W_a left out
+        lambda s, h, W: ((h @ W) @ s.unsqueeze(-1)).squeeze(-1),  # W_a transposed
+        lambda s, h, W: (h @ s.unsqueeze(-1)).squeeze(-1),  # dot score, W_a left out
         lambda s, h, W: torch.softmax(((h @ W.T) @ s.unsqueeze(-1)).squeeze(-1), -1),  # returned weights
     ],
     "ch02.contexts": [
         lambda e, h, m: torch.softmax(e.masked_fill(~m.unsqueeze(1), float("-inf")), 1) @ h,  # over targets
-        lambda e, h, m: e.masked_fill(~m.unsqueeze(1), 0.0) @ h,             # raw scores as weights
-        lambda e, h, m: torch.softmax(e, -1) @ h,                            # padding not masked
-        lambda e, h, m: (torch.softmax(e, -1) * m.unsqueeze(1)) @ h,         # masked after the softmax
+        lambda e, h, m: e.masked_fill(~m.unsqueeze(1), 0.0) @ h,  # raw scores as weights
+        lambda e, h, m: torch.softmax(e, -1) @ h,  # padding not masked
+        lambda e, h, m: (torch.softmax(e, -1) * m.unsqueeze(1)) @ h,  # masked after the softmax
     ],
 }

@@ -1,32 +1,31 @@
 """Plausible wrong answers to chapter 4's exercises (each must fail its checker)."""
-from __future__ import annotations
 
-import torch
+from __future__ import annotations
 
 WRONG = {
     "ch04.split_heads": [
-        lambda x, h: x.reshape(x.shape[0], h, x.shape[1], x.shape[2] // h),         # reshape, no transpose
+        lambda x, h: x.reshape(x.shape[0], h, x.shape[1], x.shape[2] // h),  # reshape, no transpose
         lambda x, h: x.view(x.shape[0], x.shape[1], x.shape[2] // h, h).permute(0, 3, 1, 2),  # (d_k, h) split
-        lambda x, h: x.view(x.shape[0], x.shape[1], h, x.shape[2] // h),            # head axis not moved
-        lambda x, h: x.view(x.shape[0], x.shape[1], h, -1).transpose(2, 3),         # transposed the wrong pair
+        lambda x, h: x.view(x.shape[0], x.shape[1], h, x.shape[2] // h),  # head axis not moved
+        lambda x, h: x.view(x.shape[0], x.shape[1], h, -1).transpose(2, 3),  # transposed the wrong pair
     ],
     "ch04.merge_heads": [
-        lambda x: x.reshape(x.shape[0], x.shape[2], -1),                            # reshape, no transpose
-        lambda x: x.permute(0, 2, 3, 1).reshape(x.shape[0], x.shape[2], -1),        # heads interleaved
-        lambda x: x.mean(dim=1),                                                     # averaged the heads
-        lambda x: x.transpose(1, 2),                                                 # transpose without reshape
+        lambda x: x.reshape(x.shape[0], x.shape[2], -1),  # reshape, no transpose
+        lambda x: x.permute(0, 2, 3, 1).reshape(x.shape[0], x.shape[2], -1),  # heads interleaved
+        lambda x: x.mean(dim=1),  # averaged the heads
+        lambda x: x.transpose(1, 2),  # transpose without reshape
     ],
     "ch04.attention_params": [
-        lambda d, h, kv, bias: 4 * d * d,                                            # forgot biases (and GQA)
-        lambda d, h, kv, bias: 4 * d * d + 4 * d,                                    # biases always, no GQA
-        lambda d, h, kv, bias: 3 * d * d + (3 * d if bias else 0),                   # omitted W^O
-        lambda d, h, kv, bias: 5 * d * d + (5 * d if bias else 0),                   # W^O twice
-        lambda d, h, kv, bias: 4 * d * (d // h) + (4 * d // h if bias else 0),       # one head only
+        lambda d, h, kv, bias: 4 * d * d,  # forgot biases (and GQA)
+        lambda d, h, kv, bias: 4 * d * d + 4 * d,  # biases always, no GQA
+        lambda d, h, kv, bias: 3 * d * d + (3 * d if bias else 0),  # omitted W^O
+        lambda d, h, kv, bias: 5 * d * d + (5 * d if bias else 0),  # W^O twice
+        lambda d, h, kv, bias: 4 * d * (d // h) + (4 * d // h if bias else 0),  # one head only
     ],
     "ch04.kv_cache_bytes": [
-        lambda L, h, kv, hd, n, b, by: L * kv * hd * n * b * by,                     # keys only
-        lambda L, h, kv, hd, n, b, by: 2 * L * h * hd * n * b * by,                  # query heads
-        lambda L, h, kv, hd, n, b, by: 2 * L * kv * hd * n * b,                      # elements, not bytes
-        lambda L, h, kv, hd, n, b, by: 2 * L * kv * (hd * h) * n * b * by,           # d_model per kv head
+        lambda L, h, kv, hd, n, b, by: L * kv * hd * n * b * by,  # keys only
+        lambda L, h, kv, hd, n, b, by: 2 * L * h * hd * n * b * by,  # query heads
+        lambda L, h, kv, hd, n, b, by: 2 * L * kv * hd * n * b,  # elements, not bytes
+        lambda L, h, kv, hd, n, b, by: 2 * L * kv * (hd * h) * n * b * by,  # d_model per kv head
     ],
 }

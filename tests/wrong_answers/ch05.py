@@ -1,4 +1,5 @@
 """Plausible wrong answers to chapter 5's exercises (each must fail its checker)."""
+
 from __future__ import annotations
 
 import math
@@ -43,7 +44,7 @@ def _rope(x, positions, halves=False, sign=1.0, exponent=lambda j, d: 2 * j / d,
     angle = sign * positions.double()[:, None] * 10000.0 ** (-exponent(j, d))[None, :]
     cos, sin = angle.cos(), angle.sin()
     if halves:
-        a, b = x[..., : d // 2], x[..., d // 2:]
+        a, b = x[..., : d // 2], x[..., d // 2 :]
         return torch.cat([a * cos - b * sin, a * sin + b * cos], -1)
     xr = torch.roll(x, -pairs_from, -1)  # pairs (x1, x2), (x3, x4), ..., (x_{d-1}, x0): off by one
     a, b = xr[..., 0::2], xr[..., 1::2]
@@ -61,29 +62,29 @@ def _rel(n, K, sign=1, clip=True, shift=True, upper=None):
 
 WRONG = {
     "ch05.sinusoidal": [
-        lambda P, d: _pe(P, d, swap=True),                                   # sin and cos swapped
-        lambda P, d: _pe(P, d, exponent=lambda i, d: i / d),                 # exponent i/d instead of 2i/d
-        lambda P, d: _pe(P, d, exponent=lambda i, d: 2 * (i + 1) / d),       # pair index off by one
-        lambda P, d: _pe(P, d, concat=True),                                 # [sin | cos] instead of interleaved
-        _pe_column_index,                                                    # cos uses the odd column's own index
+        lambda P, d: _pe(P, d, swap=True),  # sin and cos swapped
+        lambda P, d: _pe(P, d, exponent=lambda i, d: i / d),  # exponent i/d instead of 2i/d
+        lambda P, d: _pe(P, d, exponent=lambda i, d: 2 * (i + 1) / d),  # pair index off by one
+        lambda P, d: _pe(P, d, concat=True),  # [sin | cos] instead of interleaved
+        _pe_column_index,  # cos uses the odd column's own index
     ],
     "ch05.transition": [
-        lambda k, d: _T(k, d, sign=-1.0),                                    # transposed: moves back
-        lambda k, d: _T(k, d, exponent=lambda i, d: i / d),                  # exponent i/d
-        lambda k, d: _T(1, d),                                               # ignores k
-        lambda k, d: torch.eye(d, dtype=torch.float64),                      # identity
+        lambda k, d: _T(k, d, sign=-1.0),  # transposed: moves back
+        lambda k, d: _T(k, d, exponent=lambda i, d: i / d),  # exponent i/d
+        lambda k, d: _T(1, d),  # ignores k
+        lambda k, d: torch.eye(d, dtype=torch.float64),  # identity
     ],
     "ch05.rope": [
-        lambda x, p: _rope(x, p, halves=True),                               # rotate-half pairing
-        lambda x, p: _rope(x, p, sign=-1.0),                                 # rotation direction flipped
-        lambda x, p: _rope(x, p, pairs_from=1),                              # pairs off by one
-        lambda x, p: _rope(x, p, exponent=lambda j, d: j / d),               # theta exponent j/d
-        lambda x, p: _rope(x, torch.arange(x.shape[-2])),                    # positions ignored
+        lambda x, p: _rope(x, p, halves=True),  # rotate-half pairing
+        lambda x, p: _rope(x, p, sign=-1.0),  # rotation direction flipped
+        lambda x, p: _rope(x, p, pairs_from=1),  # pairs off by one
+        lambda x, p: _rope(x, p, exponent=lambda j, d: j / d),  # theta exponent j/d
+        lambda x, p: _rope(x, torch.arange(x.shape[-2])),  # positions ignored
     ],
     "ch05.relative_positions": [
-        lambda n, K: _rel(n, K, sign=-1),                                    # i - j
-        lambda n, K: _rel(n, K, shift=False),                                # not shifted into 0 .. 2K
-        lambda n, K: _rel(n, K, clip=False),                                 # not clipped
-        lambda n, K: _rel(n, K, upper=K - 1),                                # clipped at K - 1 on one side
+        lambda n, K: _rel(n, K, sign=-1),  # i - j
+        lambda n, K: _rel(n, K, shift=False),  # not shifted into 0 .. 2K
+        lambda n, K: _rel(n, K, clip=False),  # not clipped
+        lambda n, K: _rel(n, K, upper=K - 1),  # clipped at K - 1 on one side
     ],
 }

@@ -1,4 +1,5 @@
 """Plausible wrong answers to chapter 7's exercises (each must fail its checker)."""
+
 from __future__ import annotations
 
 import math
@@ -41,25 +42,26 @@ def _null(V, r, *, ones=True, values=True, complement=True):
 
 WRONG = {
     "ch07.cross_attention": [
-        lambda x, m, wq, wk, wv, mask=None: _cross(x, m, wq, wk, wv, mask, kv_from_x=True),    # self-attention
-        lambda x, m, wq, wk, wv, mask=None: _cross(x, m, wq, wk, wv, mask, scale=False),       # no 1/sqrt(d_k)
-        lambda x, m, wq, wk, wv, mask=None: _cross(x, m, wq, wk, wv, mask, causal=True),       # causal cross-attn
-        lambda x, m, wq, wk, wv, mask=None: _cross(x, m, wq, wk, wv, mask, use_mask=False),    # padding not masked
-        lambda x, m, wq, wk, wv, mask=None: _cross(x, m, wq, wk, wv, mask, axis=-2),           # softmax over targets
-        lambda x, m, wq, wk, wv, mask=None: torch.softmax((m @ wq) @ (x @ wk).transpose(-2, -1)
-                                                          / math.sqrt(wq.shape[1]), -1) @ (x @ wv),  # roles swapped
+        lambda x, m, wq, wk, wv, mask=None: _cross(x, m, wq, wk, wv, mask, kv_from_x=True),  # self-attention
+        lambda x, m, wq, wk, wv, mask=None: _cross(x, m, wq, wk, wv, mask, scale=False),  # no 1/sqrt(d_k)
+        lambda x, m, wq, wk, wv, mask=None: _cross(x, m, wq, wk, wv, mask, causal=True),  # causal cross-attn
+        lambda x, m, wq, wk, wv, mask=None: _cross(x, m, wq, wk, wv, mask, use_mask=False),  # padding not masked
+        lambda x, m, wq, wk, wv, mask=None: _cross(x, m, wq, wk, wv, mask, axis=-2),  # softmax over targets
+        lambda x, m, wq, wk, wv, mask=None: (
+            torch.softmax((m @ wq) @ (x @ wk).transpose(-2, -1) / math.sqrt(wq.shape[1]), -1) @ (x @ wv)
+        ),  # roles swapped
     ],
     "ch07.sampling_probs": [
-        lambda l, t, k: _probs(l, t, k, multiply=True),          # temperature multiplies
-        lambda l, t, k: _probs(l, t, k, renormalise=False),      # top-k zeroed after softmax, not renormalised
-        lambda l, t, k: _probs(l, t, None),                      # top-k ignored
-        lambda l, t, k: _probs(l, t, k, keep_extra=1),           # off by one in k
+        lambda l, t, k: _probs(l, t, k, multiply=True),  # temperature multiplies
+        lambda l, t, k: _probs(l, t, k, renormalise=False),  # top-k zeroed after softmax, not renormalised
+        lambda l, t, k: _probs(l, t, None),  # top-k ignored
+        lambda l, t, k: _probs(l, t, k, keep_extra=1),  # off by one in k
         lambda l, t, k: torch.softmax(l, -1) if t == 0 else _probs(l, t, k),  # temperature 0 treated as 1
     ],
     "ch07.null_space_projection": [
-        lambda V, r: _null(V, r, ones=False),                    # forgot sum(u) = 0
-        lambda V, r: _null(V, r, values=False),                  # forgot V^T u = 0
-        lambda V, r: _null(V, r, complement=False),              # projected onto the row space
+        lambda V, r: _null(V, r, ones=False),  # forgot sum(u) = 0
+        lambda V, r: _null(V, r, values=False),  # forgot V^T u = 0
+        lambda V, r: _null(V, r, complement=False),  # projected onto the row space
         lambda V, r: r - V @ torch.linalg.lstsq(V, r[:, None]).solution[:, 0],  # least squares: V-column space only
     ],
 }
