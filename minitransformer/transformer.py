@@ -37,24 +37,21 @@ def _check_tokens(name: str, tokens: Tensor) -> None:
         raise ValueError(f"{name} must be an integer tensor (B, L), got {describe(tokens)}")
 
 
-def _final_norm(d_model: int, norm_first: bool, layer_kwargs: dict) -> nn.LayerNorm | None:
-    """The LayerNorm that ends a Pre-LN stack (with the layers' ``bias`` and ``layer_norm_eps``)."""
-    if not norm_first:
-        return None
-    return nn.LayerNorm(d_model, eps=layer_kwargs.get("layer_norm_eps", 1e-5), bias=layer_kwargs.get("bias", True))
-
-
-class Encoder(nn.Module):
-    """A stack of encoder layers (and a final LayerNorm for Pre-LN).
+class _LayerStack(nn.Module):
+    """``N`` identical layers (and a final LayerNorm for Pre-LN): what :class:`Encoder` and
+    :class:`Decoder` share. A subclass names its layer class in ``layer_class``.
 
     Args:
         num_layers: ``N``.
         d_model, num_heads, d_ff, dropout, norm_first, activation, num_kv_heads:
-            passed to every :class:`EncoderLayer`.
+            passed to every layer.
         **layer_kwargs: the layers' keyword options (``bias``, ``layer_norm_eps``,
-            ``rotary``, ``ffn_dropout``), passed to every :class:`EncoderLayer`;
-            ``bias`` and ``layer_norm_eps`` also shape the final LayerNorm.
+            ``rotary``, ``ffn_dropout``), passed to every layer; ``bias`` and
+            ``layer_norm_eps`` also shape the final LayerNorm.
     """
+
+    layer_class: type[EncoderLayer] | type[DecoderLayer]
+    torch_class: type[nn.TransformerEncoder] | type[nn.TransformerDecoder]
 
     def __init__(
         self,
@@ -71,8 +68,34 @@ class Encoder(nn.Module):
         super().__init__()
         check_positive_int("num_layers", num_layers)
         args = (d_model, num_heads, d_ff, dropout, norm_first, activation, num_kv_heads)
-        self.layers = nn.ModuleList(EncoderLayer(*args, **layer_kwargs) for _ in range(num_layers))
-        self.norm = _final_norm(d_model, norm_first, layer_kwargs)
+        self.layers = nn.ModuleList(self.layer_class(*args, **layer_kwargs) for _ in range(num_layers))
+        self.norm = None
+        if norm_first:  # the residual stream of a Pre-LN stack is normalised once, at the end
+            eps, bias = layer_kwargs.get("layer_norm_eps", 1e-5), layer_kwargs.get("bias", True)
+            self.norm = nn.LayerNorm(d_model, eps=eps, bias=bias)
+
+    @classmethod
+    def from_torch(cls, stack: nn.TransformerEncoder | nn.TransformerDecoder):
+        """Copy a batch-first ``torch.nn.TransformerEncoder`` / ``TransformerDecoder`` (the
+        class matching ``cls``), its optional final ``norm`` included."""
+        if not isinstance(stack, cls.torch_class):
+            raise TypeError(f"from_torch expects torch.nn.{cls.torch_class.__name__}, got {type(stack).__name__}")
+        new = cls.__new__(cls)
+        nn.Module.__init__(new)
+        new.layers = nn.ModuleList(cls.layer_class.from_torch(layer) for layer in stack.layers)
+        new.norm = copy.deepcopy(stack.norm)
+        return new.train(stack.training)
+
+
+class Encoder(_LayerStack):
+    """A stack of :class:`EncoderLayer` s (and a final LayerNorm for Pre-LN).
+
+    Args: see :class:`_LayerStack` (``num_layers, d_model, num_heads, d_ff, dropout,
+    norm_first, activation, num_kv_heads, **layer_kwargs``).
+    """
+
+    layer_class = EncoderLayer
+    torch_class = nn.TransformerEncoder
 
     def forward(self, x: Tensor, mask: Tensor | None = None, *, need_weights: bool = False):
         """Args:
@@ -93,47 +116,16 @@ class Encoder(nn.Module):
             x = self.norm(x)  # (B, S, d)
         return (x, weights) if need_weights else x
 
-    @classmethod
-    def from_torch(cls, encoder: nn.TransformerEncoder) -> Encoder:
-        """Copy a batch-first ``torch.nn.TransformerEncoder`` (its optional final ``norm`` included)."""
-        if not isinstance(encoder, nn.TransformerEncoder):
-            raise TypeError(f"from_torch expects torch.nn.TransformerEncoder, got {type(encoder).__name__}")
-        new = cls.__new__(cls)
-        nn.Module.__init__(new)
-        new.layers = nn.ModuleList(EncoderLayer.from_torch(layer) for layer in encoder.layers)
-        new.norm = copy.deepcopy(encoder.norm)
-        return new.train(encoder.training)
 
+class Decoder(_LayerStack):
+    """A stack of :class:`DecoderLayer` s (and a final LayerNorm for Pre-LN).
 
-class Decoder(nn.Module):
-    """A stack of decoder layers (and a final LayerNorm for Pre-LN).
-
-    Args:
-        num_layers: ``N``.
-        d_model, num_heads, d_ff, dropout, norm_first, activation, num_kv_heads:
-            passed to every :class:`DecoderLayer`.
-        **layer_kwargs: the layers' keyword options (``bias``, ``layer_norm_eps``,
-            ``rotary``, ``ffn_dropout``), passed to every :class:`DecoderLayer`;
-            ``bias`` and ``layer_norm_eps`` also shape the final LayerNorm.
+    Args: see :class:`_LayerStack` (``num_layers, d_model, num_heads, d_ff, dropout,
+    norm_first, activation, num_kv_heads, **layer_kwargs``).
     """
 
-    def __init__(
-        self,
-        num_layers: int,
-        d_model: int,
-        num_heads: int,
-        d_ff: int | None = None,
-        dropout: float = 0.0,
-        norm_first: bool = False,
-        activation: str = "relu",
-        num_kv_heads: int | None = None,
-        **layer_kwargs,
-    ):
-        super().__init__()
-        check_positive_int("num_layers", num_layers)
-        args = (d_model, num_heads, d_ff, dropout, norm_first, activation, num_kv_heads)
-        self.layers = nn.ModuleList(DecoderLayer(*args, **layer_kwargs) for _ in range(num_layers))
-        self.norm = _final_norm(d_model, norm_first, layer_kwargs)
+    layer_class = DecoderLayer
+    torch_class = nn.TransformerDecoder
 
     def forward(
         self,
@@ -181,17 +173,6 @@ class Decoder(nn.Module):
         if self.norm is not None:
             x = self.norm(x)  # (B, T, d)
         return (x, self_ws, cross_ws) if need_weights else x
-
-    @classmethod
-    def from_torch(cls, decoder: nn.TransformerDecoder) -> Decoder:
-        """Copy a batch-first ``torch.nn.TransformerDecoder`` (its optional final ``norm`` included)."""
-        if not isinstance(decoder, nn.TransformerDecoder):
-            raise TypeError(f"from_torch expects torch.nn.TransformerDecoder, got {type(decoder).__name__}")
-        new = cls.__new__(cls)
-        nn.Module.__init__(new)
-        new.layers = nn.ModuleList(DecoderLayer.from_torch(layer) for layer in decoder.layers)
-        new.norm = copy.deepcopy(decoder.norm)
-        return new.train(decoder.training)
 
 
 class Transformer(nn.Module):

@@ -48,6 +48,15 @@ def test_decode_dry_run_writes_json(tmp_path):
     assert data["generate"]["same_tokens"] is True  # cached == recomputed, greedy
 
 
+def test_mha_step_dry_run_interleaves_both_backends(tmp_path):
+    out = tmp_path / "mha.json"
+    assert load_benchmark("bench_mha_step").main(["--dry-run", "--threads", "1", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert set(data["ms_per_step"]) == {"minitransformer", "torch"} and data["rounds"] == 2
+    assert all(t > 0 for times in data["ms_per_step"].values() for t in times)
+    assert data["ratios"]["minitransformer"]["median"] > 0
+
+
 def test_gpu_mode_refuses_without_gpu():
     import torch
 

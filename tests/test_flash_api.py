@@ -234,9 +234,9 @@ def test_device_index_respects_the_tensor_and_the_current_device(monkeypatch):
     """`cuda:1` is device 1; a bare `cuda` is the CURRENT device, not device 0."""
     from types import SimpleNamespace
 
-    from minitransformer.flash.api import _device_index
+    from minitransformer.flash.cupy_bridge import device_index
 
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
-    assert _device_index(SimpleNamespace(device=torch.device("cuda", 1))) == 1
-    assert _device_index(SimpleNamespace(device=torch.device("cuda", 0))) == 0
-    assert _device_index(SimpleNamespace(device=torch.device("cuda"))) == 3
+    assert device_index(SimpleNamespace(device=torch.device("cuda", 1))) == 1
+    assert device_index(SimpleNamespace(device=torch.device("cuda", 0))) == 0
+    assert device_index(SimpleNamespace(device=torch.device("cuda"))) == 3

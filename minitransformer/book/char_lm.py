@@ -40,6 +40,7 @@ from ..configs import GPTConfig
 from ..data import CharLMData, Tokenizer, char_lm_splits, get_batch, load_shakespeare
 from ..gpt import GPT
 from ..train import History, fit, warmup_cosine_lr
+from ..validation import check_positive_int
 
 __all__ = [
     "CharLMRecipe",
@@ -105,9 +106,7 @@ class CharLMRecipe:
             (self, "batch_size"),
             (self, "max_iters"),
         ]:
-            value = getattr(owner, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_positive_int(name, getattr(owner, name))
         if not 0 <= self.warmup_iters <= self.max_iters:
             raise ValueError(f"warmup_iters={self.warmup_iters} must be in [0, max_iters={self.max_iters}]")
         if not 0 < self.min_lr <= self.lr:
@@ -163,8 +162,7 @@ def estimate_loss(
     evaluated with the same arguments see exactly the same text. Runs in eval
     mode (no dropout) and restores the mode.
     """
-    if n_batches < 1:
-        raise ValueError(f"n_batches must be >= 1, got {n_batches}")
+    check_positive_int("n_batches", n_batches)
     block_size = model.block_size if block_size is None else block_size
     device = next(model.parameters()).device
     g = torch.Generator().manual_seed(seed)

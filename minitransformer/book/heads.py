@@ -43,6 +43,7 @@ from torch import Tensor
 
 from ..multihead import MultiHeadAttention
 from ..train import fit
+from ..validation import check_positive_int
 
 __all__ = [
     "BOS",
@@ -113,8 +114,7 @@ def repeated_sequences(
         raise ValueError(
             f"need 1 <= min_period={min_period} <= max_period={max_period} <= vocab_size - 1 = {vocab_size - 1}"
         )
-    if seq_len < 2:
-        raise ValueError(f"seq_len must be >= 2, got {seq_len}")
+    check_positive_int("seq_len", seq_len, minimum=2)
     periods = torch.randint(min_period, max_period + 1, (batch_size, 1), generator=generator)  # (B, 1)
     tokens = torch.rand(batch_size, vocab_size - 1, generator=generator).argsort(-1) + 1  # (B, V-1), shuffled
     where = torch.arange(seq_len - 1) % periods  # (B, T-1): index into each row's pattern

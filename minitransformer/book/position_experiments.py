@@ -34,6 +34,7 @@ from ..multihead import MultiHeadAttention
 from ..positional import LearnedPositionalEmbedding, SinusoidalPositionalEncoding
 from ..rotary import RotaryEmbedding
 from ..train import fit
+from ..validation import check_positive_int
 
 __all__ = [
     "CopyTask",
@@ -87,8 +88,7 @@ class CopyTask:
 
 def window_mask(length: int, window: int, device=None) -> Tensor:
     """Bool ``(T, T)``, True where ``0 <= t - s < window``: each query sees its last ``window`` positions."""
-    if window <= 0:
-        raise ValueError(f"window_mask: window must be positive, got {window}")
+    check_positive_int("window", window, where="window_mask")
     t = torch.arange(length, device=device)  # (T,)
     back = t[:, None] - t[None, :]  # (T, T): how far back key s is from query t
     return (back >= 0) & (back < window)  # (T, T)

@@ -25,6 +25,7 @@ import torch
 from ..data import Example, Tokenizer, make_pairs, task_tokenizer
 from ..rnn import ATTENTION_KINDS, Seq2Seq, Seq2SeqConfig
 from ..train import History, accuracy_by_length, train_seq2seq
+from ..validation import check_positive_int
 
 __all__ = [
     "ReversalSetup",
@@ -57,8 +58,8 @@ class ReversalSetup:
             lo, hi = getattr(self, name)
             if not 1 <= lo <= hi:
                 raise ValueError(f"{name} must be (lo, hi) with 1 <= lo <= hi, got {(lo, hi)}")
-        if min(self.n_train, self.n_test_per_length, self.steps, self.batch_size) < 1:
-            raise ValueError("n_train, n_test_per_length, steps and batch_size must be >= 1")
+        for name in ("n_train", "n_test_per_length", "steps", "batch_size"):
+            check_positive_int(name, getattr(self, name))
 
 
 #: The setting both chapters use.

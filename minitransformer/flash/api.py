@@ -49,11 +49,6 @@ def _check_qkv(q, k, v, is_causal: bool, scale) -> None:
         raise ValueError(f"scale must be a finite number or None, got {scale!r}")
 
 
-def _device_index(t: Tensor) -> int:
-    """The CUDA device ``t`` lives on (``cuda`` without an index means the current device)."""
-    return t.device.index if t.device.index is not None else torch.cuda.current_device()
-
-
 def _resolve(q: Tensor, backend: str, kernel: str | None) -> tuple[str, str | None]:
     """The backend (and GPU kernel tier) that will run, with all checks done."""
     if backend not in BACKENDS:
@@ -89,7 +84,7 @@ def _resolve(q: Tensor, backend: str, kernel: str | None) -> tuple[str, str | No
             )
         if d not in bridge.FAST_HEAD_DIMS:
             raise ValueError(f"head dim {d} is not supported by the fast kernel; supported: {bridge.FAST_HEAD_DIMS}")
-        arch = bridge.device_arch(_device_index(q))
+        arch = bridge.device_arch(bridge.device_index(q))
         if q.dtype == torch.bfloat16 and arch < bridge.BF16_MIN_ARCH:
             raise TypeError(
                 f"bfloat16 needs a GPU of compute capability 8.0 or newer; this one is sm_{arch}: use float16"
@@ -223,7 +218,7 @@ def flash_decode(
         and q.dtype != torch.float64
         and not (torch.is_grad_enabled() and q.requires_grad)
     ):
-        if q.dtype == torch.bfloat16 and bridge.device_arch(_device_index(q)) < bridge.BF16_MIN_ARCH:
+        if q.dtype == torch.bfloat16 and bridge.device_arch(bridge.device_index(q)) < bridge.BF16_MIN_ARCH:
             return _decode_exact(q, k_cache, v_cache, lengths, scale, is_causal)
         return bridge.decode(
             q.contiguous(), k_cache, v_cache, lengths.to(q.device, torch.int32), scale, num_splits, is_causal

@@ -273,7 +273,9 @@ def _out(shape, like: Tensor, dtype: torch.dtype | None = None) -> Tensor:
     return torch.empty(tuple(shape), device=like.device, dtype=dtype)
 
 
-def _index(t: Tensor) -> int:
+def device_index(t: Tensor) -> int:
+    """The CUDA device ``t`` lives on (``cuda`` without an index means the current device;
+    ``t.device.index or 0`` would be wrong when the current device is not 0)."""
     return t.device.index if t.device.index is not None else torch.cuda.current_device()
 
 
@@ -290,7 +292,7 @@ def teaching_forward(q: Tensor, k: Tensor, v: Tensor, is_causal: bool, scale: fl
     contiguous -> ``O (B, H, N, d)``, ``L (B, H, N)``."""
     B, H, N, d = q.shape
     H_kv, N_k = k.shape[1], k.shape[2]
-    dev = _index(q)
+    dev = device_index(q)
     cfg = choose_tiles(d, device_smem_optin(dev), seq_len=max(N, N_k)).forward
     O = _out(q.shape, q)
     L = _out((B, H, N), q, torch.float32)
@@ -312,7 +314,7 @@ def teaching_backward(
     """``flash_bwd_preprocess`` + ``flash_bwd_teaching`` -> ``dQ, dK, dV`` (fp32)."""
     B, H, N, d = q.shape
     H_kv, N_k = k.shape[1], k.shape[2]
-    dev = _index(q)
+    dev = device_index(q)
     cfg = choose_tiles(d, device_smem_optin(dev), seq_len=max(N, N_k)).backward
     Dvec = _out((B, H, N), q, torch.float32)
     rows = B * H * N
@@ -342,7 +344,7 @@ def fast_forward(q: Tensor, k: Tensor, v: Tensor, is_causal: bool, scale: float)
     """``flash_fwd_fast<d, type>`` -> ``O (B, H, N, d)`` in the input type, ``L (B, H, N)`` fp32."""
     B, H, N, d = q.shape
     H_kv, N_k = k.shape[1], k.shape[2]
-    dev = _index(q)
+    dev = device_index(q)
     cfg = fast_forward_config(d, device_arch(dev))
     O = _out(q.shape, q)
     L = _out((B, H, N), q, torch.float32)
@@ -364,7 +366,7 @@ def fast_backward(
     """``flash_bwd_dot_do_o`` + ``flash_bwd_fast`` -> ``dQ, dK, dV`` in the input type."""
     B, H, N, d = q.shape
     H_kv, N_k = k.shape[1], k.shape[2]
-    dev, t = _index(q), _dt(q.dtype)
+    dev, t = device_index(q), _dt(q.dtype)
     cfg = fast_backward_config(d)
     rows = B * H * N
     Dvec = _out((B, H, N), q, torch.float32)
@@ -456,7 +458,7 @@ def decode(
     B, H, T, d = q.shape
     H_kv = k_cache.shape[1]
     G = H // H_kv
-    dev, t = _index(q), _dt(q.dtype)
+    dev, t = device_index(q), _dt(q.dtype)
     # Rows of a head must be contiguous and the heads evenly spaced: then the kernel only
     # needs the distance between heads (S_stride rows), and a cache slice is not copied.
     kc, vc = k_cache, v_cache

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...validation import check_qkv_shapes
+from ...validation import check_positive_int, check_qkv_shapes
 from ..sources import kernel_source
 from ..tiles import (
     BACKWARD_THREADS,
@@ -255,10 +255,7 @@ def _tiles(d: int, N: int, Br: int | None, Bc: int | None, smem_limit: int, back
     chosen = choose_tiles(d, smem_limit, seq_len=max(N, 1))
     cfg = chosen.backward if backward else chosen.forward
     Br, Bc = (cfg.Br if Br is None else Br), (cfg.Bc if Bc is None else Bc)
-    for name, size in (("Br", Br), ("Bc", Bc)):
-        if not isinstance(size, (int, np.integer)) or size < 1:
-            raise ValueError(f"{name}={size!r} must be a positive integer")
-    return int(Br), int(Bc)
+    return check_positive_int("Br", Br), check_positive_int("Bc", Bc)
 
 
 def teaching_forward_cpu(
