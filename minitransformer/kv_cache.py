@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .validation import check_positive_int
+from .validation import check_bool, check_positive_int, describe
 
 __all__ = ["KVCache", "kv_cache_bytes", "kv_cache_report"]
 
@@ -28,12 +28,17 @@ class KVCache:
         num_kv_heads: number of key/value heads (H_kv).
         max_len: capacity in positions.
         head_dim: size of each head.
-        device, dtype: where and how the tensors are stored.
+        device, dtype: where and how the tensors are stored (a floating dtype).
         static: a cache for cross-attention, filled once from the encoder output
             and then reused unchanged by every decoding step.
 
-    Storage: ``k`` and ``v`` of shape ``(B, H_kv, max_len, head_dim)``; the
-    first :attr:`length` positions are valid.
+    Storage: ``k`` and ``v`` of shape ``(B, H_kv, max_len, head_dim)``, allocated
+    once; :meth:`append` copies new positions into them in place (no ``torch.cat``,
+    no reallocation) and the first :attr:`length` positions are valid.
+
+    Raises:
+        ValueError: a size that is not a positive int.
+        TypeError: ``dtype`` not a floating ``torch.dtype``; ``static`` not a bool.
     """
 
     def __init__(
@@ -42,7 +47,7 @@ class KVCache:
         num_kv_heads: int,
         max_len: int,
         head_dim: int,
-        device=None,
+        device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
         static: bool = False,
     ):
@@ -53,11 +58,14 @@ class KVCache:
             ("head_dim", head_dim),
         ):
             check_positive_int(name, value, where="KVCache")
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise TypeError(f"KVCache: dtype must be a floating torch.dtype (e.g. torch.float32), got {dtype!r}")
+        check_bool("static", static, where="KVCache")
         shape = (batch_size, num_kv_heads, max_len, head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)  # (B, H_kv, max_len, hd)
         self.v = torch.zeros(shape, device=device, dtype=dtype)  # (B, H_kv, max_len, hd)
         self.length = 0
-        self.static = static
+        self.static = bool(static)
 
     @property
     def max_len(self) -> int:
@@ -69,21 +77,41 @@ class KVCache:
         return self.length
 
     def reset(self) -> None:
-        """Forget every stored position (the memory stays allocated)."""
+        """Forget every stored position (the memory stays allocated and is overwritten by the next appends)."""
         self.length = 0
 
     def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Store new keys/values ``(B, H_kv, T_new, hd)``; return all valid ones.
+        """Store new keys/values ``(B, H_kv, T_new, hd)`` in place; return all valid ones.
+
+        Args:
+            k, v: the new keys and values, ``(B, H_kv, T_new, hd)`` each, of the cache's
+                dtype and on its device.
 
         Returns:
-            ``(k, v)``, views of shape ``(B, H_kv, length, hd)`` including the new ones.
+            ``(k, v)``, views of shape ``(B, H_kv, length, hd)`` including the new ones
+            (views of the storage: the next :meth:`append` or :meth:`reset` changes them).
+
+        Raises:
+            TypeError: ``k`` or ``v`` is not a tensor, or not of the cache's dtype.
+            ValueError: wrong shapes, or another device than the cache's.
+            RuntimeError: the cache is full, or is static and already filled.
         """
-        B, H, T, D = self.k.shape[0], self.k.shape[1], k.shape[-2], self.k.shape[3]
+        if not isinstance(k, Tensor) or not isinstance(v, Tensor):
+            raise TypeError(f"KVCache.append expects tensors k and v, got {describe(k)} and {describe(v)}")
+        B, H, D = self.k.shape[0], self.k.shape[1], self.k.shape[3]
         if k.shape != v.shape or k.dim() != 4 or k.shape[0] != B or k.shape[1] != H or k.shape[3] != D:
             raise ValueError(
                 f"KVCache.append expects k and v of shape (B={B}, H_kv={H}, T_new, head_dim={D}), "
                 f"got k {tuple(k.shape)} and v {tuple(v.shape)}"
             )
+        if k.dtype != self.k.dtype or v.dtype != self.k.dtype:
+            raise TypeError(
+                f"KVCache.append: k has dtype {k.dtype} and v {v.dtype} but this cache stores {self.k.dtype}; "
+                "allocate the cache with the model's dtype"
+            )
+        if k.device != self.k.device or v.device != self.k.device:
+            raise ValueError(f"KVCache.append: k is on {k.device} and v on {v.device}, the cache on {self.k.device}")
+        T = k.shape[2]
         if self.static and self.length > 0:
             raise RuntimeError("this KVCache is static (cross-attention): it is filled once; call reset() first")
         if self.length + T > self.max_len:
@@ -91,14 +119,14 @@ class KVCache:
                 f"KVCache is full: {self.length} stored + {T} new > max_len={self.max_len}; "
                 "allocate a larger cache or crop the context"
             )
-        self.k[:, :, self.length : self.length + T] = k
-        self.v[:, :, self.length : self.length + T] = v
+        self.k.narrow(2, self.length, T).copy_(k)  # write positions length .. length + T - 1 in place
+        self.v.narrow(2, self.length, T).copy_(v)
         self.length += T
-        return self.k[:, :, : self.length], self.v[:, :, : self.length]  # (B, H_kv, length, hd) each
+        return self.get()  # (B, H_kv, length, hd) each
 
     def get(self) -> tuple[Tensor, Tensor]:
-        """The valid keys and values, ``(B, H_kv, length, hd)`` each."""
-        return self.k[:, :, : self.length], self.v[:, :, : self.length]
+        """The valid keys and values, ``(B, H_kv, length, hd)`` each (views of the storage)."""
+        return self.k.narrow(2, 0, self.length), self.v.narrow(2, 0, self.length)
 
     def nbytes(self) -> int:
         """Bytes allocated for K and V together (the whole capacity)."""
@@ -116,7 +144,19 @@ def kv_cache_bytes(
     """Memory of a whole model's KV cache: ``2 · layers · kv_heads · d_head · tokens · batch · bytes``.
 
     The factor 2 counts keys and values. ``bytes_per_element`` is 2 for fp16/bf16, 4 for fp32.
+
+    Raises:
+        ValueError: an argument that is not a positive int (``tokens`` may be 0).
     """
+    for name, value in (
+        ("n_layers", n_layers),
+        ("n_kv_heads", n_kv_heads),
+        ("head_dim", head_dim),
+        ("batch_size", batch_size),
+        ("bytes_per_element", bytes_per_element),
+    ):
+        check_positive_int(name, value, where="kv_cache_bytes")
+    check_positive_int("tokens", tokens, minimum=0, where="kv_cache_bytes")
     return 2 * n_layers * n_kv_heads * head_dim * tokens * batch_size * bytes_per_element
 
 
@@ -138,7 +178,17 @@ def kv_cache_report(
     batch_size: int = 1,
     bytes_per_element: int = 2,
 ) -> str:
-    """One line the book prints: the formula filled in, and the saving of grouped-query attention."""
+    """One line the book prints: the formula filled in, and the saving of grouped-query attention.
+
+    Args: as :func:`kv_cache_bytes`, with ``n_heads`` query heads (a multiple of ``n_kv_heads``).
+
+    Returns:
+        e.g. ``"Llama-2 70B: 2 x 80 layers x 8 kv-heads x 128 x 4096 tokens x 1 x 2 B = 1.2 GiB (8x smaller ...)"``.
+    """
+    check_positive_int("n_heads", n_heads, where="kv_cache_report")
+    check_positive_int("n_kv_heads", n_kv_heads, where="kv_cache_report")
+    if n_heads % n_kv_heads:
+        raise ValueError(f"kv_cache_report: n_heads={n_heads} is not divisible by n_kv_heads={n_kv_heads}")
     full = kv_cache_bytes(n_layers, n_heads, head_dim, tokens, batch_size, bytes_per_element)
     used = kv_cache_bytes(n_layers, n_kv_heads, head_dim, tokens, batch_size, bytes_per_element)
     line = (

@@ -35,7 +35,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .validation import check_positive_int, check_qkv, describe
+from .validation import (
+    check_bool,
+    check_finite,
+    check_finite_tensors,
+    check_positive_int,
+    check_qkv,
+    check_real,
+    check_scale,
+    describe,
+)
 
 __all__ = [
     "elu_feature_map",
@@ -49,6 +58,10 @@ __all__ = [
 
 def elu_feature_map(x: Tensor) -> Tensor:
     """``elu(x) + 1``: positive, smooth, the feature map of Katharopoulos et al. (2020). Shape kept."""
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        raise TypeError(
+            f"elu_feature_map: x must be a floating tensor, got {x.dtype if isinstance(x, Tensor) else describe(x)}"
+        )
     return F.elu(x) + 1.0
 
 
@@ -66,13 +79,32 @@ def linear_attention_from_features(
 
     Returns:
         ``(..., n, dv)``.
+
+    Raises:
+        TypeError: not floating tensors of one dtype; a non-bool ``causal``.
+        ValueError: shapes that do not fit, NaN or inf anywhere, negative features,
+            ``chunk_size < 1``, ``eps`` not a finite number > 0; all before any work.
     """
+    check_bool("causal", causal, where="linear_attention")
     check_qkv(
-        phi_q, phi_k, v, square="causal=True" if causal else None, same_head_dim=False, names=("phi_q", "phi_k", "v")
+        phi_q,
+        phi_k,
+        v,
+        square="causal=True" if causal else None,
+        same_head_dim=False,
+        finite=True,
+        names=("phi_q", "phi_k", "v"),
     )
     if phi_q.shape[-1] != phi_k.shape[-1]:
         raise ValueError(f"phi(q) has {phi_q.shape[-1]} features but phi(k) has {phi_k.shape[-1]}")
+    for name, f in (("phi_q", phi_q), ("phi_k", phi_k)):
+        if f.numel() and bool((f < 0).any()):
+            raise ValueError(
+                f"{name} has negative features (min {f.min().item():.3g}); linear attention needs phi >= 0 "
+                "(e.g. elu_feature_map), or the normaliser can vanish"
+            )
     check_positive_int("chunk_size", chunk_size)
+    check_real("eps", eps, low=0.0, low_open=True, where="linear_attention")
     if not causal:
         kv = phi_k.transpose(-2, -1) @ v  # (..., r, dv): built once, O(m r dv)
         z = phi_k.sum(dim=-2).unsqueeze(-1)  # (..., r, 1)
@@ -120,8 +152,18 @@ def linear_attention(
 
     Returns:
         ``(..., n, dv)``.
+
+    Raises:
+        TypeError, ValueError: as :func:`linear_attention_from_features`, for ``q``, ``k``, ``v``
+            before the feature map runs; ``feature_map`` must be callable.
     """
+    check_bool("causal", causal, where="linear_attention")
     check_qkv(q, k, v, square="causal=True" if causal else None)
+    if not callable(feature_map):
+        raise TypeError(f"linear_attention: feature_map must be callable, got {describe(feature_map)}")
+    check_positive_int("chunk_size", chunk_size)
+    check_real("eps", eps, low=0.0, low_open=True, where="linear_attention")
+    check_finite_tensors(("q", q), ("k", k), ("v", v))  # last: the only check that reads the data
     return linear_attention_from_features(
         feature_map(q), feature_map(k), v, causal=causal, chunk_size=chunk_size, eps=eps
     )
@@ -153,6 +195,10 @@ def orthogonal_random_features(
     """
     for name, value in (("num_features", num_features), ("dim", dim)):
         check_positive_int(name, value)
+    if seed is not None:
+        check_positive_int("seed", seed, minimum=0, where="orthogonal_random_features")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {describe(generator)}")
     g = generator if generator is not None else torch.Generator().manual_seed(0 if seed is None else seed)
     n_blocks = -(-num_features // dim)
     G = torch.randn(n_blocks, dim, dim, generator=g, dtype=torch.float64)
@@ -179,8 +225,18 @@ def favor_features(x: Tensor, W: Tensor, *, stabilizer: str = "row") -> Tensor:
     Returns:
         ``(..., n, r)``.
     """
-    if not isinstance(W, Tensor) or W.dim() != 2 or W.shape[1] != x.shape[-1]:
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        raise TypeError(
+            f"favor_features: x must be a floating tensor, got {x.dtype if isinstance(x, Tensor) else describe(x)}"
+        )
+    if x.dim() < 1:
+        raise ValueError(f"favor_features: x must be (..., n, d), got shape {tuple(x.shape)}")
+    if not isinstance(W, Tensor) or W.dim() != 2 or W.shape[1] != x.shape[-1] or W.shape[0] == 0:
         raise ValueError(f"W must be (num_features, {x.shape[-1]}); got {describe(W)}")
+    if stabilizer not in ("row", "global", "none"):
+        raise ValueError(f"stabilizer={stabilizer!r}; choose 'row', 'global' or 'none'")
+    check_finite("x", x, where="favor_features")
+    check_finite("W", W, where="favor_features")
     proj = x @ W.to(x).T  # (..., n, r)
     logits = proj - 0.5 * (x * x).sum(dim=-1, keepdim=True)  # (..., n, r)
     if stabilizer == "row":
@@ -222,8 +278,16 @@ def favor_attention(
     Returns:
         ``(..., n, dv)``.
     """
+    check_bool("causal", causal, where="favor_attention")
     check_qkv(q, k, v, square="causal=True" if causal else None)
+    check_scale(scale, where="favor_attention")
+    check_positive_int("chunk_size", chunk_size)
     d = q.shape[-1]
+    if features is None:
+        check_positive_int("num_features", num_features)
+    elif not isinstance(features, Tensor) or features.dim() != 2 or features.shape[1] != d or features.shape[0] == 0:
+        raise ValueError(f"favor_attention: features: W must be (num_features, {d}); got {describe(features)}")
+    check_finite_tensors(("q", q), ("k", k), ("v", v))  # last: the only check that reads the data
     scale = 1.0 / math.sqrt(d) if scale is None else scale
     W = (
         features

@@ -13,8 +13,19 @@ multi-query attention) each key/value head is shared by
 ``num_heads / num_kv_heads`` query heads, and ``kv_dim = num_kv_heads * d_head``.
 
 :meth:`MultiHeadAttention.forward` has three steps: ``_qkv_heads`` (project,
-split into heads, rotate, read or extend the KV cache), ``_attend`` (the
+split into heads, QK-norm, rotate, read or extend the KV cache), ``_attend`` (the
 backend below) and the output projection of the concatenated heads.
+
+Options of recent models: ``qk_norm=True`` applies an RMSNorm over ``d_head``
+to every query and key head (one gain vector shared by the heads, as in Qwen3;
+OLMo 2 normalises the whole projection instead) before RoPE, which bounds the
+attention logits; ``qkv_bias`` and ``out_bias`` switch the biases of the two
+projections separately (Qwen2 has QKV biases and no output bias); and
+``forward(..., positions=...)`` gives RoPE the position of every token, per
+sequence if need be: packed sequences restart at 0, right-padded prompts
+continue from their own lengths, candidate tokens of speculative decoding can
+share one position. (RoPE sees only position differences, so shifting every
+position a query can see by the same amount changes nothing but rounding.)
 
 The attention itself (``softmax(q k^T / sqrt(d)) v`` per head) is computed by
 one of several backends, chosen by the ``backend`` attribute:
@@ -42,8 +53,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .attention import _check_inputs, causal_mask, scaled_dot_product_attention
+from .attention import _check_inputs, attend, causal_mask
 from .kv_cache import KVCache
+from .norms import RMSNorm
 from .validation import check_positive_int, check_probability, describe
 
 __all__ = ["MultiHeadAttention", "ATTENTION_BACKENDS"]
@@ -68,7 +80,7 @@ def _torch_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_ca
     Args: ``q (B, H, T, hd)``; ``k, v (B, H, S, hd)`` (as many heads as ``q``); the rest as
     :func:`scaled_dot_product_attention`. Returns: ``(B, H, T, hd)``.
     """
-    _check_inputs(q, k, v, mask, dropout_p)
+    _check_inputs(q, k, v, mask, dropout_p, finite=False)  # shapes only: forward checked the data
     T, S = q.shape[-2], k.shape[-2]
     if is_causal and (mask is not None or T != S):
         causal = causal_mask(T, S, device=q.device)  # (T, S)
@@ -106,15 +118,21 @@ class MultiHeadAttention(nn.Module):
         num_kv_heads: number of key/value heads ``H_kv`` (default ``H``); must divide ``H``.
         dropout: dropout on the attention weights while training.
         bias: whether the projections have biases.
-        rotary: optional callable ``rotary(x (B, H, T, d_head), positions (T,)) -> x``
+        rotary: optional callable ``rotary(x (B, H, T, d_head), positions) -> x``
             (e.g. :class:`~minitransformer.RotaryEmbedding`) applied to the queries and keys
-            of self-attention (cross-attention is left unrotated).
+            of self-attention (cross-attention is left unrotated); ``positions`` is ``(T,)``,
+            or ``(B, T)`` when :meth:`forward` is given per-sequence positions.
         backend: ``"minitransformer"`` (default), ``"torch"`` or ``"flash"``, see the module docstring;
             it can be changed later through the ``backend`` attribute.
+        qkv_bias: biases of the fused QKV projection (default: ``bias``).
+        out_bias: bias of the output projection (default: ``bias``).
+        qk_norm: RMSNorm over ``d_head`` of every query and key head, before RoPE
+            (modules ``q_norm`` and ``k_norm``, ``d_head`` gains each).
+        qk_norm_eps: the QK-norm's epsilon.
 
     Parameters: ``qkv`` (fused ``[W_Q; W_K; W_V]``, shape ``(d_model + 2·H_kv·d_head, d_model)``)
     and ``out`` (``W_O``, ``d_model x d_model``): ``4·d_model²`` weights (plus ``4·d_model`` biases)
-    when ``H_kv == H``.
+    when ``H_kv == H``; plus ``2·d_head`` gains with ``qk_norm``.
     """
 
     def __init__(
@@ -126,6 +144,11 @@ class MultiHeadAttention(nn.Module):
         bias: bool = True,
         rotary: Callable[[Tensor, Tensor], Tensor] | None = None,
         backend: str = "minitransformer",
+        *,
+        qkv_bias: bool | None = None,
+        out_bias: bool | None = None,
+        qk_norm: bool = False,
+        qk_norm_eps: float = 1e-6,
     ):
         super().__init__()
         num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
@@ -140,8 +163,12 @@ class MultiHeadAttention(nn.Module):
         self.head_dim = d_model // num_heads
         self.kv_dim = num_kv_heads * self.head_dim
         self.dropout = dropout
-        self.qkv = nn.Linear(d_model, d_model + 2 * self.kv_dim, bias=bias)  # fused [W_Q; W_K; W_V]
-        self.out = nn.Linear(d_model, d_model, bias=bias)  # W_O
+        qkv_bias = bias if qkv_bias is None else qkv_bias
+        out_bias = bias if out_bias is None else out_bias
+        self.qkv = nn.Linear(d_model, d_model + 2 * self.kv_dim, bias=qkv_bias)  # fused [W_Q; W_K; W_V]
+        self.out = nn.Linear(d_model, d_model, bias=out_bias)  # W_O
+        self.q_norm = RMSNorm(self.head_dim, eps=qk_norm_eps) if qk_norm else None
+        self.k_norm = RMSNorm(self.head_dim, eps=qk_norm_eps) if qk_norm else None
         self.rotary = rotary
         self.backend = backend
 
@@ -164,6 +191,7 @@ class MultiHeadAttention(nn.Module):
         is_causal: bool = False,
         need_weights: bool = False,
         kv_cache: KVCache | None = None,
+        positions: Tensor | None = None,
     ):
         """Attend from ``query`` to ``key``/``value``.
 
@@ -179,12 +207,16 @@ class MultiHeadAttention(nn.Module):
                 call's keys/values and attends to everything stored. A ``static``
                 cache (cross-attention) is filled on first use and reused afterwards
                 (``key`` and ``value`` are then ignored).
+            positions: integer RoPE positions of the ``T`` queries (and keys) of self-attention,
+                ``(T,)`` or per sequence ``(B, T)``; needs ``rotary``. Default ``arange(T)``,
+                or ``past .. past + T - 1`` after ``past`` cached positions. For packed
+                sequences pass positions restarting at 0 with a block-diagonal mask.
 
         Returns:
             ``out (B, T, d_model)`` [, ``weights (B, H, T, S_total)``].
         """
-        self._check(query, key, value)
-        q, k, v = self._qkv_heads(query, key, value, kv_cache)  # (B, H, T, hd), (B, H_kv, S, hd) x2
+        self._check(query, key, value, positions)
+        q, k, v = self._qkv_heads(query, key, value, kv_cache, positions)  # (B, H, T, hd), (B, H_kv, S, hd) x2
         out, weights = self._attend(q, k, v, mask, is_causal, need_weights)  # (B, H, T, hd), (B, H, T, S)
         B, H, T, hd = out.shape
         out = out.transpose(1, 2).reshape(B, T, H * hd)  # (B, H, T, hd) -> (B, T, d): concatenate heads
@@ -193,12 +225,17 @@ class MultiHeadAttention(nn.Module):
 
     # -- the steps of forward --------------------------------------------------
     def _qkv_heads(
-        self, query: Tensor, key: Tensor | None, value: Tensor | None, kv_cache: KVCache | None
+        self,
+        query: Tensor,
+        key: Tensor | None,
+        value: Tensor | None,
+        kv_cache: KVCache | None,
+        positions: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """Project to queries, keys and values, split them into heads, rotate, and use the cache.
+        """Project to queries, keys and values, split them into heads, normalise, rotate, and use the cache.
 
         Args:
-            query, key, value, kv_cache: as in :meth:`forward`.
+            query, key, value, kv_cache, positions: as in :meth:`forward`.
 
         Returns:
             ``q (B, H, T, hd)``, ``k`` and ``v (B, H_kv, S, hd)``; with a cache, ``S`` counts
@@ -207,18 +244,23 @@ class MultiHeadAttention(nn.Module):
         self_attention = key is None or (key is query and (value is None or value is query))
         if kv_cache is not None and kv_cache.static and len(kv_cache) > 0 and not self_attention:
             q = self._split_heads(self._project(query, 0, self.d_model), self.num_heads)  # (B, H, T, hd)
-            k, v = kv_cache.get()  # memory projected at the first step: (B, H_kv, S, hd) each
+            if self.q_norm is not None:
+                q = self.q_norm(q)  # (B, H, T, hd)
+            k, v = kv_cache.get()  # memory projected (and normalised) at the first step: (B, H_kv, S, hd) each
             return q, k, v
 
         q, k, v = self._project_qkv(query, key, value, self_attention)  # (B, T, d), (B, S, kv) x2
         q = self._split_heads(q, self.num_heads)  # (B, H, T, hd)
         k = self._split_heads(k, self.num_kv_heads)  # (B, H_kv, S, hd)
         v = self._split_heads(v, self.num_kv_heads)  # (B, H_kv, S, hd)
+        if self.q_norm is not None:  # QK-norm: every head's query and key vector to RMS 1 (times a gain)
+            q, k = self.q_norm(q), self.k_norm(k)  # (B, H, T, hd), (B, H_kv, S, hd)
         if self.rotary is not None and self_attention:
             # RoPE rotates queries and keys of the SAME sequence by their positions;
             # cross-attention (two sequences, no shared positions) is left unrotated.
-            past = 0 if kv_cache is None or kv_cache.static else len(kv_cache)
-            positions = torch.arange(past, past + q.shape[2], device=q.device)  # (T,)
+            if positions is None:
+                past = 0 if kv_cache is None or kv_cache.static else len(kv_cache)
+                positions = torch.arange(past, past + q.shape[2], device=q.device)  # (T,)
             q = self.rotary(q, positions)  # (B, H, T, hd)
             k = self.rotary(k, positions)  # (B, H_kv, T, hd)
         if kv_cache is not None:
@@ -272,18 +314,19 @@ class MultiHeadAttention(nn.Module):
         dropout_p = self.dropout if self.training else 0.0
         if self.backend == "flash" and mask is None and not need_weights:
             return _flash_attention(q, k, v, is_causal, dropout_p), None  # (B, H, T, hd); K/V keep H_kv heads
-        if self.num_kv_heads != self.num_heads:  # the other backends want one K/V head per query head
-            group = self.num_heads // self.num_kv_heads
-            k = k.repeat_interleave(group, dim=1)  # (B, H_kv, S, hd) -> (B, H, S, hd)
-            v = v.repeat_interleave(group, dim=1)  # (B, H_kv, S, hd) -> (B, H, S, hd)
         if self.backend == "torch" and not need_weights:
+            if self.num_kv_heads != self.num_heads:  # one K/V head per query head for torch
+                group = self.num_heads // self.num_kv_heads
+                k = k.repeat_interleave(group, dim=1)  # (B, H_kv, S, hd) -> (B, H, S, hd)
+                v = v.repeat_interleave(group, dim=1)  # (B, H_kv, S, hd) -> (B, H, S, hd)
             return _torch_attention(q, k, v, mask, is_causal, dropout_p), None  # (B, H, T, hd)
-        return scaled_dot_product_attention(
-            q, k, v, mask, is_causal=is_causal, dropout_p=dropout_p, return_weights=True
+        # Inputs were checked once in forward; attend() does not scan them for NaN again.
+        return attend(
+            q, k, v, mask, is_causal=is_causal, dropout_p=dropout_p, return_weights=True, enable_gqa=True
         )  # (B, H, T, hd), (B, H, T, S)
 
-    def _check(self, query: Tensor, key: Tensor | None, value: Tensor | None) -> None:
-        """``ValueError`` unless query ``(B, T, d)``, key and value ``(B, S, d)`` fit together."""
+    def _check(self, query: Tensor, key: Tensor | None, value: Tensor | None, positions: Tensor | None = None) -> None:
+        """``ValueError`` unless query ``(B, T, d)``, key and value ``(B, S, d)`` and positions fit together."""
         if key is None and value is not None:
             raise ValueError("value was given without key; pass key too (key=None means self-attention)")
         for name, t in (("query", query), ("key", key), ("value", value)):
@@ -299,6 +342,25 @@ class MultiHeadAttention(nn.Module):
             raise ValueError(f"query batch {query.shape[0]} != key batch {key.shape[0]}")
         if key is not None and value is not None and key.shape[:2] != value.shape[:2]:
             raise ValueError(f"key {tuple(key.shape)} and value {tuple(value.shape)} must have the same (B, S)")
+        if positions is not None:
+            self._check_positions(query, key, value, positions)
+
+    def _check_positions(self, query: Tensor, key: Tensor | None, value: Tensor | None, positions: Tensor) -> None:
+        """``ValueError``/``TypeError`` unless ``positions`` are integer ``(T,)`` or ``(B, T)`` for RoPE."""
+        if self.rotary is None:
+            raise ValueError("positions were given but this MultiHeadAttention has no rotary embedding (rotary=None)")
+        if not (key is None or (key is query and (value is None or value is query))):
+            raise ValueError("positions apply to self-attention only (key=None); cross-attention is not rotated")
+        if not isinstance(positions, Tensor):
+            raise TypeError(f"positions must be an integer tensor (T,) or (B, T), got {describe(positions)}")
+        if positions.is_floating_point() or positions.is_complex() or positions.dtype == torch.bool:
+            raise TypeError(f"positions must be an integer tensor, got {positions.dtype}")
+        B, T = query.shape[:2]
+        if positions.shape not in ((T,), (B, T)):
+            raise ValueError(
+                f"positions must have shape (T,) = ({T},) or (B, T) = ({B}, {T}) for query {tuple(query.shape)}, "
+                f"got {tuple(positions.shape)}"
+            )
 
     def num_parameters(self) -> int:
         """Number of weights and biases (``4 d^2 + 4 d`` without grouped-query heads)."""
@@ -308,6 +370,8 @@ class MultiHeadAttention(nn.Module):
         s = f"d_model={self.d_model}, num_heads={self.num_heads}, head_dim={self.head_dim}"
         if self.num_kv_heads != self.num_heads:
             s += f", num_kv_heads={self.num_kv_heads}"
+        if self.q_norm is not None:
+            s += ", qk_norm=True"
         if self.backend != "minitransformer":
             s += f", backend={self.backend!r}"
         return s

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .validation import check_positive_int, check_probability, describe
+from .validation import FLOAT_DTYPES, MAX_TABLE_ENTRIES, check_positive_int, check_probability, check_real, describe
 
 __all__ = [
     "sinusoidal_encoding",
@@ -27,21 +27,41 @@ __all__ = [
 ]
 
 
+def _check_table(where: str, entries: int, sizes: str, base: float, dtype) -> None:
+    """A table of ``entries`` numbers is not absurdly large; ``base > 0``; ``dtype`` floating."""
+    if entries > MAX_TABLE_ENTRIES:
+        raise ValueError(
+            f"{where}: {sizes} would build a table of {entries:,} entries, more than the cap of "
+            f"{MAX_TABLE_ENTRIES:,} (2 GiB of float64); ask for fewer positions"
+        )
+    check_real("base", base, low=0.0, low_open=True, where=where)
+    if dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{where}: dtype must be a floating dtype {FLOAT_DTYPES}, got {dtype}")
+
+
 def sinusoidal_encoding(
     num_positions: int, d_model: int, base: float = 10000.0, device=None, dtype: torch.dtype = torch.float32
 ) -> Tensor:
     """The sinusoidal position table.
 
     Args:
-        num_positions: how many positions (rows), any number.
+        num_positions: how many positions (rows), ``>= 0``; the table may have at most
+            :data:`~minitransformer.validation.MAX_TABLE_ENTRIES` (2**28) entries.
         d_model: encoding size; must be even.
-        base: the wavelength base (10000 in the paper).
+        base: the wavelength base (10000 in the paper), a finite number > 0.
+        device, dtype: of the result (a floating dtype).
 
     Returns:
         ``(num_positions, d_model)`` with sines in even columns, cosines in odd ones.
+
+    Raises:
+        ValueError: bad sizes, a table above the cap, a bad ``base``; TypeError: a non-floating dtype.
     """
     check_positive_int("d_model", d_model, multiple_of=2, where="sinusoidal_encoding")
     check_positive_int("num_positions", num_positions, minimum=0, where="sinusoidal_encoding")
+    _check_table(
+        "sinusoidal_encoding", num_positions * d_model, f"num_positions={num_positions}, d_model={d_model}", base, dtype
+    )
     pos = torch.arange(num_positions, dtype=torch.float64).unsqueeze(1)  # (P, 1)
     two_i = torch.arange(0, d_model, 2, dtype=torch.float64)  # (d/2,)
     angle = pos / base ** (two_i / d_model)  # (P, d/2)
@@ -77,6 +97,7 @@ def transition_matrix(k: int, d_model: int, base: float = 10000.0, dtype: torch.
     if isinstance(k, bool) or not isinstance(k, int):
         raise TypeError(f"transition_matrix: k must be an int offset, got {type(k).__name__} {k!r}")
     check_positive_int("d_model", d_model, multiple_of=2, where="transition_matrix")
+    _check_table("transition_matrix", d_model * d_model, f"d_model={d_model}", base, dtype)
     two_i = torch.arange(0, d_model, 2, dtype=torch.float64)  # (d/2,)
     b = k / base ** (two_i / d_model)  # (d/2,) rotation angle of each pair
     cos, sin = torch.cos(b), torch.sin(b)  # (d/2,) each
@@ -112,6 +133,13 @@ def sinusoidal_encoding_2d(
     check_positive_int("d_model", d_model, multiple_of=4, where="sinusoidal_encoding_2d")  # two even halves
     check_positive_int("height", height, where="sinusoidal_encoding_2d")
     check_positive_int("width", width, where="sinusoidal_encoding_2d")
+    _check_table(
+        "sinusoidal_encoding_2d",
+        height * width * d_model,
+        f"height={height}, width={width}, d_model={d_model}",
+        base,
+        dtype,
+    )
     half = d_model // 2
     rows = sinusoidal_encoding(height, half, base, device, dtype)  # (H, d/2)
     cols = sinusoidal_encoding(width, half, base, device, dtype)  # (W, d/2)
@@ -120,11 +148,18 @@ def sinusoidal_encoding_2d(
     return torch.cat([rows, cols], dim=-1).reshape(height * width, d_model)  # (H*W, d)
 
 
-def _check_embeddings(name: str, x: Tensor, d_model: int) -> None:
+def _check_embeddings(name: str, x: Tensor, d_model: int, offset: int) -> None:
+    """``x`` a floating ``(B, T, d_model)`` tensor; ``offset`` an int ``>= 0``."""
     if not isinstance(x, Tensor) or x.dim() != 3:
         raise ValueError(f"{name}: x must be (B, T, d_model={d_model}), got {describe(x)}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name}: x must be floating point (token embeddings), got {x.dtype}")
     if x.shape[-1] != d_model:
         raise ValueError(f"{name}: x has {x.shape[-1]} features but d_model={d_model} (shape {tuple(x.shape)})")
+    if isinstance(offset, bool) or not isinstance(offset, int):
+        raise TypeError(f"{name}: offset must be an int, got {describe(offset)} {offset!r}")
+    if offset < 0:
+        raise ValueError(f"{name}: offset must be >= 0, got {offset}")
 
 
 class SinusoidalPositionalEncoding(nn.Module):
@@ -144,6 +179,7 @@ class SinusoidalPositionalEncoding(nn.Module):
 
     def __init__(self, d_model: int, max_len: int = 4096, dropout: float = 0.0, base: float = 10000.0):
         super().__init__()
+        check_positive_int("d_model", d_model, multiple_of=2, where="SinusoidalPositionalEncoding")
         check_positive_int("max_len", max_len, where="SinusoidalPositionalEncoding")
         check_probability("dropout", dropout, where="SinusoidalPositionalEncoding")
         self.d_model, self.max_len, self.base = d_model, max_len, base
@@ -167,9 +203,7 @@ class SinusoidalPositionalEncoding(nn.Module):
         Returns:
             ``(B, T, d_model)``, in ``x``'s dtype.
         """
-        _check_embeddings("SinusoidalPositionalEncoding", x, self.d_model)
-        if offset < 0:
-            raise ValueError(f"SinusoidalPositionalEncoding: offset must be >= 0, got {offset}")
+        _check_embeddings("SinusoidalPositionalEncoding", x, self.d_model, offset)
         T = x.shape[1]
         pe = self.table(offset, offset + T).to(x.dtype)  # (T, d)
         return self.dropout(x + pe)  # (B, T, d) + (T, d) -> (B, T, d)
@@ -194,6 +228,12 @@ class LearnedPositionalEmbedding(nn.Module):
         super().__init__()
         check_positive_int("num_positions", num_positions, where="LearnedPositionalEmbedding")
         check_positive_int("d_model", d_model, where="LearnedPositionalEmbedding")
+        check_real("init_std", init_std, low=0.0, where="LearnedPositionalEmbedding")
+        if num_positions * d_model > MAX_TABLE_ENTRIES:
+            raise ValueError(
+                f"LearnedPositionalEmbedding: num_positions={num_positions} x d_model={d_model} would be "
+                f"{num_positions * d_model:,} parameters, more than the cap of {MAX_TABLE_ENTRIES:,}"
+            )
         self.num_positions, self.d_model = num_positions, d_model
         self.embedding = nn.Embedding(num_positions, d_model)  # weight (P, d)
         nn.init.normal_(self.embedding.weight, mean=0.0, std=init_std)
@@ -208,9 +248,7 @@ class LearnedPositionalEmbedding(nn.Module):
         Returns:
             ``(B, T, d_model)``.
         """
-        _check_embeddings("LearnedPositionalEmbedding", x, self.d_model)
-        if offset < 0:
-            raise ValueError(f"LearnedPositionalEmbedding: offset must be >= 0, got {offset}")
+        _check_embeddings("LearnedPositionalEmbedding", x, self.d_model, offset)
         T = x.shape[1]
         last = offset + T - 1
         if last >= self.num_positions:

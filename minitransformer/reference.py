@@ -324,3 +324,108 @@ def linear_attention_ref(q, k, v, phi: Callable[[Tensor], Tensor], causal: bool 
 
 
 __all__ += ["gqa_attention", "gqa_attention_ref", "GQAReference", "linear_attention_ref"]
+
+
+# --------------------------------------------------------------------------
+# Modern block parts (Llama / Qwen / OLMo): RMSNorm, gated feed-forward networks,
+# attention with QK-norm and per-token RoPE positions. NumPy float64, one formula
+# (or one query) at a time.
+def rms_norm_ref(x, weight=None, eps: float = 1e-6) -> np.ndarray:
+    """RMSNorm: ``x / sqrt(mean(x^2) + eps) * weight`` over the last axis, float64 ``(..., d)``."""
+    x = _np64(x)
+    out = x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps)  # (..., d)
+    return out if weight is None else out * _np64(weight)
+
+
+def activation_ref(x, name: str) -> np.ndarray:
+    """The FFN nonlinearities by their formulas, float64: ``"relu"``, ``"gelu"`` (erf),
+    ``"gelu_tanh"`` (``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``), ``"silu"`` (``x sigmoid(x)``)."""
+    x = _np64(x)
+    if name == "relu":
+        return np.maximum(x, 0.0)
+    if name == "gelu":
+        return 0.5 * x * (1.0 + np.vectorize(math.erf)(x / math.sqrt(2.0)))
+    if name == "gelu_tanh":
+        return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+    if name == "silu":
+        return x / (1.0 + np.exp(-x))
+    raise ValueError(f"unknown activation {name!r}")
+
+
+def gated_ffn_ref(x, W1, W3, W2, b1=None, b3=None, b2=None, activation: str = "swiglu") -> np.ndarray:
+    """A gated FFN ``(act(x W1^T + b1) * (x W3^T + b3)) W2^T + b2``, float64.
+
+    Weights in ``nn.Linear`` layout: ``W1, W3 (d_ff, d)``, ``W2 (d, d_ff)``.
+    ``activation``: ``"swiglu"`` (SiLU) or ``"geglu"`` (erf GELU). Returns ``(..., d)``.
+    """
+    x, W1, W3, W2 = (_np64(t) for t in (x, W1, W3, W2))
+    a = x @ W1.T + (0.0 if b1 is None else _np64(b1))  # (..., d_ff)
+    g = x @ W3.T + (0.0 if b3 is None else _np64(b3))  # (..., d_ff)
+    h = activation_ref(a, {"swiglu": "silu", "geglu": "gelu"}[activation]) * g  # (..., d_ff)
+    return h @ W2.T + (0.0 if b2 is None else _np64(b2))  # (..., d)
+
+
+def mha_ref(
+    x,
+    W_qkv,
+    W_o,
+    num_heads: int,
+    num_kv_heads: int,
+    b_qkv=None,
+    b_o=None,
+    *,
+    q_gain=None,
+    k_gain=None,
+    eps: float = 1e-6,
+    positions=None,
+    base: float = 10000.0,
+    causal: bool = False,
+    mask=None,
+) -> np.ndarray:
+    """Self-attention by the formula, one batch row, head and query at a time, float64.
+
+    ``q, k, v = x W_qkv^T + b_qkv`` split into ``H`` query and ``H_kv`` key/value heads
+    (query head ``h`` reads key/value head ``h // (H / H_kv)``); with ``q_gain``/``k_gain``
+    every query/key head vector is RMS-normalised and scaled by the gain (QK-norm); with
+    ``positions`` (``(T,)`` or ``(B, T)``) queries and keys are rotated by interleaved RoPE
+    (:func:`rope_complex_ref`); then ``softmax(q k^T / sqrt(d_head))`` over the allowed keys
+    (``mask`` bool ``(T, T)`` or ``(B, T, T)``, True = may attend, and ``j <= i`` if ``causal``),
+    the heads concatenated and ``W_o^T + b_o`` applied.
+
+    Args:
+        x: ``(B, T, d)``; W_qkv: ``(d + 2 H_kv d_head, d)``; W_o: ``(d, d)`` (``nn.Linear`` layout).
+
+    Returns:
+        NumPy ``(B, T, d)``.
+    """
+    x, W_qkv, W_o = _np64(x), _np64(W_qkv), _np64(W_o)
+    B, T, d = x.shape
+    hd = d // num_heads
+    kv = num_kv_heads * hd
+    qkv = x @ W_qkv.T + (0.0 if b_qkv is None else _np64(b_qkv))  # (B, T, d + 2 kv)
+    q = qkv[..., :d].reshape(B, T, num_heads, hd).transpose(0, 2, 1, 3)  # (B, H, T, hd)
+    k = qkv[..., d : d + kv].reshape(B, T, num_kv_heads, hd).transpose(0, 2, 1, 3)  # (B, H_kv, T, hd)
+    v = qkv[..., d + kv :].reshape(B, T, num_kv_heads, hd).transpose(0, 2, 1, 3)  # (B, H_kv, T, hd)
+    if q_gain is not None:
+        q, k = rms_norm_ref(q, q_gain, eps), rms_norm_ref(k, k_gain, eps)
+    if positions is not None:
+        pos = np.broadcast_to(np.asarray(positions.cpu() if isinstance(positions, Tensor) else positions), (B, T))
+        q = np.stack([rope_complex_ref(q[b], pos[b], base) for b in range(B)])  # (B, H, T, hd)
+        k = np.stack([rope_complex_ref(k[b], pos[b], base) for b in range(B)])  # (B, H_kv, T, hd)
+    allowed = np.ones((B, T, T), dtype=bool)
+    if mask is not None:
+        allowed &= np.broadcast_to(_np64(mask).astype(bool), (B, T, T))
+    if causal:
+        allowed &= np.tril(np.ones((T, T), dtype=bool))
+    heads = np.zeros((B, T, num_heads, hd))
+    for b in range(B):
+        for h in range(num_heads):
+            g = h // (num_heads // num_kv_heads)
+            for i in range(T):
+                scores = [q[b, h, i] @ k[b, g, j] / math.sqrt(hd) for j in range(T)]
+                e = np.where(allowed[b, i], np.array(scores), -np.inf)  # (T,)
+                heads[b, i, h] = softmax_ref(e) @ v[b, g] if allowed[b, i].any() else 0.0
+    return heads.reshape(B, T, d) @ W_o.T + (0.0 if b_o is None else _np64(b_o))  # (B, T, d)
+
+
+__all__ += ["rms_norm_ref", "activation_ref", "gated_ffn_ref", "mha_ref"]

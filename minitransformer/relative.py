@@ -24,9 +24,17 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .validation import check_positive_int
+from .validation import FLOAT_DTYPES, MAX_TABLE_ENTRIES, check_bool, check_int_tensor, check_positive_int
 
 __all__ = ["relative_position_bucket", "RelativePositionBias", "alibi_slopes", "alibi_bias"]
+
+
+def _check_cap(where: str, entries: int, sizes: str) -> None:
+    """A bias of ``entries`` numbers must stay under :data:`~minitransformer.validation.MAX_TABLE_ENTRIES`."""
+    if entries > MAX_TABLE_ENTRIES:
+        raise ValueError(
+            f"{where}: {sizes} would build a bias of {entries:,} entries, more than the cap of {MAX_TABLE_ENTRIES:,}"
+        )
 
 
 def relative_position_bucket(
@@ -50,8 +58,13 @@ def relative_position_bucket(
     Returns:
         ``int64`` tensor of the same shape, values in ``[0, num_buckets)``.
     """
-    if relative_position.is_floating_point():
-        raise TypeError(f"relative_position must be an integer tensor, got {relative_position.dtype}")
+    if not isinstance(relative_position, Tensor) or relative_position.is_floating_point():
+        got = relative_position.dtype if isinstance(relative_position, Tensor) else type(relative_position).__name__
+        raise TypeError(f"relative_position must be an integer tensor, got {got}")
+    check_int_tensor("relative_position", relative_position, where="relative_position_bucket")
+    check_bool("bidirectional", bidirectional, where="relative_position_bucket")
+    check_positive_int("num_buckets", num_buckets, where="relative_position_bucket")
+    check_positive_int("max_distance", max_distance, where="relative_position_bucket")
     half = num_buckets // 2 if bidirectional else num_buckets
     if half // 2 < 1 or max_distance <= half // 2:
         raise ValueError(
@@ -98,8 +111,11 @@ class RelativePositionBias(nn.Module):
         """The bucket of every (query, key) pair, ``(Lq, Lk)`` int64 (see :meth:`forward`)."""
         check_positive_int("Lq", Lq, where="RelativePositionBias")
         check_positive_int("Lk", Lk, where="RelativePositionBias")
+        _check_cap("RelativePositionBias", Lq * Lk, f"Lq={Lq} x Lk={Lk}")
         if query_offset is None:
             query_offset = Lk - Lq
+        if isinstance(query_offset, bool) or not isinstance(query_offset, int):
+            raise TypeError(f"RelativePositionBias: query_offset must be an int or None, got {query_offset!r}")
         if query_offset < 0:
             raise ValueError(
                 f"RelativePositionBias: query_offset must be >= 0, got {query_offset} "
@@ -150,6 +166,8 @@ def alibi_slopes(num_heads: int, dtype: torch.dtype = torch.float32) -> Tensor:
         ``(H,)``.
     """
     check_positive_int("num_heads", num_heads, where="alibi_slopes")
+    if dtype not in FLOAT_DTYPES:
+        raise TypeError(f"alibi_slopes: dtype must be a floating dtype {FLOAT_DTYPES}, got {dtype}")
 
     def power_of_2(n: int) -> list[float]:
         return [2.0 ** (-8.0 * (i + 1) / n) for i in range(n)]
@@ -180,8 +198,14 @@ def alibi_bias(
     Returns:
         ``(H, Lq, Lk)``.
     """
+    for name, value in (("Lq", Lq), ("Lk", Lk)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"alibi_bias: {name} must be an int, got {type(value).__name__} {value!r}")
     if Lq <= 0 or Lk <= 0 or Lq > Lk:
         raise ValueError(f"alibi_bias: need 0 < Lq <= Lk (queries are the last Lq positions), got Lq={Lq}, Lk={Lk}")
+    check_positive_int("num_heads", num_heads, where="alibi_bias")
+    check_bool("causal", causal, where="alibi_bias")
+    _check_cap("alibi_bias", num_heads * Lq * Lk, f"num_heads={num_heads} x Lq={Lq} x Lk={Lk}")
     slopes = alibi_slopes(num_heads, torch.float64).to(device)  # (H,)
     q_pos = torch.arange(Lk - Lq, Lk, device=device)  # (Lq,)
     k_pos = torch.arange(Lk, device=device)  # (Lk,)

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from .rnn_attention import AdditiveAttention, LuongAttention
-from .validation import check_positive_int, describe
+from .validation import check_bool, check_int_tensor, check_positive_int, describe
 
 __all__ = ["Seq2SeqConfig", "Seq2Seq", "ATTENTION_KINDS", "hidden_jacobian_norms"]
 
@@ -98,8 +98,10 @@ class Seq2Seq(nn.Module):
 
     # ------------------------------------------------------------------ encoder
     def _src_mask(self, src: Tensor, src_lengths: Tensor | None) -> Tensor:
-        if not isinstance(src, Tensor) or src.dim() != 2 or src.is_floating_point():
+        check_int_tensor("src", src, where="Seq2Seq")
+        if src.dim() != 2:
             raise ValueError(f"src must be a (B, S) tensor of token ids, got {describe(src)}")
+        check_int_tensor("src", src, low=0, high=self.config.vocab_size, where="Seq2Seq")
         B, S = src.shape
         if src_lengths is None:
             return src != self.config.pad_id  # (B, S)
@@ -186,8 +188,11 @@ class Seq2Seq(nn.Module):
             ``(B, T, S)`` (None without attention). Step ``t`` only sees
             ``tgt_in[:, :t+1]``.
         """
-        if not isinstance(tgt_in, Tensor) or tgt_in.dim() != 2 or tgt_in.shape[0] != src.shape[0]:
+        check_int_tensor("tgt_in", tgt_in, where="Seq2Seq")
+        if tgt_in.dim() != 2 or tgt_in.shape[0] != src.shape[0]:
             raise ValueError(f"tgt_in must be (B, T) with B = {src.shape[0]}, got {describe(tgt_in)}")
+        check_int_tensor("tgt_in", tgt_in, low=0, high=self.config.vocab_size, where="Seq2Seq")
+        check_bool("return_weights", return_weights, where="Seq2Seq")
         memory, state = self._start(src, src_lengths)
         logits, weights = [], []
         for t in range(tgt_in.shape[1]):

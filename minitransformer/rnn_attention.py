@@ -44,10 +44,14 @@ def _check(
     proj_dim: int | None,
 ) -> None:
     name = type(module).__name__
-    for arg, t, dims in (("query", query, 2), ("keys", keys, 3)):
+    for arg, t, dims in (("query", query, 2), ("keys", keys, 3), ("values", values, 3)):
+        if t is None:
+            continue
         if not isinstance(t, Tensor):
             raise TypeError(f"{name}: {arg} must be a torch.Tensor, got {describe(t)}")
-        if t.dim() != dims:
+        if not t.is_floating_point():
+            raise TypeError(f"{name}: {arg} must be a floating tensor, got {t.dtype}")
+        if arg != "values" and t.dim() != dims:
             raise ValueError(f"{name}: {arg} must have {dims} dims, got shape {tuple(t.shape)}")
     B, S = keys.shape[:2]
     if query.shape != (B, module.query_dim) or keys.shape[2] != module.key_dim:

@@ -122,9 +122,10 @@ class RotaryEmbedding(nn.Module):
 
         Args:
             x: ``(..., T, head_dim)``, e.g. ``(B, H, T, head_dim)``.
-            positions: 1-D integer tensor of length ``T`` (non-negative), the position
-                of each row; default ``arange(T)``. A KV-cache step passes
-                ``arange(past, past + T)``.
+            positions: integer tensor (non-negative), the position of each row: ``(T,)``
+                shared by everything in ``x``, or ``(B, T)`` one row per sequence for
+                ``x`` of shape ``(B, ..., T, head_dim)`` (packed or padded batches);
+                default ``arange(T)``. A KV-cache step passes ``arange(past, past + T)``.
 
         Returns:
             ``(..., T, head_dim)`` in ``x``'s dtype.
@@ -133,10 +134,13 @@ class RotaryEmbedding(nn.Module):
         compute = torch.float64 if x.dtype == torch.float64 else torch.float32
         if positions is None:
             positions = torch.arange(T, device=x.device)  # (T,)
-        n = int(positions.max()) + 1 if T > 0 else 0
+        n = int(positions.max()) + 1 if positions.numel() > 0 else 0
         cos, sin = self.cos_sin(n, x.device, compute)  # (n, d/2) each
         positions = positions.to(x.device)
-        cos, sin = cos[positions], sin[positions]  # (T, d/2) each
+        cos, sin = cos[positions], sin[positions]  # (T, d/2) or (B, T, d/2) each
+        if positions.dim() == 2:  # one row of positions per sequence: broadcast over the dims between B and T
+            shape = (positions.shape[0],) + (1,) * (x.dim() - 3) + (T, self.head_dim // 2)
+            cos, sin = cos.view(shape), sin.view(shape)  # (B, 1, ..., 1, T, d/2) each
         xc = x.to(compute)  # (..., T, d)
         if self.layout == "interleaved":
             x1, x2 = xc[..., 0::2], xc[..., 1::2]  # (..., T, d/2) each: pair j = (x_{2j}, x_{2j+1})
@@ -170,12 +174,13 @@ class RotaryEmbedding(nn.Module):
             raise TypeError(f"RotaryEmbedding: positions must be a tensor, got {describe(positions)}")
         if positions.is_floating_point() or positions.is_complex() or positions.dtype == torch.bool:
             raise TypeError(f"RotaryEmbedding: positions must be an integer tensor, got {positions.dtype}")
-        if positions.dim() != 1 or positions.shape[0] != T:
+        per_sequence = positions.dim() == 2 and x.dim() >= 3 and tuple(positions.shape) == (x.shape[0], T)
+        if not per_sequence and (positions.dim() != 1 or positions.shape[0] != T):
             raise ValueError(
-                f"RotaryEmbedding: positions must be 1-D of length T={T} (x shape {tuple(x.shape)}), "
-                f"got shape {tuple(positions.shape)}"
+                f"RotaryEmbedding: positions must be 1-D of length T={T} or (B, T) = ({x.shape[0]}, {T}) "
+                f"(x shape {tuple(x.shape)}), got shape {tuple(positions.shape)}"
             )
-        if T > 0 and int(positions.min()) < 0:
+        if positions.numel() > 0 and int(positions.min()) < 0:
             raise ValueError(f"RotaryEmbedding: positions must be >= 0, got min {int(positions.min())}")
         return T
 

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .data import Example, Seq2SeqBatch, Tokenizer, batch_iterator, collate
+from .validation import check_bool, check_int_tensor, check_positive_int, check_real, describe
 
 __all__ = [
     "set_seed",
@@ -50,13 +51,27 @@ __all__ = [
 
 
 def set_seed(seed: int) -> None:
-    """Seed Python's ``random``, NumPy and torch (CPU and every GPU)."""
+    """Seed Python's ``random``, NumPy and torch (CPU and every GPU).
+
+    Args:
+        seed: a non-negative int below ``2**32`` (NumPy's limit).
+    """
+    check_positive_int("seed", seed, minimum=0, where="set_seed")
+    if seed >= 2**32:
+        raise ValueError(f"set_seed: seed must be < 2**32 (NumPy's limit), got {seed}")
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
 
 
 # ---------------------------------------------------------------- schedules
+def _check_ints(where: str, **values) -> None:
+    """``TypeError`` unless every value is an int (``bool`` is not); the ranges are the caller's to check."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"{where}: {name} must be an int, got {describe(value)} {value!r}")
+
+
 def noam_lr(step: int, d_model: int, warmup: int, factor: float = 1.0) -> float:
     """``factor * d_model^-0.5 * min(step^-0.5, step * warmup^-1.5)``.
 
@@ -64,8 +79,11 @@ def noam_lr(step: int, d_model: int, warmup: int, factor: float = 1.0) -> float:
     infinite there). The peak, at ``step == warmup``, is
     ``factor * d_model^-0.5 * warmup^-0.5``.
     """
+    _check_ints("noam_lr", d_model=d_model, warmup=warmup, step=step)
     if d_model < 1 or warmup < 1:
         raise ValueError(f"d_model and warmup must be >= 1, got d_model={d_model}, warmup={warmup}")
+    check_positive_int("step", step, minimum=0, where="noam_lr")
+    check_real("factor", factor, low=0.0, low_open=True, where="noam_lr")
     step = max(step, 1)
     return factor * d_model**-0.5 * min(step**-0.5, step * warmup**-1.5)
 
@@ -76,7 +94,7 @@ class NoamSchedule:
     optimizer step (0-based) uses ``noam_lr(i + 1)``."""
 
     def __init__(self, d_model: int, warmup: int, factor: float = 1.0):
-        noam_lr(1, d_model, warmup)  # validates
+        noam_lr(1, d_model, warmup, factor)  # validates
         self.d_model, self.warmup, self.factor = d_model, warmup, factor
 
     def __call__(self, step: int) -> float:
@@ -93,9 +111,22 @@ def noam_scheduler(
 
 def warmup_cosine_lr(step: int, warmup: int, total: int, min_ratio: float = 0.1) -> float:
     """Multiplier of the base lr: linear warmup from 0 over ``warmup`` steps,
-    then cosine decay to ``min_ratio`` at ``total`` (and flat after)."""
+    then cosine decay to ``min_ratio`` at ``total`` (and flat after).
+
+    Args:
+        step: the 0-based step, ``>= 0``.
+        warmup: warmup steps, ``0 <= warmup <= total``.
+        total: total steps, ``>= 1``.
+        min_ratio: the final multiplier, in ``[0, 1]``.
+
+    Returns:
+        the multiplier of the base learning rate.
+    """
+    _check_ints("warmup_cosine_lr", step=step, warmup=warmup, total=total)
     if warmup < 0 or total < 1 or warmup > total:
         raise ValueError(f"need 0 <= warmup <= total and total >= 1, got warmup={warmup}, total={total}")
+    check_positive_int("step", step, minimum=0, where="warmup_cosine_lr")
+    check_real("min_ratio", min_ratio, low=0.0, high=1.0, where="warmup_cosine_lr")
     if step < warmup:
         return (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
@@ -122,10 +153,16 @@ def smoothed_targets(targets: Tensor, num_classes: int, smoothing: float) -> Ten
     Returns:
         ``(N, C)``: ``1 - eps + eps/C`` at the true class, ``eps/C`` elsewhere
         (each row sums to 1).
+
+    Raises:
+        TypeError: ``targets`` not an integer tensor; ``smoothing`` not a number.
+        ValueError: ``targets`` not 1-D or outside ``[0, num_classes)``; ``num_classes < 1``;
+            ``smoothing`` outside ``[0, 1]`` (NaN included).
     """
-    if not 0.0 <= smoothing <= 1.0:
-        raise ValueError(f"smoothing must be in [0, 1], got {smoothing}")
-    if targets.dim() != 1 or targets.is_floating_point():
+    check_real("smoothing", smoothing, low=0.0, high=1.0)
+    check_positive_int("num_classes", num_classes, where="smoothed_targets")
+    check_int_tensor("targets", targets, low=0, high=num_classes, where="smoothed_targets")
+    if targets.dim() != 1:
         raise ValueError(f"targets must be a (N,) tensor of class ids, got {targets.dtype} {tuple(targets.shape)}")
     one_hot = F.one_hot(targets, num_classes).float()  # (N, C)
     return (1.0 - smoothing) * one_hot + smoothing / num_classes  # (N, C)
@@ -137,18 +174,41 @@ def label_smoothing_loss(logits: Tensor, targets: Tensor, smoothing: float, igno
     ignore_index=..., label_smoothing=smoothing)``.
 
     Args:
-        logits: ``(N, C)``.
-        targets: ``(N,)`` class ids; ``ignore_index`` entries are skipped.
+        logits: ``(N, C)`` floating point.
+        targets: ``(N,)`` integer class ids in ``[0, C)``; ``ignore_index`` entries are skipped.
         smoothing: ``eps`` in [0, 1].
+        ignore_index: the target value to skip (``-100``, as ``F.cross_entropy``).
+
+    Returns:
+        the scalar loss (NaN when every target is ignored, as ``F.cross_entropy``).
+
+    Raises:
+        TypeError: ``logits`` not a floating tensor, ``targets`` not an integer tensor.
+        ValueError: shapes that do not fit, targets outside ``[0, C)`` (other than
+            ``ignore_index``), ``smoothing`` outside ``[0, 1]``; all before any work.
     """
+    if not isinstance(logits, Tensor) or not logits.is_floating_point():
+        raise TypeError(f"label_smoothing_loss: logits must be a floating tensor (N, C), got {_dtype_or_type(logits)}")
+    check_int_tensor("targets", targets, where="label_smoothing_loss")
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
+        raise TypeError(f"label_smoothing_loss: ignore_index must be an int, got {describe(ignore_index)}")
     if logits.dim() != 2 or targets.shape != logits.shape[:1]:
         raise ValueError(
             f"logits must be (N, C) and targets (N,), got {tuple(logits.shape)} and {tuple(targets.shape)}"
         )
+    check_real("smoothing", smoothing, low=0.0, high=1.0)
+    check_int_tensor(
+        "targets", targets, low=0, high=logits.shape[1], allow=int(ignore_index), where="label_smoothing_loss"
+    )
     keep = targets != ignore_index  # (N,)
     q = smoothed_targets(targets[keep], logits.shape[1], smoothing)  # (N_kept, C)
     log_p = torch.log_softmax(logits[keep], dim=-1)  # (N_kept, C)
     return -(q.to(log_p.dtype) * log_p).sum(dim=-1).mean()
+
+
+def _dtype_or_type(x) -> str:
+    """``"torch.int64"`` for a tensor, the type's name otherwise (for messages)."""
+    return str(x.dtype) if isinstance(x, Tensor) else type(x).__name__
 
 
 # ---------------------------------------------------------------- the loop
@@ -168,6 +228,8 @@ class History(list):
 def global_grad_norm(model: nn.Module) -> float:
     """The norm of all gradients together (after ``backward``), what ``clip_grad_norm_``
     measures and clips: the L2 norm of the per-parameter gradient norms."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"global_grad_norm: model must be a torch.nn.Module, got {describe(model)}")
     norms = [p.grad.detach().norm() for p in model.parameters() if p.grad is not None]
     return torch.stack(norms).norm().item() if norms else 0.0
 
@@ -240,12 +302,26 @@ def fit(
         steps, ``lr`` being the learning rate the step used and ``time`` the seconds since
         the call began; and ``{"step", **eval_fn(), "time"}`` after each evaluation.
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"fit: model must be a torch.nn.Module, got {describe(model)}")
+    for name, fn in (("loss_fn", loss_fn), ("lr_fn", lr_fn), ("eval_fn", eval_fn), ("log_when", log_when)):
+        if (fn is not None or name == "loss_fn") and not callable(fn):
+            raise TypeError(f"fit: {name} must be callable, got {describe(fn)}")
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"fit: optimizer must be a torch.optim.Optimizer, got {describe(optimizer)}")
+    if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)):
+        raise TypeError(f"fit: num_steps must be an int, got {describe(num_steps)} {num_steps!r}")
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
     if scheduler is not None and lr_fn is not None:
         raise ValueError("fit: give a scheduler or an lr_fn, not both")
-    if log_when is None and log_every < 1:
-        raise ValueError(f"log_every must be >= 1, got {log_every}")
+    if log_when is None:
+        check_positive_int("log_every", log_every, where="fit")
+    check_positive_int("eval_every", eval_every, where="fit")
+    check_positive_int("start_step", start_step, minimum=0, where="fit")
+    if clip_norm is not None:
+        check_real("clip_norm", clip_norm, low=0.0, low_open=True, where="fit")
+    check_bool("grad_norm", grad_norm, where="fit")
     history, start = History(), time.perf_counter()
     last = start_step + num_steps - 1
     model.train()
@@ -280,7 +356,24 @@ def fit(
 # ---------------------------------------------------------------- seq2seq helpers
 def seq2seq_loss(model: nn.Module, batch: Seq2SeqBatch, label_smoothing: float = 0.0) -> Tensor:
     """Teacher-forced cross-entropy of a :class:`~minitransformer.rnn.Seq2Seq`
-    on a batch, ignoring padded target positions."""
+    on a batch, ignoring padded target positions.
+
+    Args:
+        model: a seq2seq model with a ``config`` holding ``vocab_size`` and ``pad_id``.
+        batch: a :class:`~minitransformer.data.Seq2SeqBatch`; ``src (B, S)``, ``tgt_in (B, T)``
+            and ``tgt_out (B, T)`` integer ids in ``[0, vocab_size)``.
+        label_smoothing: in ``[0, 1]``.
+
+    Returns:
+        the scalar mean loss over the non-padded target positions.
+
+    Raises:
+        TypeError: a batch that is not a ``Seq2SeqBatch``, ids that are not integers.
+        ValueError: ids outside ``[0, vocab_size)``, mismatched shapes, a bad
+            ``label_smoothing``; all before the forward pass.
+    """
+    _check_seq2seq_batch(model, batch)
+    check_real("label_smoothing", label_smoothing, low=0.0, high=1.0, where="seq2seq_loss")
     logits = model(batch.src, batch.src_lengths, batch.tgt_in)  # (B, T, V)
     pad = model.config.pad_id
     return F.cross_entropy(
@@ -289,6 +382,24 @@ def seq2seq_loss(model: nn.Module, batch: Seq2SeqBatch, label_smoothing: float =
         ignore_index=pad,
         label_smoothing=label_smoothing,
     )
+
+
+def _check_seq2seq_batch(model: nn.Module, batch: Seq2SeqBatch) -> None:
+    """The ids of ``batch`` are integers in ``[0, model.config.vocab_size)`` with fitting shapes."""
+    if not isinstance(batch, Seq2SeqBatch):
+        raise TypeError(f"seq2seq_loss: batch must be a Seq2SeqBatch, got {describe(batch)}")
+    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    for name in ("src", "tgt_in", "tgt_out"):
+        check_int_tensor(f"batch.{name}", getattr(batch, name), dim=2, low=0, high=vocab, where="seq2seq_loss")
+    S = batch.src.shape[1]
+    check_int_tensor("batch.src_lengths", batch.src_lengths, dim=1, low=1, high=S + 1, where="seq2seq_loss")
+    B = batch.src.shape[0]
+    if batch.tgt_in.shape != batch.tgt_out.shape or batch.tgt_in.shape[0] != B or batch.src_lengths.shape[0] != B:
+        raise ValueError(
+            "seq2seq_loss: batch shapes do not fit: src "
+            f"{tuple(batch.src.shape)}, src_lengths {tuple(batch.src_lengths.shape)}, "
+            f"tgt_in {tuple(batch.tgt_in.shape)}, tgt_out {tuple(batch.tgt_out.shape)}"
+        )
 
 
 def train_seq2seq(
@@ -328,7 +439,10 @@ def train_seq2seq(
     Returns:
         the :class:`History` of :func:`fit`.
     """
-    batches = batch_iterator(examples, tokenizer, batch_size, seed=seed, forever=True)
+    check_real("lr", lr, low=0.0, low_open=True, where="train_seq2seq")
+    check_positive_int("warmup", warmup, minimum=0, where="train_seq2seq")
+    check_positive_int("num_steps", num_steps, where="train_seq2seq")
+    batches = batch_iterator(examples, tokenizer, batch_size, seed=seed, forever=True)  # checks them
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     scheduler = warmup_cosine_scheduler(optimizer, min(warmup, num_steps), num_steps)
     desc = f"attention={model.config.attention}" if hasattr(model, "config") else "train"
@@ -371,6 +485,11 @@ def accuracy_by_length(
     """
     import pandas as pd
 
+    if not isinstance(tokenizer, Tokenizer):
+        raise TypeError(f"accuracy_by_length: tokenizer must be a Tokenizer, got {describe(tokenizer)}")
+    check_positive_int("batch_size", batch_size, where="accuracy_by_length")
+    if decode_fn is not None and not callable(decode_fn):
+        raise TypeError(f"accuracy_by_length: decode_fn must be callable, got {describe(decode_fn)}")
     if decode_fn is None:
         decode_fn = lambda b, n: model.greedy_decode(b.src, n, b.src_lengths)[0]  # noqa: E731
     was_training = model.training

@@ -9,7 +9,8 @@
   right, starting with BOS); decoded autoregressively by :meth:`Transformer.greedy_decode`.
 
 Pre-LN stacks (``norm_first=True``) end with a final LayerNorm (the residual
-stream is never normalised otherwise); Post-LN stacks do not need one.
+stream is never normalised otherwise; an RMSNorm with ``norm="rms"``); Post-LN
+stacks do not need one.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from .attention import padding_mask
 from .configs import TransformerConfig
 from .kv_cache import KVCache
 from .layers import DecoderLayer, EncoderLayer
+from .norms import make_norm
 from .positional import sinusoidal_encoding
 from .validation import check_positive_int, describe
 
@@ -46,8 +48,9 @@ class _LayerStack(nn.Module):
         d_model, num_heads, d_ff, dropout, norm_first, activation, num_kv_heads:
             passed to every layer.
         **layer_kwargs: the layers' keyword options (``bias``, ``layer_norm_eps``,
-            ``rotary``, ``ffn_dropout``), passed to every layer; ``bias`` and
-            ``layer_norm_eps`` also shape the final LayerNorm.
+            ``rotary``, ``ffn_dropout``, ``norm``, ``qk_norm``, ``qkv_bias``, ``out_bias``),
+            passed to every layer; ``norm``, ``bias`` and ``layer_norm_eps`` also shape
+            the final normalisation.
     """
 
     layer_class: type[EncoderLayer] | type[DecoderLayer]
@@ -72,7 +75,7 @@ class _LayerStack(nn.Module):
         self.norm = None
         if norm_first:  # the residual stream of a Pre-LN stack is normalised once, at the end
             eps, bias = layer_kwargs.get("layer_norm_eps", 1e-5), layer_kwargs.get("bias", True)
-            self.norm = nn.LayerNorm(d_model, eps=eps, bias=bias)
+            self.norm = make_norm(layer_kwargs.get("norm", "layer"), d_model, eps, bias)
 
     @classmethod
     def from_torch(cls, stack: nn.TransformerEncoder | nn.TransformerDecoder):
@@ -97,18 +100,21 @@ class Encoder(_LayerStack):
     layer_class = EncoderLayer
     torch_class = nn.TransformerEncoder
 
-    def forward(self, x: Tensor, mask: Tensor | None = None, *, need_weights: bool = False):
+    def forward(
+        self, x: Tensor, mask: Tensor | None = None, *, need_weights: bool = False, positions: Tensor | None = None
+    ):
         """Args:
             x: ``(B, S, d_model)`` embedded source.
             mask: bool, True = may attend, e.g. ``padding_mask(src, pad_id)`` ``(B, 1, 1, S)``.
             need_weights: also return each layer's self-attention weights.
+            positions: RoPE positions ``(S,)`` or ``(B, S)`` for layers built with ``rotary``.
 
         Returns:
             ``memory (B, S, d_model)`` [, list of ``N`` weights ``(B, H, S, S)``].
         """
         weights = []
         for layer in self.layers:
-            x = layer(x, mask, need_weights=need_weights)
+            x = layer(x, mask, need_weights=need_weights, positions=positions)
             if need_weights:
                 x, w = x  # (B, S, d), (B, H, S, S)
                 weights.append(w)
@@ -138,6 +144,7 @@ class Decoder(_LayerStack):
         self_caches: list[KVCache] | None = None,
         cross_caches: list[KVCache] | None = None,
         need_weights: bool = False,
+        positions: Tensor | None = None,
     ):
         """Args:
             x: ``(B, T, d_model)`` embedded target (shifted right).
@@ -145,6 +152,7 @@ class Decoder(_LayerStack):
             self_mask, memory_mask, is_causal: as in :meth:`DecoderLayer.forward`.
             self_caches, cross_caches: one :class:`KVCache` per layer for incremental decoding.
             need_weights: also return the self- and cross-attention weights of each layer.
+            positions: RoPE positions ``(T,)`` or ``(B, T)`` for layers built with ``rotary``.
 
         Returns:
             ``(B, T, d_model)`` [, list of self weights ``(B, H, T, T_total)``,
@@ -165,6 +173,7 @@ class Decoder(_LayerStack):
                 self_cache=None if self_caches is None else self_caches[i],
                 cross_cache=None if cross_caches is None else cross_caches[i],
                 need_weights=need_weights,
+                positions=positions,
             )
             if need_weights:
                 x, sw, cw = x  # (B, T, d), (B, H, T, T_total), (B, H, T, S)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import rand
+from helpers import load_benchmark, rand
 from minitransformer import causal_mask, padding_mask, scaled_dot_product_attention
 from minitransformer.attention import causal_bias
-from minitransformer.reference import attention_ref, causal_mask_ref
+from minitransformer.reference import attention_ref, causal_mask_ref, gqa_attention_ref
 
 SHAPES = [  # (lead, Lq, Lk, d, dv)
     ((), 1, 1, 4, 4),
@@ -220,3 +222,144 @@ def test_causal_bias_cache_and_inference_mode():
     out = scaled_dot_product_attention(q, q, q, is_causal=True)  # still trains afterwards
     out.sum().backward()
     assert not first.is_inference() and torch.isfinite(q.grad).all()
+
+
+# -- half precision ------------------------------------------------------------------------------------------------
+
+
+def _half_inputs(dtype, shape=(2, 4, 128, 64), seed=0, magnitude=1.0):
+    g = torch.Generator().manual_seed(seed)
+    return tuple((magnitude * torch.randn(*shape, generator=g, dtype=torch.float64)).to(dtype) for _ in range(3))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("scale", [None, 5.0])
+@pytest.mark.parametrize("is_causal", [False, True])
+def test_half_precision_error_is_within_twice_torchs(dtype, scale, is_causal):
+    """Scores, softmax and weighted sum in float32: as close to float64 as PyTorch's own kernel, or closer."""
+    q, k, v = _half_inputs(dtype)
+    ref = F.scaled_dot_product_attention(q.double(), k.double(), v.double(), scale=scale, is_causal=is_causal)
+    ours = scaled_dot_product_attention(q, k, v, scale=scale, is_causal=is_causal)
+    theirs = F.scaled_dot_product_attention(q, k, v, scale=scale, is_causal=is_causal)
+    assert ours.dtype == dtype and ours.shape == q.shape
+    err_ours = (ours.double() - ref).abs().max().item()
+    err_torch = (theirs.double() - ref).abs().max().item()
+    assert err_ours <= 2 * err_torch, (err_ours, err_torch)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_weights_mask_and_gradients(dtype):
+    q, k, v = (t.requires_grad_() for t in _half_inputs(dtype, shape=(2, 3, 9, 16), seed=1))
+    mask = torch.rand(2, 1, 9, 9, generator=torch.Generator().manual_seed(2)) > 0.4
+    mask[0, 0, 3] = False  # a fully masked row
+    out, w = scaled_dot_product_attention(q, k, v, mask, return_weights=True)
+    assert out.dtype == w.dtype == dtype
+    ref_out, ref_w = attention_ref(q, k, v, mask, return_weights=True)
+    tol = 1e-2 if dtype == torch.float16 else 5e-2
+    torch.testing.assert_close(out.double(), torch.from_numpy(ref_out), atol=tol, rtol=0)
+    torch.testing.assert_close(w.double(), torch.from_numpy(ref_w), atol=tol, rtol=0)
+    assert torch.equal(out[0, :, 3], torch.zeros_like(out[0, :, 3]))  # the masked row: zeros, never NaN
+    out.float().square().sum().backward()
+    for t in (q, k, v):
+        assert t.grad.dtype == dtype and torch.isfinite(t.grad).all()
+
+
+def test_float16_product_that_overflows_before_scaling_stays_finite():
+    """Keys aligned with the queries: ``q . k ~ 64 * 40^2 > 65504``, so the float16 product itself
+    would be inf (and the softmax NaN) before any scale could shrink it; it is formed in float32."""
+    g = torch.Generator().manual_seed(3)
+    q = 40 * torch.randn(1, 2, 8, 64, generator=g, dtype=torch.float64)
+    k = (q.flip(-2) + torch.randn(1, 2, 8, 64, generator=g, dtype=torch.float64)).half()
+    q, v = q.half(), torch.randn(1, 2, 8, 64, generator=g, dtype=torch.float64).half()
+    raw = (q.double() @ k.double().transpose(-2, -1)).abs().max().item()
+    assert raw > torch.finfo(torch.float16).max  # the unscaled product overflows float16
+    for scale in (None, 1e-3):
+        out = scaled_dot_product_attention(q, k, v, scale=scale)
+        ref = attention_ref(q, k, v, scale=scale)
+        assert torch.isfinite(out).all()
+        torch.testing.assert_close(out.double(), torch.from_numpy(ref), atol=1e-2, rtol=0)
+
+
+# -- grouped-query attention --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("H,H_kv", [(4, 4), (4, 2), (6, 3), (8, 1)])
+@pytest.mark.parametrize("Lq,Lk", [(5, 5), (1, 7), (3, 9)])
+@pytest.mark.parametrize("is_causal", [False, True])
+def test_gqa_matches_torch_and_reference(H, H_kv, Lq, Lk, is_causal):
+    q, k, v = rand(2, H, Lq, 8, seed=1), rand(2, H_kv, Lk, 8, seed=2), rand(2, H_kv, Lk, 4, seed=3)
+    out = scaled_dot_product_attention(q, k, v, is_causal=is_causal, enable_gqa=True)
+    assert out.shape == (2, H, Lq, 4)
+    ref = gqa_attention_ref(q, k, v, is_causal=is_causal).out  # queries are the LAST Lq positions, as ours
+    torch.testing.assert_close(out, ref, atol=1e-12, rtol=0)
+    if not is_causal or Lq == Lk:  # torch's is_causal aligns the queries with the FIRST keys
+        theirs = F.scaled_dot_product_attention(q, k, v, is_causal=is_causal, enable_gqa=True)
+        torch.testing.assert_close(out, theirs, atol=1e-12, rtol=0)
+    # the same as repeating each key/value head for its group of query heads
+    kk, vv = k.repeat_interleave(H // H_kv, dim=1), v.repeat_interleave(H // H_kv, dim=1)
+    torch.testing.assert_close(out, scaled_dot_product_attention(q, kk, vv, is_causal=is_causal), atol=1e-12, rtol=0)
+
+
+def test_gqa_with_mask_weights_dropout_and_gradients():
+    q, k, v = rand(2, 6, 5, 8, seed=4), rand(2, 2, 7, 8, seed=5), rand(2, 2, 7, 3, seed=6)
+    mask = torch.rand(2, 6, 5, 7, generator=torch.Generator().manual_seed(7)) > 0.5
+    mask[1, 4, 2] = False
+    out, w = scaled_dot_product_attention(q, k, v, mask, return_weights=True, enable_gqa=True)
+    assert w.shape == (2, 6, 5, 7)
+    theirs = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+    ok = mask.any(-1, keepdim=True)  # torch gives NaN on fully masked rows, we give zeros
+    torch.testing.assert_close(out * ok, theirs.nan_to_num() * ok, atol=1e-12, rtol=0)
+    assert torch.equal(out[1, 4, 2], torch.zeros(3))
+    kk, vv = k.repeat_interleave(3, dim=1), v.repeat_interleave(3, dim=1)
+    torch.testing.assert_close(out, scaled_dot_product_attention(q, kk, vv, mask), atol=1e-12, rtol=0)
+    torch.manual_seed(0)
+    out_d, w_d = scaled_dot_product_attention(q, k, v, dropout_p=0.5, return_weights=True, enable_gqa=True)
+    torch.testing.assert_close(out_d, w_d @ vv, atol=1e-12, rtol=0)
+    qs, ks, vs = (t.clone().requires_grad_() for t in (q[:1, :, :3, :4], k[:1, :, :4, :4], v[:1, :, :4]))
+    assert torch.autograd.gradcheck(
+        lambda a, b, c: scaled_dot_product_attention(a, b, c, is_causal=True, enable_gqa=True), (qs, ks, vs)
+    )
+
+
+def test_gqa_half_precision_and_errors():
+    q, k, v = _half_inputs(torch.bfloat16, shape=(1, 4, 6, 16))
+    out = scaled_dot_product_attention(q, k[:, :2], v[:, :2], enable_gqa=True)
+    ref = gqa_attention_ref(q, k[:, :2], v[:, :2]).out
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.double(), ref, atol=2e-2, rtol=0)
+    q, k = torch.zeros(2, 4, 3, 8), torch.zeros(2, 2, 5, 8)
+    with pytest.raises(ValueError, match="do not broadcast; for grouped-query attention .* pass enable_gqa=True"):
+        scaled_dot_product_attention(q, k, k)  # different head counts need the explicit switch
+    with pytest.raises(ValueError, match="enable_gqa=True: q has 4 heads, not a multiple of k's 3 heads"):
+        scaled_dot_product_attention(q, torch.zeros(2, 3, 5, 8), torch.zeros(2, 3, 5, 8), enable_gqa=True)
+    with pytest.raises(ValueError, match=r"enable_gqa=True needs a head axis: q must be \(..., H, L, d\)"):
+        scaled_dot_product_attention(torch.zeros(3, 8), torch.zeros(5, 8), torch.zeros(5, 8), enable_gqa=True)
+    with pytest.raises(TypeError, match="enable_gqa must be True or False"):
+        scaled_dot_product_attention(q, k, k, enable_gqa=1)
+    with pytest.raises(ValueError, match="does not broadcast to the scores' shape"):
+        scaled_dot_product_attention(q, k, k, torch.ones(2, 2, 3, 5, dtype=torch.bool), enable_gqa=True)
+
+
+# -- the precision benchmark -------------------------------------------------------------------------------------
+
+
+def test_precision_benchmark_prints_ours_torch_and_ratio(tmp_path, capsys):
+    bench = load_benchmark("precision_sdpa")
+    with pytest.raises(SystemExit):
+        bench.main(["--help"])
+    assert "PyTorch" in capsys.readouterr().out
+    out = tmp_path / "p.json"
+    assert bench.main(["--shape", "1", "2", "32", "16", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "ours/torch" in text
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["dtype"], r["scale"]) for r in rows] == [
+        ("float16", "default"),
+        ("float16", 5.0),
+        ("bfloat16", "default"),
+        ("bfloat16", 5.0),
+    ]
+    for r in rows:
+        assert r["ours"] > 0 and r["torch"] > 0 and r["ratio"] == pytest.approx(r["ours"] / r["torch"])
+        assert f"{r['ratio']:.2f}" in text
+        assert r["ratio"] <= 2.0

@@ -235,7 +235,7 @@ def test_gpt_rejects_bad_configs_and_inputs():
     with pytest.raises(ValueError, match="positional='alibi' is not one of"):
         GPT(V, 8, 2, 4, 16, positional="alibi")
     model = tiny_gpt()
-    with pytest.raises(ValueError, match="idx must be an integer tensor of token ids"):
+    with pytest.raises(TypeError, match="idx must be an integer tensor of token ids"):
         model(torch.randn(2, 3))
     with pytest.raises(ValueError, match=r"idx holds ids in \[0, 11\] but vocab_size=11"):
         model(torch.tensor([[0, 11]]))

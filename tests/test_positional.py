@@ -291,6 +291,207 @@ def test_rope_makes_attention_position_aware():
     assert not torch.allclose(roped(x[:, perm]), roped(x)[:, perm])
 
 
+# -- RoPE with per-token positions: packed, padded and offset sequences ---------------------------
+
+
+def block_causal_mask(lengths: list[int]) -> torch.Tensor:
+    """Sequences of these lengths packed one after another: each token sees the earlier tokens
+    of its OWN sequence only, ``(L, L)`` bool with ``L = sum(lengths)``."""
+    doc = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths))  # (L,) sequence id
+    return (doc[:, None] == doc[None, :]) & torch.tril(torch.ones(len(doc), len(doc), dtype=torch.bool))
+
+
+def restarted_positions(lengths: list[int]) -> torch.Tensor:
+    """``[0, 1, .., n_1 - 1, 0, 1, .., n_2 - 1, ...]``, ``(sum(lengths),)``."""
+    return torch.cat([torch.arange(n) for n in lengths])
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_rope_relative_property_with_arbitrary_positions(layout):
+    """<rope(q)[m], rope(k)[n]> depends only on n - m, for unsorted, repeated and large positions."""
+    d = 16
+    rope = RotaryEmbedding(d, base=1000.0, layout=layout)
+    g = torch.Generator().manual_seed(11)
+    q, k = (
+        torch.randn(3, 7, d, generator=g, dtype=torch.float64),
+        torch.randn(3, 7, d, generator=g, dtype=torch.float64),
+    )
+    m, n = torch.tensor([5, 0, 9, 9, 2, 130, 1]), torch.tensor([3, 3, 0, 64, 7, 1, 12])
+    scores = rope(q, m) @ rope(k, n).transpose(-2, -1)  # (3, 7, 7): entry (i, j) has offset n_j - m_i
+    for shift in (1, 17, 1000):
+        shifted = rope(q, m + shift) @ rope(k, n + shift).transpose(-2, -1)
+        torch.testing.assert_close(shifted, scores, rtol=0, atol=1e-10)
+    # and it is not constant: moving one key changes its scores
+    moved = rope(q, m) @ rope(k, n + torch.eye(7, dtype=torch.long)[2]).transpose(-2, -1)
+    assert not torch.allclose(moved[..., 2], scores[..., 2])
+    torch.testing.assert_close(moved[..., [0, 1, 3, 4, 5, 6]], scores[..., [0, 1, 3, 4, 5, 6]], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_rope_per_sequence_positions_equal_row_by_row(layout):
+    rope = RotaryEmbedding(8, layout=layout)
+    x = torch.randn(3, 2, 5, 8, generator=torch.Generator().manual_seed(12), dtype=torch.float64)  # (B, H, T, d)
+    positions = torch.tensor([[0, 1, 2, 3, 4], [7, 8, 9, 10, 11], [0, 1, 0, 1, 2]])  # (B, T)
+    out = rope(x, positions)
+    for b in range(3):
+        torch.testing.assert_close(out[b], rope(x[b], positions[b]), rtol=0, atol=0)
+    inter = RotaryEmbedding(8)
+    expected = np.stack([rope_complex_ref(x[b], positions[b]) for b in range(3)])
+    np.testing.assert_allclose(inter(x, positions).numpy(), expected, rtol=0, atol=1e-12)
+    torch.testing.assert_close(rope(x[:, 0], positions), out[:, 0], rtol=0, atol=0)  # (B, T, d) inputs too
+    with pytest.raises(ValueError, match=r"positions must be 1-D of length T=5 or \(B, T\) = \(3, 5\)"):
+        rope(x, positions[:2])
+    with pytest.raises(ValueError, match="positions must be >= 0, got min -2"):
+        rope(x, positions - 2)
+
+
+def llama_block(rope, seed=0):
+    torch.manual_seed(seed)
+    from minitransformer.layers import EncoderLayer
+
+    block = EncoderLayer(
+        16, 4, 40, norm_first=True, activation="swiglu", num_kv_heads=2, bias=False, rotary=rope, norm="rms",
+        qk_norm=True,
+    )  # fmt: skip
+    return block.double().eval()
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("kind", ["attention", "block"])
+def test_packed_sequences_equal_separate_runs(layout, kind):
+    """Sequences packed into one row with a block-diagonal causal mask and restarted positions
+    give exactly what running each alone gives."""
+    rope = RotaryEmbedding(4, layout=layout)
+    torch.manual_seed(13)
+    model = (
+        MultiHeadAttention(16, 4, 2, rotary=rope, qk_norm=True).double() if kind == "attention" else llama_block(rope)
+    )
+    lengths = [4, 1, 6]
+    seqs = [torch.randn(2, n, 16, dtype=torch.float64) for n in lengths]
+    packed = model(torch.cat(seqs, dim=1), mask=block_causal_mask(lengths), positions=restarted_positions(lengths))
+    separate = torch.cat([model(s, is_causal=True) for s in seqs], dim=1)
+    torch.testing.assert_close(packed, separate, rtol=0, atol=1e-12)
+    # RoPE sees only position DIFFERENCES, and the mask keeps them inside each sequence: without
+    # restarting, the positions 0..10 give the same result up to rounding
+    without = model(torch.cat(seqs, dim=1), mask=block_causal_mask(lengths))
+    torch.testing.assert_close(without, separate, rtol=0, atol=1e-10)
+
+
+def test_candidates_at_the_same_position_after_a_cache():
+    """Tree / speculative decoding: two candidate next tokens, both at position P, each seeing the
+    cached prefix and itself only, equal feeding each candidate alone after the prefix."""
+    torch.manual_seed(15)
+    mha = MultiHeadAttention(16, 4, 2, rotary=RotaryEmbedding(4), qk_norm=True).double().eval()
+    B, P = 2, 5
+    prefix, cands = torch.randn(B, P, 16, dtype=torch.float64), torch.randn(B, 2, 16, dtype=torch.float64)
+    see = torch.cat([torch.ones(2, P, dtype=torch.bool), torch.eye(2, dtype=torch.bool)], dim=1)  # (2, P + 2)
+
+    def after_prefix(x, **kw):
+        cache = KVCache(B, 2, P + 2, 4, dtype=torch.float64)
+        mha(prefix, is_causal=True, kv_cache=cache)
+        return mha(x, kv_cache=cache, **kw)
+
+    tree = after_prefix(cands, mask=see, positions=torch.tensor([P, P]))
+    for i in range(2):
+        torch.testing.assert_close(tree[:, i], after_prefix(cands[:, i : i + 1])[:, 0], rtol=0, atol=1e-12)
+    default = after_prefix(cands, mask=see)  # the second candidate would sit at P + 1
+    torch.testing.assert_close(default[:, 0], tree[:, 0], rtol=0, atol=1e-12)
+    assert not torch.allclose(default[:, 1], tree[:, 1])
+
+
+def test_right_padded_batch_decodes_with_per_row_positions():
+    """Prompts of lengths 3 and 5 right-padded to 5: the next token sits at position 3 in row 0
+    and 5 in row 1 (a (B, T) positions tensor), after a gap of padding in the cache."""
+    torch.manual_seed(16)
+    mha = MultiHeadAttention(16, 4, rotary=RotaryEmbedding(4, layout="half")).double().eval()
+    lengths = [3, 5]
+    prompts = torch.randn(2, 5, 16, dtype=torch.float64)
+    new = torch.randn(2, 1, 16, dtype=torch.float64)
+    real = torch.arange(5)[None, :] < torch.tensor(lengths)[:, None]  # (B, 5)
+    see = torch.cat([real, torch.ones(2, 1, dtype=torch.bool)], dim=1)[:, None, None, :]  # (B, 1, 1, 6)
+
+    def decode(positions):
+        cache = KVCache(2, 4, 6, 4, dtype=torch.float64)
+        mha(prompts, mask=real[:, None, None, :], is_causal=True, kv_cache=cache)
+        return mha(new, mask=see, kv_cache=cache, positions=positions)  # (B, 1, 16)
+
+    out = decode(torch.tensor(lengths)[:, None])  # (B, 1) positions
+    for b, n in enumerate(lengths):
+        alone = mha(torch.cat([prompts[b : b + 1, :n], new[b : b + 1]], dim=1), is_causal=True)[:, -1]
+        torch.testing.assert_close(out[b], alone[0][None], rtol=0, atol=1e-12)
+    default = decode(None)  # position 5 in both rows: right for row 1 only
+    torch.testing.assert_close(default[1], out[1], rtol=0, atol=1e-12)
+    assert not torch.allclose(default[0], out[0])
+
+
+def test_packed_rows_with_different_layouts_use_per_row_positions():
+    """Two rows packed differently, (B, T) positions and a (B, 1, T, T) mask."""
+    rope = RotaryEmbedding(4)
+    block = llama_block(rope, seed=1)
+    a, b, c = (torch.randn(1, n, 16, dtype=torch.float64) for n in (3, 5, 8))
+    x = torch.cat([torch.cat([a, b], dim=1), c], dim=0)  # (2, 8, 16): row 0 = a|b, row 1 = c
+    positions = torch.stack([restarted_positions([3, 5]), restarted_positions([8])])  # (2, 8)
+    mask = torch.stack([block_causal_mask([3, 5]), block_causal_mask([8])])[:, None]  # (2, 1, 8, 8)
+    out = block(x, mask, positions=positions)
+    torch.testing.assert_close(out[0, :3], block(a, is_causal=True)[0], rtol=0, atol=1e-12)
+    torch.testing.assert_close(out[0, 3:], block(b, is_causal=True)[0], rtol=0, atol=1e-12)
+    torch.testing.assert_close(out[1], block(c, is_causal=True)[0], rtol=0, atol=1e-12)
+
+
+def test_left_padded_batch_with_per_row_positions_equals_unpadded_runs():
+    rope = RotaryEmbedding(4, layout="half")
+    mha = MultiHeadAttention(16, 4, rotary=rope, qk_norm=True).double().eval()
+    T, pads = 7, [3, 0]
+    seqs = [torch.randn(1, T - p, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(p)) for p in pads]
+    x = torch.cat([torch.cat([torch.zeros(1, p, 16, dtype=torch.float64), s], dim=1) for p, s in zip(pads, seqs)])
+    real = torch.arange(T)[None, :] >= torch.tensor(pads)[:, None]  # (B, T)
+    positions = (torch.arange(T)[None, :] - torch.tensor(pads)[:, None]).clamp(min=0)  # (B, T): 0 at the first real
+    out = mha(x, mask=real[:, None, None, :], is_causal=True, positions=positions)
+    for b, (p, s) in enumerate(zip(pads, seqs)):
+        torch.testing.assert_close(out[b, p:], mha(s, is_causal=True)[0], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_offset_positions_equal_the_cached_path(layout):
+    rope = RotaryEmbedding(4, layout=layout)
+    torch.manual_seed(14)
+    mha = MultiHeadAttention(16, 4, 2, rotary=rope, qk_norm=True).double().eval()
+    x = torch.randn(2, 9, 16, dtype=torch.float64)
+    P = 5
+    cache = KVCache(2, 2, 9, 4, dtype=torch.float64)
+    mha(x[:, :P], is_causal=True, kv_cache=cache)
+    cached = mha(x[:, P:], is_causal=True, kv_cache=cache)  # default positions P .. 8
+    # the same keys and values supplied by hand: the prefix rotated at 0..P-1 in a fresh cache, then the
+    # suffix with EXPLICIT offset positions, (T,) and (B, T)
+    for positions in (torch.arange(P, 9), torch.arange(P, 9).expand(2, -1)):
+        fresh = KVCache(2, 2, 9, 4, dtype=torch.float64)
+        mha(x[:, :P], is_causal=True, kv_cache=fresh, positions=torch.arange(P))
+        explicit = mha(x[:, P:], is_causal=True, kv_cache=fresh, positions=positions)
+        torch.testing.assert_close(explicit, cached, rtol=0, atol=0)
+    full = mha(x, is_causal=True)
+    torch.testing.assert_close(cached, full[:, P:], rtol=0, atol=1e-12)
+    # and shifting every position by the same offset changes nothing (RoPE sees only differences)
+    shifted = mha(x, is_causal=True, positions=torch.arange(100, 109))
+    torch.testing.assert_close(shifted, full, rtol=0, atol=1e-10)
+
+
+def test_positions_errors():
+    mha = MultiHeadAttention(16, 4, rotary=RotaryEmbedding(4))
+    x = torch.zeros(2, 3, 16)
+    with pytest.raises(ValueError, match="positions were given but this MultiHeadAttention has no rotary"):
+        MultiHeadAttention(16, 4)(x, positions=torch.arange(3))
+    with pytest.raises(ValueError, match="positions apply to self-attention only"):
+        mha(x, torch.zeros(2, 5, 16), positions=torch.arange(3))
+    with pytest.raises(ValueError, match=r"positions must have shape \(T,\) = \(3,\) or \(B, T\) = \(2, 3\)"):
+        mha(x, positions=torch.arange(4))
+    with pytest.raises(ValueError, match=r"got \(1, 3\)"):
+        mha(x, positions=torch.arange(3)[None])
+    with pytest.raises(TypeError, match="positions must be an integer tensor, got torch.float32"):
+        mha(x, positions=torch.zeros(3))
+    with pytest.raises(TypeError, match="positions must be an integer tensor"):
+        mha(x, positions=[0, 1, 2])
+
+
 # -- T5 relative position bias -----------------------------------------------------
 
 

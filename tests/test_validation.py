@@ -109,3 +109,24 @@ def test_one_masked_softmax():
     w = attention.masked_softmax(scores, mask)
     assert torch.allclose(w[0], torch.softmax(torch.tensor([1.0, -float("inf"), 3.0]), -1))
     assert torch.equal(w[1], torch.zeros(3))
+
+
+@pytest.mark.parametrize("scale", [0.0, -1.0, float("nan"), float("inf")])
+def test_every_attention_words_a_bad_scale_the_same_way(scale):
+    from minitransformer.efficient import sliding_window_mask, sparse_attention
+    from minitransformer.flash import flash_decode
+    from minitransformer.linear_attention import favor_attention
+
+    q = torch.zeros(1, 2, 6, 8)
+    message = rf"scale must be a finite number > 0 or None, got {scale!r}"
+    calls = [
+        lambda: scaled_dot_product_attention(q, q, q, scale=scale),
+        lambda: flash_attention(q, q, q, scale=scale, backend="torch"),
+        lambda: flash_decode(q[:, :, :1], q, q, scale=scale),
+        lambda: sparse_attention(q, q, q, sliding_window_mask(6, 1), scale=scale),
+        lambda: sliding_window_attention(q, q, q, 2, scale=scale),
+        lambda: favor_attention(q, q, q, scale=scale),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError, match=message):
+            call()

@@ -1,4 +1,7 @@
-"""What every chapter's first cell calls: seed everything, pick the device, set display options."""
+"""What every chapter's first cell calls: seed everything, pick the device, set display options.
+
+Also :func:`show_source` (the package's own source in a cell) and :func:`glue` (a number
+for the prose, pasted with myst-nb's ``{glue:text}`name``` role)."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import torch
 
 from ..train import set_seed
 
-__all__ = ["setup", "set_seed", "pick_device", "in_colab", "show_source"]
+__all__ = ["setup", "set_seed", "pick_device", "in_colab", "show_source", "glue"]
 
 
 def in_colab() -> bool:
@@ -78,3 +81,31 @@ def show_source(obj) -> _Source:
 
     name = f"{obj.__module__}.{obj.__qualname__}"
     return _Source(name, textwrap.dedent(inspect.getsource(obj)))
+
+
+def glue(name: str, value, fmt: str | None = None) -> str:
+    """Store ``value`` under ``name`` for the chapter's prose, and return it as text.
+
+    The Markdown pastes it with myst-nb's role, ``{glue:text}`name```, so a measured
+    number in the text comes from the code that measured it (never typed in by hand).
+    ``value`` is formatted here, ``format(value, fmt)`` (``str(value)`` without ``fmt``),
+    and the STRING is glued, so the book shows exactly these characters. The glue is
+    stored without being displayed (``myst_nb.glue(name, text, display=False)``, a hidden
+    output of the cell); where myst-nb is not installed (Colab) nothing is stored and the
+    call only returns the text.
+
+    Args:
+        name: the key the Markdown refers to.
+        value: a number, a string, anything ``format`` accepts.
+        fmt: a format spec such as ``".3f"`` or ``",d"``; ``None``: ``str(value)``.
+
+    Returns:
+        the formatted text.
+    """
+    text = str(value) if fmt is None else format(value, fmt)
+    try:
+        from myst_nb import glue as myst_glue
+    except ImportError:  # e.g. on Colab: the prose is not built there
+        return text
+    myst_glue(name, text, display=False)
+    return text

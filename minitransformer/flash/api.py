@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from ..reference import gqa_attention
-from ..validation import check_positive_int, check_qkv, describe
+from ..validation import check_positive_int, check_qkv, check_scale, describe
 
 __all__ = ["flash_attention", "flash_decode", "BACKENDS", "KERNELS"]
 
@@ -45,8 +45,7 @@ TEACHING_MAX_HEAD_DIM = 128
 def _check_qkv(q, k, v, is_causal: bool, scale) -> None:
     """Types, ranks, shapes, dtypes and devices of ``q, k, v``, and the scale (ValueError/TypeError)."""
     check_qkv(q, k, v, grouped=True, square="is_causal=True" if is_causal else None)
-    if scale is not None and not (isinstance(scale, (int, float)) and math.isfinite(scale)):
-        raise ValueError(f"scale must be a finite number or None, got {scale!r}")
+    check_scale(scale)  # the one scale check of every attention: None or a finite number > 0
 
 
 def _resolve(q: Tensor, backend: str, kernel: str | None) -> tuple[str, str | None]:
