@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 
 from .layers import ACTIVATIONS, GATED_ACTIVATIONS, glu_d_ff
 from .norms import NORMS
-from .validation import check_bool, check_positive_int, check_probability, check_real
+from .validation import check_bool, check_choice, check_positive_int, check_probability, check_real
 
 __all__ = [
     "TransformerConfig",
@@ -152,14 +152,7 @@ def _check_fields(config: Any, where: str, sizes: tuple[str, ...], flags: tuple[
     if config.d_ff is not None:
         check_positive_int("d_ff", config.d_ff, where=where)
     check_probability("dropout", config.dropout, where=where)
-    _check_choice(where, "activation", config.activation, ACTIVATIONS)
-
-
-def _check_choice(where: str, name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if not isinstance(value, str):
-        raise TypeError(f"{where}: {name} must be a string, one of {choices}, got {type(value).__name__}")
-    if value not in choices:
-        raise ValueError(f"{where}: {name}={value!r} is not one of {choices}")
+    check_choice("activation", config.activation, ACTIVATIONS, where=where)
 
 
 @dataclass(frozen=True)
@@ -252,8 +245,8 @@ class GPTConfig:
         where = "GPTConfig"
         sizes = ("vocab_size", "block_size", "n_layer", "n_head", "d_model")
         _check_fields(self, where, sizes, ("tie_weights", "bias", "qk_norm"))
-        _check_choice(where, "positional", self.positional, GPT_POSITIONAL)
-        _check_choice(where, "norm", self.norm, NORMS)
+        check_choice("positional", self.positional, GPT_POSITIONAL, where=where)
+        check_choice("norm", self.norm, NORMS, where=where)
         for name in ("qkv_bias", "out_bias"):
             if getattr(self, name) is not None:
                 check_bool(name, getattr(self, name), where=where)

@@ -30,7 +30,7 @@ from .multihead import _check_backend
 from .norms import check_norm, make_norm
 from .positional import sinusoidal_encoding
 from .rotary import RotaryEmbedding
-from .validation import check_bool, check_positive_int, check_probability, describe
+from .validation import check_bool, check_choice, check_positive_int, check_probability, describe
 
 __all__ = ["GPT", "sampling_probs", "sample_next_token", "torch_threads", "DECODE_ONE_THREAD_MAX_MACS"]
 
@@ -205,8 +205,7 @@ class GPT(nn.Module):
         if d_model % n_head != 0:
             raise ValueError(f"d_model={d_model} is not divisible by n_head={n_head}")
         check_probability("dropout", dropout)
-        if positional not in POSITIONAL:
-            raise ValueError(f"positional={positional!r} is not one of {POSITIONAL}")
+        check_choice("positional", positional, POSITIONAL)
         _check_backend(attn_backend)
         check_norm(norm)
         self.vocab_size, self.block_size, self.n_layer = vocab_size, block_size, n_layer

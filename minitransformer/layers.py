@@ -39,7 +39,7 @@ from torch import Tensor
 from .kv_cache import KVCache
 from .multihead import MultiHeadAttention
 from .norms import check_norm, make_norm
-from .validation import check_positive_int, check_probability
+from .validation import check_choice, check_positive_int, check_probability
 
 __all__ = ["FeedForward", "EncoderLayer", "DecoderLayer", "ACTIVATIONS", "GATED_ACTIVATIONS", "glu_d_ff"]
 
@@ -53,14 +53,6 @@ _ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
 }
 ACTIVATIONS = tuple(_ACTIVATIONS)
 GATED_ACTIVATIONS = ("swiglu", "geglu")
-
-
-def _check_activation(activation: str) -> str:
-    if not isinstance(activation, str):
-        raise TypeError(f"activation must be a string, one of {ACTIVATIONS}, got {type(activation).__name__}")
-    if activation not in _ACTIVATIONS:
-        raise ValueError(f"activation={activation!r} is not one of {ACTIVATIONS}")
-    return activation
 
 
 def glu_d_ff(d_model: int, d_ff: int | None = None, multiple_of: int = 1) -> int:
@@ -133,7 +125,7 @@ class FeedForward(nn.Module):
     ):
         super().__init__()
         _check_common(d_model, 1, d_ff, dropout)
-        self.activation = _check_activation(activation)
+        self.activation = check_choice("activation", activation, ACTIVATIONS)
         d_ff = 4 * d_model if d_ff is None else d_ff
         self.d_model, self.d_ff = d_model, d_ff
         self.linear1 = nn.Linear(d_model, d_ff, bias=bias)  # W_1

@@ -56,7 +56,7 @@ from torch import Tensor
 from .attention import _check_inputs, attend, causal_mask
 from .kv_cache import KVCache
 from .norms import RMSNorm
-from .validation import check_positive_int, check_probability, describe
+from .validation import check_choice, check_positive_int, check_probability, describe
 
 __all__ = ["MultiHeadAttention", "ATTENTION_BACKENDS"]
 
@@ -65,9 +65,7 @@ ATTENTION_BACKENDS = ("minitransformer", "torch", "flash")
 
 def _check_backend(backend: str) -> str:
     """Return ``backend`` if it names one of :data:`ATTENTION_BACKENDS`, else raise ``ValueError``."""
-    if backend not in ATTENTION_BACKENDS:
-        raise ValueError(f"backend={backend!r} is not one of {ATTENTION_BACKENDS}")
-    return backend
+    return check_choice("backend", backend, ATTENTION_BACKENDS)
 
 
 def _torch_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_causal: bool, dropout_p: float) -> Tensor:

@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .validation import check_positive_int, describe
+from .validation import check_choice, check_positive_int, describe
 
 __all__ = ["RMSNorm", "rms_norm", "make_norm", "check_norm", "NORMS"]
 
@@ -118,8 +118,4 @@ def make_norm(kind: str, d: int, eps: float = 1e-5, bias: bool = True) -> nn.Mod
 
 def check_norm(kind: str) -> str:
     """Return ``kind`` if it names one of :data:`NORMS`, else raise ``TypeError``/``ValueError``."""
-    if not isinstance(kind, str):
-        raise TypeError(f"norm must be a string, one of {NORMS}, got {describe(kind)}")
-    if kind not in NORMS:
-        raise ValueError(f"norm={kind!r} is not one of {NORMS}")
-    return kind
+    return check_choice("norm", kind, NORMS)

@@ -40,6 +40,7 @@ __all__ = [
     "check_real",
     "check_scale",
     "check_bool",
+    "check_choice",
     "check_finite",
     "check_finite_tensors",
     "check_int_tensor",
@@ -72,6 +73,20 @@ def describe(x: Any) -> str:
 
 def _where(where: str | None) -> str:
     return f"{where}: " if where else ""
+
+
+def check_choice(name: str, value: Any, choices: tuple[str, ...], *, where: str | None = None) -> str:
+    """Return ``value`` if it is one of the strings ``choices``.
+
+    Raises:
+        TypeError: ``value`` is not a string (``activation must be a string, one of (...), got NoneType``).
+        ValueError: a string that is not a choice (``norm='batch' is not one of ('layer', 'rms')``).
+    """
+    if not isinstance(value, str):
+        raise TypeError(f"{_where(where)}{name} must be a string, one of {choices}, got {describe(value)}")
+    if value not in choices:
+        raise ValueError(f"{_where(where)}{name}={value!r} is not one of {choices}")
+    return value
 
 
 def _is_int(value: Any) -> bool:

@@ -130,3 +130,27 @@ def test_every_attention_words_a_bad_scale_the_same_way(scale):
     for call in calls:
         with pytest.raises(ValueError, match=message):
             call()
+
+
+def test_every_choice_argument_is_refused_with_the_same_words():
+    from minitransformer import GPT, GPTConfig, MultiHeadAttention
+    from minitransformer.layers import FeedForward
+    from minitransformer.norms import make_norm
+
+    cases = [
+        (lambda: FeedForward(8, activation="swish"), "activation='swish' is not one of"),
+        (lambda: make_norm("batch", 8), "norm='batch' is not one of"),
+        (lambda: MultiHeadAttention(8, 2, backend="cuda"), "backend='cuda' is not one of"),
+        (lambda: GPT(10, 8, 1, 2, 8, positional="alibi"), "positional='alibi' is not one of"),
+        (lambda: GPTConfig(norm="batch"), "GPTConfig: norm='batch' is not one of"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ValueError, match=message):
+            call()
+    for call, message in [
+        (lambda: FeedForward(8, activation=None), "activation must be a string, one of .*, got NoneType"),
+        (lambda: make_norm(1, 8), "norm must be a string, one of .*, got int"),
+        (lambda: GPTConfig(activation=3), "GPTConfig: activation must be a string"),
+    ]:
+        with pytest.raises(TypeError, match=message):
+            call()
