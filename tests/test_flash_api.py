@@ -148,17 +148,20 @@ def test_bridge_configs_fit_the_shared_memory_limits():
     """sm_75 (T4) grants at most 64 KiB per block; the sm_80 configs fit an A100's 163 KiB."""
     for d in cupy_bridge.FAST_HEAD_DIMS:
         assert cupy_bridge.fast_forward_config(d, 75).smem_bytes <= 64 * 1024
-        assert cupy_bridge.fast_backward_config(d).smem_bytes <= 64 * 1024
+        assert cupy_bridge.fast_backward_config(d, 75).smem_bytes <= 64 * 1024
         assert cupy_bridge.fast_forward_config(d, 80).smem_bytes <= 163 * 1024
+        assert cupy_bridge.fast_backward_config(d, 80).smem_bytes <= 163 * 1024
     assert cupy_bridge.fast_forward_config(64, 80).stages == 2
     assert cupy_bridge.fast_forward_config(64, 75).stages == 1
 
 
 def test_bridge_configs_are_frozen_and_named_like_the_teaching_tiles():
     cfg = cupy_bridge.fast_forward_config(64, 80)
-    assert isinstance(cfg, TileConfig) and isinstance(cupy_bridge.fast_backward_config(64), TileConfig)
+    assert isinstance(cfg, TileConfig) and isinstance(cupy_bridge.fast_backward_config(64, 80), TileConfig)
     assert (cfg.Br, cfg.Bc, cfg.threads) == (64, 64, 128)
-    assert (cupy_bridge.fast_backward_config(128).Br, cupy_bridge.fast_backward_config(128).Bc) == (32, 64)
+    assert (cupy_bridge.fast_backward_config(128, 80).Br, cupy_bridge.fast_backward_config(128, 80).Bc) == (32, 64)
+    assert cupy_bridge.fast_backward_config(64, 75).Br == 32  # two blocks per SM on a T4
+    assert cupy_bridge.fast_backward_config(64, 75).smem_bytes <= 32 * 1024
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.Br = 32
 

@@ -48,6 +48,10 @@ __all__ = [
     "FastForwardConfig",
     "fast_forward_config",
     "fast_backward_config",
+    "MAX_GRID_YZ",
+    "VECTOR_BYTES",
+    "check_vector_aligned",
+    "batch_chunks",
     "require_cupy",
     "cupy_available",
     "teaching_forward",
@@ -100,6 +104,8 @@ def name_expressions(filename: str, arch: int) -> tuple[str, ...]:
 
 
 FAST_THREADS = 128  # 4 warps per block in both fast kernels
+DOT_DO_O_THREADS = 128  # flash_bwd_dot_do_o: one warp per row, 4 rows per block
+DECODE_THREADS = 128  # flash_decode_partial: 4 warps (flash_decode_combine: d threads)
 
 
 @dataclass(frozen=True)
@@ -126,24 +132,100 @@ def fast_forward_config(head_dim: int, arch: int) -> FastForwardConfig:
     Br = 64
     Bc = 64 if (head_dim <= 64 or arch >= 80) else 32
     stages = 2 if arch >= 80 else 1
-    smem = (Br + 2 * stages * Bc) * (head_dim + 8) * 2  # 16-bit rows padded by 8
+    q_rows = 0 if stages == 2 else Br  # two stages: Q borrows the second K buffer
+    smem = (q_rows + 2 * stages * Bc) * (head_dim + 8) * 2  # 16-bit rows padded by 8
     return FastForwardConfig(Br=Br, Bc=Bc, stages=stages, threads=FAST_THREADS, smem_bytes=smem)
 
 
-def fast_backward_config(head_dim: int) -> TileConfig:
+def fast_backward_config(head_dim: int, arch: int) -> TileConfig:
     """Launch shape of ``flash_bwd_fast`` (mirrors ``BwdCfg`` in fast_backward.cu).
 
     Args:
         head_dim: ``d``, one of :data:`FAST_HEAD_DIMS`.
+        arch: compute capability, e.g. 75, 80, 90 (sm_80+ double-buffers Q and dO;
+            sm_75 takes 32-query steps at d = 64 and keeps dS^T in the Q/dO buffers,
+            so that two blocks fit in 64 KB).
 
     Returns:
-        A :class:`~.tiles.TileConfig` (the same on every architecture): ``Bc`` keys per
-        block (the grid is ``ceil(N_k / Bc)`` blocks per head), ``Br`` queries per step.
+        A :class:`~.tiles.TileConfig`: ``Bc`` keys per block (the grid is
+        ``ceil(N_k / Bc)`` blocks per *kv* head), ``Br`` queries per step.
     """
-    Bc, Br = 64, (64 if head_dim <= 64 else 32)
+    Bc = 64
+    Br = 64 if (head_dim <= 32 or (head_dim <= 64 and arch >= 80)) else 32
     LD, LDS = head_dim + 8, Br + 8
-    smem = (2 * Bc + 2 * Br) * LD * 2 + Bc * LDS * 2 + 2 * Br * 4
+    stages = 2 if arch >= 80 else 1  # Q/dO buffers: cp.async double buffering on sm_80+
+    ds_halves = 0 if arch < 80 else Bc * LDS  # sm_75: dS^T borrows the Q and dO buffers
+    smem = (2 * Bc + 2 * stages * Br) * LD * 2 + ds_halves * 2 + 2 * Br * 4
     return TileConfig(Br=Br, Bc=Bc, threads=FAST_THREADS, smem_bytes=smem)
+
+
+# ---------------------------------------------------------------------------
+# Launch checks (plain Python: tested on the CPU).
+
+MAX_GRID_YZ = 65535  # CUDA's limit on gridDim.y and gridDim.z (gridDim.x: 2^31 - 1)
+VECTOR_BYTES = 16  # cp.async, ldmatrix and the vector loads move 16 bytes at a time
+
+
+def check_vector_aligned(kernel: str, **tensors: Tensor) -> None:
+    """Raise ``ValueError`` unless every tensor can be read 16 bytes at a time.
+
+    The fast and decode kernels copy rows of Q, K, V (and dO) with 16-byte
+    ``cp.async``, vector loads and (from shared memory) ``ldmatrix``: the data
+    must start at a 16-byte boundary and every row must be a whole number of
+    16-byte chunks with unit stride inside it. A misaligned address would stop
+    the kernel with "misaligned address" (or worse, on the emulated paths,
+    read the wrong bytes), so it is checked before anything is launched.
+
+    Args:
+        kernel: the kernel's name, for the message.
+        tensors: ``name=tensor`` pairs, each ``(..., rows, d)`` with rows of ``d`` elements.
+
+    Raises:
+        ValueError: naming the tensor, its address modulo 16, its strides, and the fix.
+    """
+    for name, t in tensors.items():
+        off = t.data_ptr() % VECTOR_BYTES
+        if off:
+            raise ValueError(
+                f"{kernel} reads {name} {VECTOR_BYTES} bytes at a time, so its data must start at a "
+                f"{VECTOR_BYTES}-byte boundary; {name}.data_ptr() % {VECTOR_BYTES} = {off} (a view at "
+                f"storage offset {t.storage_offset()}). Pass a copy, {name}.clone() (.contiguous() keeps "
+                f"a view that is already contiguous where it is)"
+            )
+        row_bytes = t.shape[-1] * t.element_size()
+        if t.stride(-1) != 1 or row_bytes % VECTOR_BYTES or (t.stride(-2) * t.element_size()) % VECTOR_BYTES:
+            raise ValueError(
+                f"{kernel} reads {name} in rows of {VECTOR_BYTES}-byte chunks: it needs unit stride in the "
+                f"last dim and rows {VECTOR_BYTES}-byte aligned; got shape {tuple(t.shape)}, strides "
+                f"{tuple(t.stride())}, {t.element_size()}-byte elements. Pass {name}.contiguous()"
+            )
+
+
+def batch_chunks(batch: int, blocks_per_item: int, what: str) -> list[slice]:
+    """Slices of the batch small enough for gridDim.y.
+
+    The kernels put ``batch x heads`` on gridDim.y, which CUDA limits to
+    65,535 blocks; a larger batch is launched in pieces of whole sequences
+    (contiguous slices along dim 0, so no copies).
+
+    Args:
+        batch: ``B``.
+        blocks_per_item: blocks on gridDim.y per sequence (``H`` or ``H_kv``).
+        what: how the message names ``blocks_per_item``, e.g. ``"H"``.
+
+    Returns:
+        ``[slice(b0, b1), ...]`` covering ``range(batch)``.
+
+    Raises:
+        ValueError: when one sequence alone needs more than 65,535 blocks on gridDim.y.
+    """
+    if blocks_per_item > MAX_GRID_YZ:
+        raise ValueError(
+            f"{what}={blocks_per_item} exceeds CUDA's gridDim.y limit of {MAX_GRID_YZ:,} blocks per launch "
+            f"(one block row per head); use fewer heads per call"
+        )
+    step = MAX_GRID_YZ // blocks_per_item
+    return [slice(b, min(b + step, batch)) for b in range(0, batch, step)]
 
 
 # ---------------------------------------------------------------------------
@@ -297,14 +379,15 @@ def teaching_forward(q: Tensor, k: Tensor, v: Tensor, is_causal: bool, scale: fl
     O = _out(q.shape, q)
     L = _out((B, H, N), q, torch.float32)
     fn = _kernel("teaching_forward.cu", "flash_fwd_teaching", dev, cfg.smem_bytes)
-    _launch(
-        fn,
-        (math.ceil(N / cfg.Br), B * H),
-        (cfg.threads,),
-        (q, k, v, O, L, H, H_kv, N, N_k, d, cfg.Br, cfg.Bc, float(scale), int(is_causal)),
-        cfg.smem_bytes,
-        q.device,
-    )
+    for b in batch_chunks(B, H, "H"):  # gridDim.y = batch x heads <= 65,535
+        _launch(
+            fn,
+            (math.ceil(N / cfg.Br), (b.stop - b.start) * H),
+            (cfg.threads,),
+            (q[b], k[b], v[b], O[b], L[b], H, H_kv, N, N_k, d, cfg.Br, cfg.Bc, float(scale), int(is_causal)),
+            cfg.smem_bytes,
+            q.device,
+        )
     return O, L
 
 
@@ -325,14 +408,16 @@ def teaching_backward(
     dQ = torch.zeros_like(q)  # accumulated with atomicAdd
     dK, dV = _out(k.shape, k), _out(v.shape, v)
     fn = _kernel("teaching_backward.cu", "flash_bwd_teaching", dev, cfg.smem_bytes)
-    _launch(
-        fn,
-        (math.ceil(N_k / cfg.Bc), B * H_kv),
-        (BACKWARD_THREADS,),
-        (q, k, v, dO, L, Dvec, dQ, dK, dV, H, H_kv, N, N_k, d, cfg.Br, cfg.Bc, float(scale), int(is_causal)),
-        cfg.smem_bytes,
-        q.device,
-    )
+    for b in batch_chunks(B, H_kv, "H_kv"):  # gridDim.y = batch x kv heads <= 65,535
+        args = (q[b], k[b], v[b], dO[b], L[b], Dvec[b], dQ[b], dK[b], dV[b])
+        _launch(
+            fn,
+            (math.ceil(N_k / cfg.Bc), (b.stop - b.start) * H_kv),
+            (BACKWARD_THREADS,),
+            (*args, H, H_kv, N, N_k, d, cfg.Br, cfg.Bc, float(scale), int(is_causal)),
+            cfg.smem_bytes,
+            q.device,
+        )
     return dQ, dK, dV
 
 
@@ -344,19 +429,23 @@ def fast_forward(q: Tensor, k: Tensor, v: Tensor, is_causal: bool, scale: float)
     """``flash_fwd_fast<d, type>`` -> ``O (B, H, N, d)`` in the input type, ``L (B, H, N)`` fp32."""
     B, H, N, d = q.shape
     H_kv, N_k = k.shape[1], k.shape[2]
+    name = f"flash_fwd_fast<{d}, {_dt(q.dtype)}>"
+    check_vector_aligned(name, q=q, k=k, v=v)
+    chunks = batch_chunks(B, H, "H")
     dev = device_index(q)
     cfg = fast_forward_config(d, device_arch(dev))
     O = _out(q.shape, q)
     L = _out((B, H, N), q, torch.float32)
-    fn = _kernel("fast_forward.cu", f"flash_fwd_fast<{d}, {_dt(q.dtype)}>", dev, cfg.smem_bytes)
-    _launch(
-        fn,
-        (math.ceil(N / cfg.Br), B * H),
-        (cfg.threads,),
-        (q, k, v, O, L, H, H_kv, N, N_k, float(scale), int(is_causal)),
-        cfg.smem_bytes,
-        q.device,
-    )
+    fn = _kernel("fast_forward.cu", name, dev, cfg.smem_bytes)
+    for b in chunks:  # gridDim.y = batch x heads <= 65,535
+        _launch(
+            fn,
+            (math.ceil(N / cfg.Br), (b.stop - b.start) * H),
+            (cfg.threads,),
+            (q[b], k[b], v[b], O[b], L[b], H, H_kv, N, N_k, float(scale), int(is_causal)),
+            cfg.smem_bytes,
+            q.device,
+        )
     return O, L
 
 
@@ -366,39 +455,37 @@ def fast_backward(
     """``flash_bwd_dot_do_o`` + ``flash_bwd_fast`` -> ``dQ, dK, dV`` in the input type."""
     B, H, N, d = q.shape
     H_kv, N_k = k.shape[1], k.shape[2]
-    dev, t = device_index(q), _dt(q.dtype)
-    cfg = fast_backward_config(d)
+    t = _dt(q.dtype)
+    check_vector_aligned(f"flash_bwd_fast<{d}, {t}>", q=q, k=k, v=v, dO=dO)
+    chunks = batch_chunks(B, H_kv, "H_kv")
+    dev = device_index(q)
+    cfg = fast_backward_config(d, device_arch(dev))
     rows = B * H * N
     Dvec = _out((B, H, N), q, torch.float32)
     names = (f"flash_bwd_dot_do_o<{d}, {t}>", f"flash_bwd_fast<{d}, {t}>")
     _launch(
         _kernel("fast_backward.cu", names[0], dev, module_names=names),
-        (math.ceil(rows / 4),),
-        (128,),
+        (math.ceil(rows / (DOT_DO_O_THREADS // 32)),),
+        (DOT_DO_O_THREADS,),
         (dO, O, Dvec, rows),
         0,
         q.device,
     )
     dQacc = torch.zeros((B, H, N, d), device=q.device, dtype=torch.float32)
-    # dK, dV per *query* head; the heads of a group are summed below (in fp32).
-    dKh = _out((B, H, N_k, d), q)
-    dVh = _out((B, H, N_k, d), q)
+    # dK, dV per kv head: a block sums the query heads of its group in fp32 registers.
+    dK, dV = _out(k.shape, k), _out(v.shape, v)
     fn = _kernel("fast_backward.cu", names[1], dev, cfg.smem_bytes, module_names=names)
-    _launch(
-        fn,
-        (math.ceil(N_k / cfg.Bc), B * H),
-        (cfg.threads,),
-        (q, k, v, dO, L, Dvec, dQacc, dKh, dVh, H, H_kv, N, N_k, float(scale), int(is_causal)),
-        cfg.smem_bytes,
-        q.device,
-    )
-    dQ = dQacc.to(q.dtype)
-    if H == H_kv:
-        return dQ, dKh, dVh
-    G = H // H_kv
-    dK = dKh.float().view(B, H_kv, G, N_k, d).sum(2).to(k.dtype)
-    dV = dVh.float().view(B, H_kv, G, N_k, d).sum(2).to(v.dtype)
-    return dQ, dK, dV
+    for b in chunks:  # gridDim.y = batch x kv heads <= 65,535
+        _launch(
+            fn,
+            (math.ceil(N_k / cfg.Bc), (b.stop - b.start) * H_kv),
+            (cfg.threads,),
+            (q[b], k[b], v[b], dO[b], L[b], Dvec[b], dQacc[b], dK[b], dV[b], H, H_kv, N, N_k)
+            + (float(scale), int(is_causal)),
+            cfg.smem_bytes,
+            q.device,
+        )
+    return dQacc.to(q.dtype), dK, dV
 
 
 class CupyFlashFunction(torch.autograd.Function):
@@ -458,7 +545,7 @@ def decode(
     B, H, T, d = q.shape
     H_kv = k_cache.shape[1]
     G = H // H_kv
-    dev, t = device_index(q), _dt(q.dtype)
+    t = _dt(q.dtype)
     # Rows of a head must be contiguous and the heads evenly spaced: then the kernel only
     # needs the distance between heads (S_stride rows), and a cache slice is not copied.
     kc, vc = k_cache, v_cache
@@ -469,39 +556,30 @@ def decode(
     S_stride = kc.stride(1) // d
     R = next((r for r in DECODE_ROWS if r >= G * T), DECODE_ROWS[-1])
     zchunks = math.ceil(G * T / R)
+    names = (f"flash_decode_partial<{d}, {t}, {R}>", f"flash_decode_combine<{d}, {t}>")
+    check_vector_aligned(names[0], q=q, k_cache=kc, v_cache=vc)
+    chunks = batch_chunks(B, H_kv, "H_kv")  # gridDim.y = batch x kv heads <= 65,535
+    if zchunks > MAX_GRID_YZ:
+        raise ValueError(f"G * T = {G * T} query rows per kv head need {zchunks} blocks on gridDim.z (max 65,535)")
+    dev = device_index(q)
     max_len = int(lengths.max().item())
     n_splits = num_splits or decode_splits(B * H_kv * zchunks, max_len, device_sm_count(dev))
     split_len = math.ceil(max_len / n_splits)
     rows = B * H * T
-    O_part = _out((rows, n_splits, d), q, torch.float32)  # per split: output, max m, sum l
-    m_part = _out((rows, n_splits), q, torch.float32)
-    l_part = _out((rows, n_splits), q, torch.float32)
-    names = (f"flash_decode_partial<{d}, {t}, {R}>", f"flash_decode_combine<{d}, {t}>")
+    O_part = _out((B, H * T, n_splits, d), q, torch.float32)  # per split: output, max m, sum l
+    m_part = _out((B, H * T, n_splits), q, torch.float32)
+    l_part = _out((B, H * T, n_splits), q, torch.float32)
     fn = _kernel("decode.cu", names[0], dev, module_names=names)
-    _launch(
-        fn,
-        (n_splits, B * H_kv, zchunks),
-        (128,),
-        (
-            q,
-            kc,
-            vc,
-            lengths,
-            O_part,
-            m_part,
-            l_part,
-            H,
-            H_kv,
-            T,
-            S_stride,
-            n_splits,
-            split_len,
-            float(scale),
-            int(is_causal),
-        ),
-        0,
-        q.device,
-    )
+    for b in chunks:
+        _launch(
+            fn,
+            (n_splits, (b.stop - b.start) * H_kv, zchunks),
+            (DECODE_THREADS,),
+            (q[b], kc[b], vc[b], lengths[b], O_part[b], m_part[b], l_part[b], H, H_kv, T, S_stride)
+            + (n_splits, split_len, float(scale), int(is_causal)),
+            0,
+            q.device,
+        )
     O = _out(q.shape, q)
     L = _out((B, H, T), q, torch.float32)
     comb = _kernel("decode.cu", names[1], dev, module_names=names)

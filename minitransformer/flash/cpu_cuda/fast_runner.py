@@ -161,8 +161,8 @@ def fast_backward_cpu(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Execute ``flash_bwd_dot_do_o`` + ``flash_bwd_fast<d, dt>`` on the CPU.
 
-    Returns ``dq (B, H, N, d)`` fp32 and ``dk, dv (B, H, N_k, d)`` **per query
-    head** (as the kernel writes them; sum a group's heads for GQA).
+    Returns ``dq (B, H, N, d)`` fp32 and ``dk, dv (B, H_kv, N_k, d)`` (under
+    grouped-query attention the kernel sums the query heads of a group).
     """
     B, H, N, d = q.shape
     H_kv, N_k = k.shape[1], k.shape[2]
@@ -177,17 +177,17 @@ def fast_backward_cpu(
         ),
         source,
     )
-    cfg = fast_backward_config(d)
+    cfg = fast_backward_config(d, sm)
     O16, dO16 = to_bits(O, dt), to_bits(dO, dt)
     rows = B * H * N
     Dvec = np.full((B, H, N), np.nan, np.float32)
     mod.launch(names[1], (math.ceil(rows / 4),), (128,), [dO16, O16, Dvec, rows], schedule=schedule, seed=seed)
     dq = np.zeros(q.shape, np.float32)
-    dk = np.full((B, H, N_k, d), 0xFFFF, np.uint16)
-    dv = np.full((B, H, N_k, d), 0xFFFF, np.uint16)
+    dk = np.full((B, H_kv, N_k, d), 0xFFFF, np.uint16)
+    dv = np.full((B, H_kv, N_k, d), 0xFFFF, np.uint16)
     mod.launch(
         names[0],
-        (math.ceil(N_k / cfg.Bc), B * H),
+        (math.ceil(N_k / cfg.Bc), B * H_kv),
         (cfg.threads,),
         [
             to_bits(q, dt),
@@ -226,10 +226,12 @@ def decode_cpu(
     is_causal: bool = True,
     schedule: str = "forward",
     seed: int = 0,
+    source: str | None = None,
 ) -> np.ndarray:
     """Execute ``flash_decode_partial`` + ``flash_decode_combine`` on the CPU.
 
-    ``dt``: 2 fp32, 0 fp16, 1 bf16. Returns ``(B, H, T, d)`` float32.
+    ``dt``: 2 fp32, 0 fp16, 1 bf16. ``source``: a (mutated) source to run instead of
+    ``decode.cu``. Returns ``(B, H, T, d)`` float32.
     """
     from ..cupy_bridge import DECODE_ROWS
 
@@ -246,6 +248,7 @@ def decode_cpu(
             (names[0], f"flash_decode_partial<{d}, {dt}, {R}>", _DEC_PARAMS),
             (names[1], f"flash_decode_combine<{d}, {dt}>", _COMB_PARAMS),
         ),
+        source,
     )
     conv = (lambda x: np.ascontiguousarray(x, np.float32)) if dt == 2 else (lambda x: to_bits(x, dt))
     lengths = np.ascontiguousarray(lengths, np.int32)

@@ -16,8 +16,13 @@
 //
 // Inside a block, a key is handled by a group of GS = d / 8 lanes, each lane
 // owning 8 of the d components (one 16-byte load in fp16); the dot product is
-// summed over the group with shuffles. Each key group keeps its own running
-// softmax; groups are merged with shuffles, then warps through shared memory.
+// summed over the group with shuffles. A group takes U keys per step (U loads of
+// K and U of V in flight per lane), updates its running max once per step, and
+// spends one exponential instruction per query row on them: lane u < U of the
+// group computes key u's weight, lane U the rescaling factor, and the group
+// shares the U + 1 results with shuffles (instead of every lane computing all of
+// them). Each key group keeps its own running softmax; groups are merged with
+// shuffles, then warps through shared memory.
 //
 // Layouts (contiguous): Q (B, H, T, d); K, V caches (B, H_kv, S_max, d) of
 // which the first lengths[b] positions are valid (they include the T new
@@ -25,7 +30,8 @@
 // O_part (B*H*T, n_splits, d), m_part/l_part (B*H*T, n_splits) fp32, m in log2
 // units. Causal (the default for generation): new query t sits at position
 // lengths[b] - T + t and sees keys up to it.
-// Types: DT = MT_F32, MT_F16 or MT_BF16; R = query rows per block (1, 2, 4, 8).
+// Types: DT = MT_F32, MT_F16 or MT_BF16; R = query rows per block (the launcher
+// builds 1, 4 and 8: DECODE_ROWS in cupy_bridge.py; any R >= 1 compiles).
 #include "fast_common.cuh"
 
 // Eight consecutive elements starting at element idx, widened to float.
@@ -44,16 +50,24 @@ template <int DT> MT_DEV void load8(const void* base, long long idx, float x[8])
   }
 }
 
+// __launch_bounds__(128, 2): two blocks per SM is the goal (tests/test_kernel_resources.py);
+// it caps nothing (2 x 128 threads x 255 registers fit), but without a minimum ptxas aimed
+// too low on some instantiations (64 registers) and spilled 4-8 bytes.
 template <int d, int DT, int R>
-__global__ void __launch_bounds__(128)
+__global__ void __launch_bounds__(128, 2)
 flash_decode_partial(const void* __restrict__ Q, const void* __restrict__ K,
                      const void* __restrict__ V, const int* __restrict__ lengths,
                      float* __restrict__ O_part, float* __restrict__ m_part, float* __restrict__ l_part,
                      int H, int H_kv, int T, int S_max, int n_splits, int split_len,
                      float scale, int is_causal) {
   constexpr int GS = d / 8;          // lanes per key
-  constexpr int KPW = 32 / GS;       // keys per warp per step
-  constexpr int KG = 4 * KPW;        // keys per block per step (4 warps)
+  constexpr int KPW = 32 / GS;       // key groups per warp
+  // Keys per group per step: 2 (R = 8: 1; two take ptxas to its 255-register cap). 4 would
+  // keep twice the loads in flight per lane but need ~105 registers at R = 1: 4 blocks per
+  // SM instead of 7. Which is faster awaits a GPU (benchmarks/bench_decode.py).
+  constexpr int U = R >= 8 ? 1 : 2;
+  constexpr int KG = 4 * KPW * U;    // keys per block per step (4 warps)
+  static_assert(U < GS, "a group needs a lane per key and one for the rescaling factor");
   __shared__ float s_m[4][R];                    // per warp: max, sum and output of each row
   __shared__ float s_l[4][R];
   __shared__ float s_acc[4][R][d];
@@ -62,6 +76,7 @@ flash_decode_partial(const void* __restrict__ Q, const void* __restrict__ K,
   const int G = H / H_kv;                                  // query heads per kv head
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int grp = warp * KPW + lane / GS, e0 = (lane % GS) * 8;
+  const int gl = lane % GS, g0 = lane - gl;               // lane within the group, group's first lane
   const int len = lengths[b];
   const int s0 = split * split_len, s1 = min(len, s0 + split_len);
   const long long kv_base = (long long)(b * H_kv + hk) * S_max;
@@ -84,27 +99,45 @@ flash_decode_partial(const void* __restrict__ Q, const void* __restrict__ K,
 
   // ---- pass over this split's keys, KG at a time (same trip count for every lane) ----
   for (int base = s0; base < s1; base += KG) {
-    const int j = base + grp;
-    const bool k_ok = j < s1;
-    float kx[8], vx[8];
-    if (k_ok) {
-      load8<DT>(K, (kv_base + j) * d + e0, kx);
-      load8<DT>(V, (kv_base + j) * d + e0, vx);
-    } else {
-      for (int e = 0; e < 8; ++e) kx[e] = vx[e] = 0.f;
+    int j[U];
+    bool k_ok[U];
+    float kx[U][8], vx[U][8];
+    for (int u = 0; u < U; ++u) {                          // all 2U loads issued before any use
+      j[u] = base + u * 4 * KPW + grp;                     // the block's groups read consecutive keys
+      k_ok[u] = j[u] < s1;
+      if (k_ok[u]) {
+        load8<DT>(K, (kv_base + j[u]) * d + e0, kx[u]);
+        load8<DT>(V, (kv_base + j[u]) * d + e0, vx[u]);
+      } else {
+        for (int e = 0; e < 8; ++e) kx[u][e] = vx[u][e] = 0.f;
+      }
     }
     for (int r = 0; r < R; ++r) {
-      float dot = 0.f;
-      for (int e = 0; e < 8; ++e) dot += q[r][e] * kx[e];
-      for (int o = GS / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
-      const bool visible = k_ok && row_ok[r] && (!is_causal || j <= qpos[r]);
-      if (visible) {                                       // online softmax, one key
-        const float m_new = fmaxf(m[r], dot);
-        const float alpha = exp2f(m[r] - m_new), p = exp2f(dot - m_new);
-        l[r] = l[r] * alpha + p;
-        for (int e = 0; e < 8; ++e) acc[r][e] = acc[r][e] * alpha + p * vx[e];
-        m[r] = m_new;
+      float sc[U];                                         // scores (log2 units), -inf if not visible
+      float mx = m[r];
+      for (int u = 0; u < U; ++u) {
+        float dot = 0.f;
+        for (int e = 0; e < 8; ++e) dot += q[r][e] * kx[u][e];
+        for (int o = GS / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
+        const bool visible = k_ok[u] && row_ok[r] && (!is_causal || j[u] <= qpos[r]);
+        sc[u] = visible ? dot : mt_neg_inf();
+        mx = fmaxf(mx, sc[u]);
       }
+      // Online softmax over U keys at once: one exponential per lane, shared by the group.
+      const float m_use = mx == mt_neg_inf() ? 0.f : mx;   // nothing visible yet: no rescaling
+      float x = gl == U ? m[r] : mt_neg_inf();             // lane U: the factor for the old max
+      for (int u = 0; u < U; ++u) x = gl == u ? sc[u] : x; // lane u: key u's weight
+      const float ex = exp2f(x - m_use);
+      const float alpha = __shfl_sync(0xffffffffu, ex, g0 + U);
+      float psum = 0.f;
+      for (int e = 0; e < 8; ++e) acc[r][e] *= alpha;
+      for (int u = 0; u < U; ++u) {
+        const float p = __shfl_sync(0xffffffffu, ex, g0 + u);
+        psum += p;
+        for (int e = 0; e < 8; ++e) acc[r][e] += p * vx[u][e];
+      }
+      l[r] = l[r] * alpha + psum;
+      m[r] = mx;
     }
   }
 

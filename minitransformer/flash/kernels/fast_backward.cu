@@ -9,8 +9,12 @@
 //   dV += P^T dO        dP = dO V^T         dS = P * (dP - D),  D = rowsum(dO * O)
 //   dK += scale * dS^T Q                    dQ += scale * dS K
 //
-// One block owns Bc = 64 keys (4 warps x 16 keys) and loops over the query
-// tiles. Each warp computes the *transposed* score tile S^T = K Q^T for its
+// One block owns Bc = 64 keys (4 warps x 16 keys) of one kv head and loops
+// over the query tiles of every query head that shares it (grouped-query
+// attention: G = H / H_kv heads), so dK and dV are summed over the group in
+// fp32 registers and written once per kv head. On sm_80+ the Q and dO tiles
+// are double-buffered with cp.async: the copy of the next step's tiles runs
+// while the tensor cores work on this one (sm_75: plain copies). Each warp computes the *transposed* score tile S^T = K Q^T for its
 // 16 keys, so that P^T and dS^T come out of the tensor cores already in the A
 // fragment layout that dV += P^T dO and dK += dS^T Q need: dK and dV stay in
 // registers for the whole loop. dQ needs dS the other way round; dS^T goes
@@ -18,22 +22,28 @@
 // ldmatrix, and each block adds its share of dQ into an fp32 buffer with
 // atomicAdd (several key blocks contribute to the same dQ rows).
 //
-// Layouts (contiguous): Q, dO (B, H, N, d); K, V (B, H_kv, N_k, d); L, Dvec
-// (B, H, N) fp32; dQacc (B, H, N, d) fp32, zeroed by the caller, receives
-// dQ; dK, dV (B, H, N_k, d) per *query* head (the caller sums the heads of a
-// group under grouped-query attention). Causal: bottom-right, query i sees
-// keys j <= i + (N_k - N); query tiles that see none of a block's keys are
-// skipped.
-// Launch: grid (ceil(N_k / 64), B * H), 128 threads, BwdCfg<d>::SMEM bytes.
+// Layouts (contiguous): Q, dO (B, H, N, d); K, V, dK, dV (B, H_kv, N_k, d);
+// L, Dvec (B, H, N) fp32; dQacc (B, H, N, d) fp32, zeroed by the caller,
+// receives dQ. Causal: bottom-right, query i sees keys j <= i + (N_k - N);
+// query tiles that see none of a block's keys are skipped.
+// Launch: grid (ceil(N_k / 64), B * H_kv), 128 threads, BwdCfg<d>::SMEM bytes.
 #include "fast_common.cuh"
 
 template <int d> struct BwdCfg {
   static constexpr int THREADS = 128;            // 4 warps
   static constexpr int Bc = 64;                  // keys per block (16 per warp)
-  static constexpr int Br = d <= 64 ? 64 : 32;   // queries per step (d = 128: fits sm_75's 64 KB)
+  // Queries per step: 64, or 32 where that would not fit: d = 128 (sm_75's 64 KB per block)
+  // and d = 64 on sm_75 (two blocks per SM need at most 32 KB each).
+  static constexpr int Br = (d <= 32 || (d <= 64 && MT_SM >= 80)) ? 64 : 32;
   static constexpr int LD = d + 8;               // padded rows of K, V, Q, dO (halves)
   static constexpr int LDS = Br + 8;             // padded rows of dS^T (halves)
-  static constexpr int SMEM = (2 * Bc + 2 * Br) * LD * 2 + Bc * LDS * 2 + 2 * Br * 4;
+  static constexpr int STAGES = MT_SM >= 80 ? 2 : 1;  // Q/dO buffers (cp.async double buffering)
+  // sm_75: dS^T borrows the Q and dO buffers, free once dK and dV are updated (one more
+  // barrier per step); sm_80+ is limited by registers to 2 blocks anyway: a buffer of its own.
+  static constexpr bool DS_IN_Q = MT_SM < 80;
+  static constexpr int DS_HALVES = DS_IN_Q ? 0 : Bc * LDS;
+  static constexpr int SMEM = (2 * Bc + 2 * STAGES * Br) * LD * 2 + DS_HALVES * 2 + 2 * Br * 4;
+  static_assert(!DS_IN_Q || Bc * LDS <= 2 * Br * LD, "dS^T must fit in the Q and dO buffers");
 };
 
 // D_i = sum_d dO[i][d] * O[i][d], one warp per row (the "preprocess" pass).
@@ -50,8 +60,11 @@ flash_bwd_dot_do_o(const mt_u16* __restrict__ dO, const mt_u16* __restrict__ O,
   if (lane == 0) Dvec[row] = acc;
 }
 
+// __launch_bounds__(128, 2): two blocks per SM is the goal (tests/test_kernel_resources.py);
+// it caps nothing (2 x 128 threads x 255 registers fit), but without a minimum ptxas aimed
+// lower on sm_75 (168 registers at d = 64) and spilled.
 template <int d, int DT>
-__global__ void __launch_bounds__(128)
+__global__ void __launch_bounds__(128, 2)
 flash_bwd_fast(const mt_u16* __restrict__ Q, const mt_u16* __restrict__ K,
                const mt_u16* __restrict__ V, const mt_u16* __restrict__ dO,
                const float* __restrict__ L, const float* __restrict__ Dvec,
@@ -59,24 +72,21 @@ flash_bwd_fast(const mt_u16* __restrict__ Q, const mt_u16* __restrict__ K,
                int H, int H_kv, int N, int N_k, float scale, int is_causal) {
   typedef BwdCfg<d> C;
   constexpr int Br = C::Br, Bc = C::Bc, LD = C::LD, LDS = C::LDS, T = C::THREADS;
+  constexpr int STAGES = C::STAGES;
   extern __shared__ mt_u4 mt_smem[];             // dynamic: BwdCfg<d>::SMEM bytes
   mt_u16* sK = (mt_u16*)mt_smem;                 // [Bc][LD]
   mt_u16* sV = sK + Bc * LD;                     // [Bc][LD]
-  mt_u16* sQ = sV + Bc * LD;                     // [Br][LD]
-  mt_u16* sdO = sQ + Br * LD;                    // [Br][LD]
-  mt_u16* sdS = sdO + Br * LD;                   // [Bc][LDS]  dS^T: rows are keys
-  float* sL = (float*)(sdS + Bc * LDS);          // [Br] log-sum-exp, log2 units
+  mt_u16* sQb = sV + Bc * LD;                    // [STAGES][Br][LD]
+  mt_u16* sdOb = sQb + STAGES * Br * LD;         // [STAGES][Br][LD]
+  mt_u16* sdS = C::DS_IN_Q ? sQb : sdOb + STAGES * Br * LD;   // [Bc][LDS]  dS^T: rows are keys
+  float* sL = (float*)(sdOb + STAGES * Br * LD + C::DS_HALVES);  // [Br] log-sum-exp, log2 units
   float* sD = sL + Br;                           // [Br] rowsum(dO * O)
 
   const int k0 = blockIdx.x * Bc;                // first key of this block
-  const int bh = blockIdx.y, b = bh / H, h = bh % H;
-  const int hk = h / (H / H_kv);
-  const mt_u16* Qg = Q + (long long)bh * N * d;
-  const mt_u16* dOg = dO + (long long)bh * N * d;
-  const mt_u16* Kg = K + (long long)(b * H_kv + hk) * N_k * d;
-  const mt_u16* Vg = V + (long long)(b * H_kv + hk) * N_k * d;
-  const float* Lg = L + (long long)bh * N;
-  const float* Dg = Dvec + (long long)bh * N;
+  const int bkv = blockIdx.y, b = bkv / H_kv, hk = bkv % H_kv;
+  const int G = H / H_kv;                        // query heads sharing this kv head
+  const mt_u16* Kg = K + (long long)bkv * N_k * d;
+  const mt_u16* Vg = V + (long long)bkv * N_k * d;
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int g = lane >> 2, t = lane & 3, mi = lane >> 3, mr = lane & 7;
@@ -86,7 +96,6 @@ flash_bwd_fast(const mt_u16* __restrict__ Q, const mt_u16* __restrict__ K,
 
   load_tile_async<Bc, d, LD, T>(sK, Kg, k0, N_k);
   load_tile_async<Bc, d, LD, T>(sV, Vg, k0, N_k);
-  cp_async_commit();
 
   float dk[d / 8][4], dv[d / 8][4];              // this warp's 16 keys x d, in registers throughout
   for (int i = 0; i < d / 8; ++i)
@@ -96,19 +105,47 @@ flash_bwd_fast(const mt_u16* __restrict__ Q, const mt_u16* __restrict__ K,
   constexpr int MT = Br / 16, WN = 4 / MT, NTW = (d / 8) / WN;
   const int dq_mt = warp % MT, dq_n0 = (warp / MT) * NTW;
 
-  // Causal: queries before k0 - off see none of these keys.
-  const int q_first = is_causal ? max(0, k0 - off) : 0;
-  for (int q0 = (q_first / Br) * Br; q0 < N; q0 += Br) {
-    // ---- Q, dO, L, D of this query tile ----
-    load_tile_async<Br, d, LD, T>(sQ, Qg, q0, N);
-    load_tile_async<Br, d, LD, T>(sdO, dOg, q0, N);
-    cp_async_commit();
+  // The steps: (query head of the group, query tile) pairs, head-major. Causal: query
+  // tiles before k0 - off see none of these keys and are skipped.
+  const int qt_first = is_causal ? max(0, k0 - off) / Br : 0;
+  const int n_qt = max(0, (N + Br - 1) / Br - qt_first);     // query tiles per head
+  const int n_steps = G * n_qt;
+  // Q and dO of step `step` into buffer `stage` (cp.async on sm_80+, plain copies on sm_75).
+  auto load_step = [&](int step, int stage) {
+    const long long bh = (long long)b * H + hk * G + step / n_qt;
+    const int q0 = (qt_first + step % n_qt) * Br;
+    load_tile_async<Br, d, LD, T>(sQb + stage * Br * LD, Q + bh * N * d, q0, N);
+    load_tile_async<Br, d, LD, T>(sdOb + stage * Br * LD, dO + bh * N * d, q0, N);
+  };
+  if (n_steps > 0) load_step(0, 0);
+  cp_async_commit();                             // one group: K, V and the first Q, dO
+
+  for (int step = 0; step < n_steps; ++step) {
+    const int stage = STAGES == 2 ? (step & 1) : 0;
+    const mt_u16* sQ = sQb + stage * Br * LD;
+    const mt_u16* sdO = sdOb + stage * Br * LD;
+    const long long bh = (long long)b * H + hk * G + step / n_qt;
+    const int q0 = (qt_first + step % n_qt) * Br;
+    const float* Lg = L + bh * N;
+    const float* Dg = Dvec + bh * N;
+#if MT_SM >= 80
+    // ---- start the next step's Q and dO into the other buffer; wait for this step's only ----
+    if (step + 1 < n_steps) {
+      load_step(step + 1, stage ^ 1);
+      cp_async_commit();
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+#else
+    if (step > 0) load_step(step, 0);            // sm_75: the copy of step 0 came with K, V
+#endif
+    // ---- L, D of this query tile ----
     for (int r = threadIdx.x; r < Br; r += T) {
       const bool ok = q0 + r < N;               // missing rows: P = exp(. - inf) = 0
       sL[r] = ok ? Lg[q0 + r] * 1.4426950408889634f : __int_as_float(0x7f800000);
       sD[r] = ok ? Dg[q0 + r] : 0.f;
     }
-    cp_async_wait<0>();
     __syncthreads();
 
     // ---- S^T = K Q^T and dP^T = V dO^T: 16 keys x Br queries per warp ----
@@ -160,6 +197,7 @@ flash_bwd_fast(const mt_u16* __restrict__ Q, const mt_u16* __restrict__ K,
     }
 
     // ---- dS^T -> shared memory, then dQ += dS K for the whole block ----
+    if (C::DS_IN_Q) __syncthreads();             // sm_75: dS^T overwrites Q and dO, still being read
     for (int nt = 0; nt < Br / 8; ++nt)
       for (int r = 0; r < 2; ++r)
         *(mt_u32*)(sdS + (warp * 16 + g + 8 * r) * LDS + nt * 8 + 2 * t) =
@@ -181,7 +219,7 @@ flash_bwd_fast(const mt_u16* __restrict__ Q, const mt_u16* __restrict__ K,
     for (int r = 0; r < 2; ++r) {
       const int i = q0 + dq_mt * 16 + g + 8 * r;
       if (i < N) {
-        float* row = dQacc + ((long long)bh * N + i) * d;
+        float* row = dQacc + (bh * N + i) * d;
         for (int nn = 0; nn < NTW; ++nn) {
           atomicAdd(row + (dq_n0 + nn) * 8 + 2 * t, dq[nn][2 * r] * scale);
           atomicAdd(row + (dq_n0 + nn) * 8 + 2 * t + 1, dq[nn][2 * r + 1] * scale);
@@ -192,11 +230,14 @@ flash_bwd_fast(const mt_u16* __restrict__ Q, const mt_u16* __restrict__ K,
   }
 
   // ---- epilogue: this block's keys of dK (scaled) and dV ----
+  // Must unroll: left as a loop (bf16's longer pack2 tipped NVRTC's unroller at d = 128),
+  // dk[dt][2 * r] is indexed by a run-time r and dk, dv, key_j go to a 528-byte stack frame.
+#pragma unroll
   for (int r = 0; r < 2; ++r) {
     const int j = key_j[r];
     if (j < N_k) {
-      mt_u16* dk_row = dK + ((long long)bh * N_k + j) * d;
-      mt_u16* dv_row = dV + ((long long)bh * N_k + j) * d;
+      mt_u16* dk_row = dK + ((long long)bkv * N_k + j) * d;
+      mt_u16* dv_row = dV + ((long long)bkv * N_k + j) * d;
       for (int dt = 0; dt < d / 8; ++dt) {
         *(mt_u32*)(dk_row + dt * 8 + 2 * t) = pack2<DT>(dk[dt][2 * r] * scale, dk[dt][2 * r + 1] * scale);
         *(mt_u32*)(dv_row + dt * 8 + 2 * t) = pack2<DT>(dv[dt][2 * r], dv[dt][2 * r + 1]);

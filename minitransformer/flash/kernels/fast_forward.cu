@@ -34,7 +34,12 @@ template <int d> struct FwdCfg {
   static constexpr int Bc = (d <= 64 || MT_SM >= 80) ? 64 : 32;
   static constexpr int STAGES = MT_SM >= 80 ? 2 : 1;  // K/V buffers in shared memory
   static constexpr int LD = d + 8;                     // padded row stride (halves)
-  static constexpr int SMEM = (Br + 2 * STAGES * Bc) * LD * 2;  // bytes
+  // Q is read into registers once, in the prologue. With two stages it borrows the second
+  // K buffer, which is free until tile 1 is fetched: 85 -> 68 KB at d = 128, so two
+  // blocks fit in an A100's 164 KB. One stage (sm_75): a buffer of its own.
+  static constexpr int Q_ROWS = STAGES == 2 ? 0 : Br;
+  static constexpr int SMEM = (Q_ROWS + 2 * STAGES * Bc) * LD * 2;  // bytes
+  static_assert(STAGES == 1 || Br <= Bc, "Q must fit in one K buffer");
 };
 
 template <int d, int DT>
@@ -45,9 +50,9 @@ flash_fwd_fast(const mt_u16* __restrict__ Q, const mt_u16* __restrict__ K,
   typedef FwdCfg<d> C;
   constexpr int Br = C::Br, Bc = C::Bc, LD = C::LD, STAGES = C::STAGES, T = C::THREADS;
   extern __shared__ mt_u4 mt_smem[];      // dynamic: FwdCfg<d>::SMEM bytes, 16-byte aligned
-  mt_u16* sQ = (mt_u16*)mt_smem;          // [Br][LD]
-  mt_u16* sK = sQ + Br * LD;              // [STAGES][Bc][LD]
+  mt_u16* sK = (mt_u16*)mt_smem;          // [STAGES][Bc][LD]
   mt_u16* sV = sK + STAGES * Bc * LD;     // [STAGES][Bc][LD]
+  mt_u16* sQ = STAGES == 2 ? sK + Bc * LD : sV + Bc * LD;   // [Br][LD]: K buffer 1, or its own
 
   const int q0 = blockIdx.x * Br;                      // first query row of this block
   const int bh = blockIdx.y, b = bh / H, h = bh % H;
@@ -64,17 +69,25 @@ flash_fwd_fast(const mt_u16* __restrict__ Q, const mt_u16* __restrict__ K,
   const int kv_end = is_causal ? min(N_k, q0 + Br + off) : N_k;
   const int n_kb = (kv_end + Bc - 1) / Bc;
 
-  // ---- prologue: Q and the first K/V tile into shared memory ----
+  // ---- prologue: Q and the first K/V tile into shared memory, Q on into registers ----
+  mt_u32 q_frag[d / 16][4];                            // Q as A fragments, loaded once
 #if MT_SM >= 80
   load_tile_async<Br, d, LD, T>(sQ, Qg, q0, N);
+  cp_async_commit();                                   // group 1: Q
   load_tile_async<Bc, d, LD, T>(sK, Kg, 0, N_k);
   load_tile_async<Bc, d, LD, T>(sV, Vg, 0, N_k);
-  cp_async_commit();
+  cp_async_commit();                                   // group 2: K/V tile 0, still in flight below
+  cp_async_wait<1>();                                  // Q has landed
 #else
   load_tile_async<Br, d, LD, T>(sQ, Qg, q0, N);    // plain copies below sm_80
   load_tile_async<Bc, d, LD, T>(sK, Kg, 0, N_k);
   load_tile_async<Bc, d, LD, T>(sV, Vg, 0, N_k);
+#endif
   __syncthreads();
+  for (int kc = 0; kc < d / 16; ++kc)
+    ldmatrix_x4(q_frag[kc], sQ + (warp * 16 + mr + (mi & 1) * 8) * LD + kc * 16 + (mi >> 1) * 8);
+#if MT_SM >= 80
+  __syncthreads();                                     // Q read by every warp: sQ is K buffer 1 again
 #endif
 
   const float sl2 = scale * 1.4426950408889634f;      // scores in log2 units: exp2 is cheaper
@@ -82,7 +95,6 @@ flash_fwd_fast(const mt_u16* __restrict__ Q, const mt_u16* __restrict__ K,
   for (int i = 0; i < d / 8; ++i) o_acc[i][0] = o_acc[i][1] = o_acc[i][2] = o_acc[i][3] = 0.f;
   float m_r[2] = {mt_neg_inf(), mt_neg_inf()};         // running max of rows g and g + 8
   float l_r[2] = {0.f, 0.f};                           // running sum (this lane's columns only)
-  mt_u32 q_frag[d / 16][4];                            // Q as A fragments, loaded once
   const int row_i[2] = {q0 + warp * 16 + g, q0 + warp * 16 + g + 8};
 
   for (int kb = 0; kb < n_kb; ++kb) {
@@ -109,11 +121,6 @@ flash_fwd_fast(const mt_u16* __restrict__ Q, const mt_u16* __restrict__ K,
       load_tile_regs<Bc, d, T>(v_next, Vg, (kb + 1) * Bc, N_k);
     }
 #endif
-    if (kb == 0) {                                     // Q: shared memory -> A fragments
-      for (int kc = 0; kc < d / 16; ++kc)
-        ldmatrix_x4(q_frag[kc], sQ + (warp * 16 + mr + (mi & 1) * 8) * LD + kc * 16 + (mi >> 1) * 8);
-    }
-
     // ---- S = Q K^T for this warp's 16 rows x Bc keys ----
     float s[Bc / 8][4];
     for (int i = 0; i < Bc / 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
