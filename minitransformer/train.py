@@ -142,13 +142,14 @@ def warmup_cosine_scheduler(
 
 
 # ---------------------------------------------------------------- label smoothing
-def smoothed_targets(targets: Tensor, num_classes: int, smoothing: float) -> Tensor:
+def smoothed_targets(targets: Tensor, num_classes: int, smoothing: float, dtype: torch.dtype = torch.float32) -> Tensor:
     """The target distribution of label smoothing.
 
     Args:
         targets: ``(N,)`` class ids.
         num_classes: ``C``.
         smoothing: ``eps`` in [0, 1].
+        dtype: the floating dtype of the result (that of the logits it is compared with).
 
     Returns:
         ``(N, C)``: ``1 - eps + eps/C`` at the true class, ``eps/C`` elsewhere
@@ -164,7 +165,9 @@ def smoothed_targets(targets: Tensor, num_classes: int, smoothing: float) -> Ten
     check_int_tensor("targets", targets, low=0, high=num_classes, where="smoothed_targets")
     if targets.dim() != 1:
         raise ValueError(f"targets must be a (N,) tensor of class ids, got {targets.dtype} {tuple(targets.shape)}")
-    one_hot = F.one_hot(targets, num_classes).float()  # (N, C)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"smoothed_targets: dtype must be a floating torch dtype, got {dtype!r}")
+    one_hot = F.one_hot(targets, num_classes).to(dtype)  # (N, C)
     return (1.0 - smoothing) * one_hot + smoothing / num_classes  # (N, C)
 
 
@@ -201,9 +204,9 @@ def label_smoothing_loss(logits: Tensor, targets: Tensor, smoothing: float, igno
         "targets", targets, low=0, high=logits.shape[1], allow=int(ignore_index), where="label_smoothing_loss"
     )
     keep = targets != ignore_index  # (N,)
-    q = smoothed_targets(targets[keep], logits.shape[1], smoothing)  # (N_kept, C)
+    q = smoothed_targets(targets[keep], logits.shape[1], smoothing, dtype=logits.dtype)  # (N_kept, C)
     log_p = torch.log_softmax(logits[keep], dim=-1)  # (N_kept, C)
-    return -(q.to(log_p.dtype) * log_p).sum(dim=-1).mean()
+    return -(q * log_p).sum(dim=-1).mean()
 
 
 def _dtype_or_type(x) -> str:

@@ -69,15 +69,18 @@ def test_warmup_cosine():
 @pytest.mark.parametrize("eps", [0.0, 0.1, 0.3, 1.0])
 def test_label_smoothing_equals_torch(eps):
     g = torch.Generator().manual_seed(0)
-    logits = torch.randn(12, 7, generator=g, dtype=torch.float64)
+    logits = torch.randn(12, 7, generator=g, dtype=torch.float64) * 3
     targets = torch.randint(0, 7, (12,), generator=g)
     targets[[2, 5]] = -100
+    exact = dict(atol=1e-12, rtol=0)  # float64 all the way: the smoothed targets too
     ours = label_smoothing_loss(logits, targets, eps)
-    torch.testing.assert_close(ours, F.cross_entropy(logits, targets, label_smoothing=eps))
+    assert ours.dtype == torch.float64
+    torch.testing.assert_close(ours, F.cross_entropy(logits, targets, label_smoothing=eps), **exact)
     targets[[2, 5]] = 3
     torch.testing.assert_close(
         label_smoothing_loss(logits, targets, eps, ignore_index=0),
         F.cross_entropy(logits, targets, ignore_index=0, label_smoothing=eps),
+        **exact,
     )
 
 
