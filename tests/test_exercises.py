@@ -82,3 +82,117 @@ def test_solution_shows_package_source():
     assert "def softmax_solution" in repr(shown) and "```python" in shown._repr_markdown_()
     with pytest.raises(KeyError, match="no exercise"):
         get("ch99.nothing")
+
+
+# -- the checkers catch what values alone cannot: library calls, dtype, in-place changes, complexity ----------
+
+
+def _problem_line(result) -> str:
+    return result.message.split("\n")[1]
+
+
+def test_forbidden_functions_still_exist():
+    """A ban on a renamed or removed function would silently stop working: every one must resolve."""
+    from minitransformer.exercises.core import _resolve
+
+    for key, exercise in sorted(EXERCISES.items()):
+        for rule in exercise.forbidden:
+            for spec in rule.functions:
+                if spec.startswith(("minitransformer", "torch")):
+                    assert _resolve(spec) is not None, (key, spec)
+
+
+def test_linear_attention_rejects_the_n_by_m_matrix():
+    """Issue 14's example: exact values, but computed through phi(Q) phi(K)^T."""
+    import torch.nn.functional as F
+
+    def quadratic(q, k, v):
+        A = (F.elu(q) + 1) @ (F.elu(k) + 1).transpose(-2, -1)  # (n, m)
+        return (A @ v) / A.sum(-1, keepdim=True)
+
+    result = check("ch08.linear_attention", quadratic)
+    assert not result.passed
+    assert "the values are right" in result.message and "(4, 6)" in result.message
+    assert "n x m" in result.message and "phi(K)^T V" in result.message
+
+
+def test_library_call_is_found_however_it_was_imported():
+    import torch
+    import torch.nn.functional as F
+
+    import minitransformer
+    from minitransformer import scaled_dot_product_attention as sdpa
+
+    def helper(x):
+        return F.softmax(x, dim=-1)  # one call deeper than the reader's function
+
+    for fn, name in [
+        (lambda x: torch.softmax(x, -1), "torch.softmax"),
+        (lambda x: x.softmax(-1), "Tensor.softmax"),
+        (lambda x: helper(x), "Tensor.softmax"),
+    ]:
+        result = check("ch03.softmax", fn)
+        assert not result.passed and f"calls {name}" in result.message, result.message
+    for fn in (lambda q, k, v: sdpa(q, k, v), lambda q, k, v: minitransformer.scaled_dot_product_attention(q, k, v)):
+        result = check("ch03.attention", fn)
+        assert "calls minitransformer.attention.scaled_dot_product_attention" in result.message, result.message
+
+
+def test_library_calls_allowed_where_they_are_not_the_exercise():
+    """torch.softmax inside attention, F.unfold's cousin Tensor.unfold, matrix_power: legitimate tools."""
+    import math
+
+    import torch
+
+    cases = {
+        "ch03.attention": lambda q, k, v: torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), -1) @ v,
+        "ch04.split_heads": lambda x, h: x.unflatten(-1, (h, -1)).transpose(1, 2),
+        "ch09.patchify": lambda im, p: (
+            im.unfold(2, p, p).unfold(3, p, p).permute(0, 2, 3, 1, 4, 5).reshape(im.shape[0], -1, im.shape[1] * p * p)
+        ),
+        "ch09.receptive_field": lambda m, L: (
+            torch.linalg.matrix_power((m | torch.eye(m.shape[0], dtype=torch.bool)).double(), L) > 0
+        ),
+        "ch09.entropy": lambda w: -(w * w.log()).nansum(-1),
+    }
+    for key, fn in cases.items():
+        result = check(key, fn)
+        assert result.passed, result.message
+
+
+def test_in_place_change_of_an_input_names_it():
+    def softmax_in_place(x):
+        x -= x.max(-1, keepdim=True).values
+        return x.exp() / x.exp().sum(-1, keepdim=True)
+
+    result = check("ch03.softmax", softmax_in_place)
+    assert not result.passed and "changed its input `x` in place" in _problem_line(result)
+
+
+def test_float32_result_from_float64_inputs_is_rejected():
+    result = check(
+        "ch03.softmax", lambda x: (e := (x - x.max(-1, keepdim=True).values).float().exp()) / e.sum(-1, keepdim=True)
+    )
+    assert not result.passed and "float32 while the inputs are float64" in result.message
+    result = check("ch05.relative_positions", lambda n, K: get("ch05.relative_positions").solution(n, K).float())
+    assert not result.passed and "must stay integers" in result.message
+
+
+def test_check_restores_the_profiler_even_when_the_reader_raises():
+    import sys
+
+    def boom(x):
+        raise ValueError("oops")
+
+    before = sys.getprofile()
+    check("ch03.softmax", boom)
+    check("ch03.softmax", lambda x: x.softmax(-1))
+    assert sys.getprofile() is before
+
+
+@pytest.mark.parametrize("key", sorted(EXERCISES))
+def test_success_message_is_unchanged(key):
+    """The wording the book's readers see for a correct answer (the probes add nothing to it)."""
+    exercise = get(key)
+    expected = f"[{key}] {exercise.title}\n✓ correct: all {len(exercise.cases())} cases match the reference."
+    assert check(key, exercise.solution).message == expected

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .core import Case, Exercise, Mistake, register
+from .core import Case, Exercise, Forbidden, Mistake, register
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -49,17 +49,25 @@ def _gru_reset_before_matmul(x, h, W_ih, W_hh, b_ih, b_hh):
     return (1 - z) * n + z * h
 
 
+def _gru_tanh_by_exp(x, h, W_ih, W_hh, b_ih, b_hh):
+    (i_r, i_z, i_n), (h_r, h_z, h_n) = _gru_parts(x, h, W_ih, W_hh, b_ih, b_hh)
+    r, z = torch.sigmoid(i_r + h_r), torch.sigmoid(i_z + h_z)
+    t = i_n + r * h_n
+    n = (torch.exp(2 * t) - 1) / (torch.exp(2 * t) + 1)  # tanh by its formula: overflows
+    return (1 - z) * n + z * h
+
+
 def _gru_cases() -> list[Case]:
     g = _gen(10)
     r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
 
-    def case(desc, B, I, H):
-        return Case(desc, (r(B, I), r(B, H), r(3 * H, I) * 0.8, r(3 * H, H) * 0.8, r(3 * H), r(3 * H)))
+    def case(desc, B, I, H, x_scale=1.0):
+        return Case(desc, (r(B, I) * x_scale, r(B, H), r(3 * H, I) * 0.8, r(3 * H, H) * 0.8, r(3 * H), r(3 * H)))
 
     return [
         case("B = 1, input size 3, hidden size 4", 1, 3, 4),
         case("B = 5, input size 6, hidden size 2", 5, 6, 2),
-        case("B = 3, input size 1, hidden size 7", 3, 1, 7),
+        case("B = 3, input size 1, hidden size 7, inputs x 1000 (saturated gates: the overflow test)", 3, 1, 7, 1000.0),
     ]
 
 
@@ -82,6 +90,19 @@ register(
                 "you applied the reset gate BEFORE the matrix product, W_hn (r * h) (the form in Cho et al. "
                 "2014); nn.GRUCell applies it after: n = tanh(i_n + r * (W_hn h + b_hn)).",
             ),
+            Mistake(
+                _gru_tanh_by_exp,
+                "your tanh overflows: (exp(2t) - 1) / (exp(2t) + 1) is inf / inf = NaN once t > 355. "
+                "Use torch.tanh (and torch.sigmoid), which stay finite for any input.",
+            ),
+        ],
+        forbidden=[
+            Forbidden(
+                "the exercise is to compute the gates yourself; torch.gru_cell / nn.GRUCell is what your step "
+                "is compared with. Split x W_ih^T + b_ih and h W_hh^T + b_hh into (r, z, n) chunks.",
+                torch_names=("gru_cell", "gru"),
+                functions=("torch.nn.modules.rnn:GRUCell.forward", "torch.nn.modules.rnn:GRU.forward"),
+            )
         ],
     )
 )

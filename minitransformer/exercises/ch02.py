@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .core import Case, Exercise, Mistake, register
+from .core import Case, Exercise, Forbidden, Mistake, register
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -134,7 +134,10 @@ def _contexts_cases() -> list[Case]:
     full = lambda B, S: torch.ones(B, S, dtype=torch.bool)  # noqa: E731
     return [
         Case("B = 1, T = 3 target steps, S = 4 source words, no padding", (r(1, 3, 4), r(1, 4, 2), full(1, 4))),
-        Case("B = 2, T = 2, S = 5, d = 3, no padding", (r(2, 2, 5) * 2, r(2, 5, 3), full(2, 5))),
+        Case(
+            "B = 2, T = 2, S = 5, d = 3, no padding, scores around 800 (the overflow test)",
+            (r(2, 2, 5) * 2 + 800.0, r(2, 5, 3), full(2, 5)),
+        ),
         Case(
             "B = 2, T = 4, S = 3, the first source padded after 2 words",
             (r(2, 4, 3), r(2, 3, 3), torch.tensor([[True, True, False], [True, True, True]])),
@@ -163,6 +166,20 @@ register(
                 lambda e, h, m: torch.softmax(e, dim=-1) @ h,
                 "padded source positions received weight: set their scores to -inf before the softmax.",
             ),
+            Mistake(
+                lambda e, h, m: (
+                    (x := torch.exp(e.masked_fill(~m.unsqueeze(1), float("-inf")))) / x.sum(-1, keepdim=True) @ h
+                ),
+                "exp(800) overflows to inf and inf / inf = NaN: subtract each row's maximum score before exp "
+                "(or call torch.softmax, which does).",
+            ),
+        ],
+        forbidden=[
+            Forbidden(
+                "mask the scores yourself (masked_fill with -inf), then torch.softmax over the source axis; the "
+                "package's masked_softmax is what it is checked against.",
+                functions=("minitransformer.attention:masked_softmax",),
+            )
         ],
     )
 )

@@ -7,7 +7,7 @@ import math
 import torch
 
 from ..reference import attention_ref, causal_mask_ref, softmax_ref
-from .core import Case, Exercise, Mistake, register
+from .core import Case, Exercise, Forbidden, Mistake, register
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -30,8 +30,8 @@ def _softmax_cases() -> list[Case]:
         Case("one row [1, 2, 3]", (torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64),)),
         Case("a (3, 5) matrix, softmax of each row", (torch.randn(3, 5, generator=g, dtype=torch.float64),)),
         Case(
-            "large scores [1000, 1001, 1002] (overflow test)",
-            (torch.tensor([[1000.0, 1001.0, 1002.0]], dtype=torch.float64),),
+            "two rows: large scores [1000, 1001, 1002] and small [-5, 0, 5] (overflow test; each row has its own max)",
+            (torch.tensor([[1000.0, 1001.0, 1002.0], [-5.0, 0.0, 5.0]], dtype=torch.float64),),
         ),
         Case("a (2, 3, 4) batch", (torch.randn(2, 3, 4, generator=g, dtype=torch.float64) * 10,)),
     ]
@@ -51,8 +51,15 @@ register(
                 "(x - x.max(dim=-1, keepdim=True).values); the softmax does not change.",
             ),
             Mistake(
-                lambda x: torch.softmax(x, dim=0),
+                lambda x: (
+                    torch.exp(x - x.max(0, keepdim=True).values) / torch.exp(x - x.max(0, keepdim=True).values).sum(0)
+                ),
                 "you normalised over the first axis; each ROW (last axis) must sum to 1: use dim=-1.",
+            ),
+            Mistake(
+                lambda x: torch.exp(x - x.max()) / torch.exp(x - x.max()).sum(dim=-1, keepdim=True),
+                "you subtracted the maximum of the WHOLE tensor: a row far below it underflows to exp(-1000) = 0 "
+                "and 0 / 0 = NaN. Subtract each row's own maximum: x.max(dim=-1, keepdim=True).values.",
             ),
             Mistake(
                 lambda x: torch.exp(x) / torch.exp(x).sum(),
@@ -60,6 +67,18 @@ register(
             ),
         ],
         reference=softmax_ref,
+        forbidden=[
+            Forbidden(
+                "the exercise is to write softmax yourself from exp, max and sum: torch.softmax, F.softmax, "
+                "x.softmax, nn.Softmax and log_softmax are what you are re-creating.",
+                torch_names=("softmax", "log_softmax", "_softmax", "special_softmax", "special_log_softmax"),
+                functions=(
+                    "minitransformer.reference:softmax_ref",
+                    "minitransformer.attention:masked_softmax",
+                    "scipy.special._logsumexp:softmax",
+                ),
+            )
+        ],
     )
 )
 
@@ -75,11 +94,38 @@ def attention_solution(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tor
     return weights @ v  # (..., n, d_v)
 
 
+_NO_LIBRARY_ATTENTION = Forbidden(
+    "the exercise is to write attention yourself: scores = q k^T / sqrt(d_k), a softmax over the keys, "
+    "then weights @ v. F.scaled_dot_product_attention, nn.MultiheadAttention and the package's "
+    "scaled_dot_product_attention are what it is checked against.",
+    torch_names=("scaled_dot_product_attention", "_scaled_dot_product_attention_math"),
+    functions=(
+        "torch.nn.functional:multi_head_attention_forward",
+        "minitransformer.attention:scaled_dot_product_attention",
+        "minitransformer.attention:attend",
+        "minitransformer.attention:softmax_attention",
+        "minitransformer.attention:masked_softmax",
+        "minitransformer.reference:attention_ref",
+        "minitransformer.multihead:MultiHeadAttention.forward",
+    ),
+)
+
+
+def _attention_exp_softmax(q, k, v, mask=None):
+    s = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        s = s.masked_fill(~mask, float("-inf"))
+    e = torch.exp(s)  # no max subtracted: overflows for large scores
+    return (e / e.sum(-1, keepdim=True)).nan_to_num(0.0) @ v
+
+
 def _attention_cases() -> list[Case]:
     g = _gen(1)
     r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
+    k_big, q_big = r(6, 4), r(1, 4)
+    k_big[:, 0], q_big[0, 0] = 1.0, 2000.0  # every score is 1000 + a small part: exp(score) overflows
     return [
-        Case("q (1, 4), k (6, 4), v (6, 4): one query", (r(1, 4), r(6, 4), r(6, 4))),
+        Case("q (1, 4), k (6, 4), v (6, 4): one query, every score near 1000 (overflow test)", (q_big, k_big, r(6, 4))),
         Case("q (3, 8), k (5, 8), v (5, 2): d_v != d_k, n != m", (r(3, 8), r(5, 8), r(5, 2))),
         Case("batched q (2, 3, 16), k (2, 7, 16), v (2, 7, 5)", (r(2, 3, 16) * 3, r(2, 7, 16), r(2, 7, 5))),
     ]
@@ -106,8 +152,14 @@ register(
                 lambda q, k, v: torch.softmax(q @ k.transpose(-2, -1) / q.shape[-1], -1) @ v,
                 "you divided by d_k instead of sqrt(d_k).",
             ),
+            Mistake(
+                _attention_exp_softmax,
+                "your softmax overflows: the scores here are near 1000, exp(1000) = inf and inf / inf = NaN. "
+                "Subtract each row's maximum score before exp (your stable softmax from the exercise above).",
+            ),
         ],
         reference=attention_ref,
+        forbidden=[_NO_LIBRARY_ATTENTION],
     )
 )
 
@@ -154,6 +206,17 @@ register(
             ),
         ],
         reference=causal_mask_ref,
+        forbidden=[
+            Forbidden(
+                "the exercise is to build the mask yourself (torch.arange and a comparison, or torch.tril); "
+                "the package's causal_mask is what it is checked against.",
+                functions=(
+                    "minitransformer.attention:causal_mask",
+                    "minitransformer.attention:causal_bias",
+                    "minitransformer.reference:causal_mask_ref",
+                ),
+            )
+        ],
     )
 )
 
@@ -176,14 +239,16 @@ def _masked_cases() -> list[Case]:
     r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
     pad = torch.tensor([[True, True, True, False, False], [True, True, True, True, True]])
     some_blocked = torch.tensor([[True, False, True, True], [False, False, False, False], [True, True, True, True]])
+    q2, k2 = r(3, 6), r(4, 6)
+    k2[:, 0], q2[:, 0] = 1.0, 1000.0 * math.sqrt(6)  # every score is 1000 + a small part
     return [
         Case(
             "padding: 2 sequences of 5 keys, the first has 2 pads; mask (2, 1, 5)",
             (r(2, 3, 8), r(2, 5, 8), r(2, 5, 4), pad[:, None, :]),
         ),
         Case(
-            "the second query may see NO key (a fully masked row); mask (3, 4)",
-            (r(3, 6), r(4, 6), r(4, 3), some_blocked),
+            "the second query may see NO key (a fully masked row); mask (3, 4); scores near 1000 (overflow test)",
+            (q2, k2, r(4, 3), some_blocked),
         ),
     ]
 
@@ -217,7 +282,13 @@ register(
                 ),
                 "your mask is inverted: True means 'may attend', so fill where ~mask.",
             ),
+            Mistake(
+                _attention_exp_softmax,
+                "your softmax overflows: the scores here are near 1000, exp(1000) = inf and inf / inf = NaN. "
+                "Subtract each row's maximum score before exp (or use torch.softmax, which does).",
+            ),
         ],
         reference=attention_ref,
+        forbidden=[_NO_LIBRARY_ATTENTION],
     )
 )

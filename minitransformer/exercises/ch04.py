@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .core import Case, Exercise, Mistake, register
+from .core import Case, Exercise, Forbidden, Mistake, register
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -57,6 +57,13 @@ register(
                 "you split the features but did not move the head axis: the result must be "
                 "(B, h, T, d_k), so add .transpose(1, 2).",
             ),
+        ],
+        forbidden=[
+            Forbidden(
+                "the exercise is to split the heads yourself with .view and .transpose; "
+                "MultiHeadAttention._split_heads is what it is checked against.",
+                functions=("minitransformer.multihead:MultiHeadAttention._split_heads",),
+            )
         ],
     )
 )
@@ -162,6 +169,19 @@ register(
                 "you counted W^O twice: there is one output projection for all heads together.",
             ),
         ],
+        forbidden=[
+            Forbidden(
+                "count the parameters from the shapes of W_Q, W_K, W_V and W_O (and their biases) instead of "
+                "building a layer and counting its tensors: the formula is the point, and at d_model = 8192 "
+                "building the layer costs seconds and hundreds of megabytes.",
+                functions=(
+                    "minitransformer.multihead:MultiHeadAttention.__init__",
+                    "minitransformer.multihead:MultiHeadAttention.num_parameters",
+                    "torch.nn.modules.activation:MultiheadAttention.__init__",
+                    "minitransformer.configs:count_attention_params",
+                ),
+            )
+        ],
         rtol=0.0,
         atol=0.5,
     )
@@ -219,6 +239,13 @@ register(
                 lambda L, h, kv, hd, n, b, by: 2 * L * kv * hd * n * b,
                 "you counted elements, not bytes: multiply by bytes_per_element (2 for fp16).",
             ),
+        ],
+        forbidden=[
+            Forbidden(
+                "write the product yourself: 2 x layers x KV heads x head_dim x tokens x batch x bytes; "
+                "the package's kv_cache_bytes is what it is checked against.",
+                functions=("minitransformer.kv_cache:kv_cache_bytes", "minitransformer.kv_cache:kv_cache_report"),
+            )
         ],
         rtol=0.0,
         atol=0.5,

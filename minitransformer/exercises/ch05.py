@@ -7,7 +7,7 @@ import math
 import torch
 
 from ..reference import rope_complex_ref, sinusoidal_ref
-from .core import Case, Exercise, Mistake, register
+from .core import Case, Exercise, Forbidden, Mistake, register
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -87,6 +87,17 @@ register(
             ),
         ],
         reference=sinusoidal_ref,
+        forbidden=[
+            Forbidden(
+                "the exercise is to build the table yourself (torch.arange, the angles, sin and cos); the "
+                "package's sinusoidal_encoding is what it is checked against.",
+                functions=(
+                    "minitransformer.positional:sinusoidal_encoding",
+                    "minitransformer.positional:SinusoidalPositionalEncoding.__init__",
+                    "minitransformer.reference:sinusoidal_ref",
+                ),
+            )
+        ],
     )
 )
 
@@ -147,6 +158,13 @@ register(
                 "the angle of block i is k / 10000**(2i/d): the exponent is 2i/d, not i/d.",
             ),
         ],
+        forbidden=[
+            Forbidden(
+                "the exercise is to fill in the 2 x 2 rotation blocks yourself; the package's "
+                "transition_matrix is what it is checked against.",
+                functions=("minitransformer.positional:transition_matrix",),
+            )
+        ],
     )
 )
 
@@ -167,12 +185,14 @@ def rope_solution(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _rope_variant(x, positions, halves: bool = False, sign: float = 1.0, exponent: str = "2j"):
+def _rope_variant(
+    x, positions, halves: bool = False, sign: float = 1.0, exponent: str = "2j", dtype: torch.dtype = torch.float64
+):
     d = x.shape[-1]
-    j = torch.arange(d // 2, dtype=torch.float64)
+    j = torch.arange(d // 2, dtype=dtype)
     theta = 10000.0 ** (-(2 * j if exponent == "2j" else j) / d)
-    angle = sign * positions.to(torch.float64)[:, None] * theta[None, :]
-    cos, sin = torch.cos(angle), torch.sin(angle)
+    angle = sign * positions.to(dtype)[:, None] * theta[None, :]
+    cos, sin = torch.cos(angle).to(x.dtype), torch.sin(angle).to(x.dtype)
     if halves:
         x1, x2 = x[..., : d // 2], x[..., d // 2 :]
         return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], -1)
@@ -191,7 +211,9 @@ def _rope_cases() -> list[Case]:
         ),
         Case("x (4, 6) at positions 0, 1, 2, 3", (r(4, 6), torch.arange(4))),
         Case("x (2, 3, 5, 8) (batch, heads, T, d) at positions 7 .. 11", (r(2, 3, 5, 8), torch.arange(7, 12))),
-        Case("x (3, 4) at positions 100, 0, 42 (any order)", (r(3, 4), torch.tensor([100, 0, 42]))),
+        Case(
+            "x (3, 4) at positions 123457, 0, 42 (any order; a long context)", (r(3, 4), torch.tensor([123457, 0, 42]))
+        ),
     ]
 
 
@@ -222,8 +244,25 @@ register(
                 lambda x, p: _rope_variant(x, torch.arange(x.shape[-2])),
                 "use the positions you are given (e.g. 7 .. 11 after a cache), not 0 .. T-1.",
             ),
+            Mistake(
+                lambda x, p: _rope_variant(x, p, dtype=torch.float32),
+                "your angles were computed in float32 (torch.arange and integer positions give float32 once "
+                "divided): at position 123457 float32 angles are off by about 1e-4 radians. Compute theta and "
+                "the angles in x's dtype (dtype=x.dtype, here float64).",
+            ),
         ],
         reference=rope_complex_ref,
+        forbidden=[
+            Forbidden(
+                "the exercise is to rotate the pairs yourself (cos and sin of positions x theta); the package's "
+                "RotaryEmbedding is what it is checked against.",
+                functions=(
+                    "minitransformer.rotary:RotaryEmbedding.forward",
+                    "minitransformer.rotary:RotaryEmbedding.cos_sin",
+                    "minitransformer.reference:rope_complex_ref",
+                ),
+            )
+        ],
     )
 )
 

@@ -15,7 +15,7 @@ from ..book.block_experiments import layer_norm
 from ..layers import FeedForward
 from ..multihead import MultiHeadAttention
 from ..train import noam_lr, smoothed_targets
-from .core import Case, Exercise, Mistake, register
+from .core import Case, Exercise, Forbidden, Mistake, register
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -28,7 +28,7 @@ def _gen(seed: int) -> torch.Generator:
 def _layer_norm_cases() -> list[Case]:
     g = _gen(0)
     r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
-    near_constant = 5.0 + 0.01 * r(3, 4)  # variance ~1e-4: eps matters
+    near_constant = 1e5 + 0.01 * r(3, 4)  # variance ~1e-4 around a large mean: eps matters, E[x^2] - mu^2 fails
     return [
         Case("x (2, 5, 6) (batch, sequence, features), random gamma and beta", (r(2, 5, 6) * 2, r(6), r(6), 1e-5)),
         Case(
@@ -36,7 +36,7 @@ def _layer_norm_cases() -> list[Case]:
             (r(3, 4) * 3 + 1, torch.ones(4, dtype=torch.float64), torch.zeros(4, dtype=torch.float64), 1e-5),
         ),
         Case(
-            "x (3, 4) whose features are nearly constant (variance ~1e-4), eps = 1e-5",
+            "x (3, 4) whose features are nearly constant (about 1e5, variance ~1e-4), eps = 1e-5",
             (near_constant, torch.ones(4, dtype=torch.float64), torch.zeros(4, dtype=torch.float64), 1e-5),
         ),
         Case("x (4, 8), eps = 0.1", (r(4, 8), r(8), r(8), 0.1)),
@@ -76,6 +76,28 @@ register(
                 ),
                 "you normalised over the sequence axis (-2); LayerNorm uses the features (-1).",
             ),
+            Mistake(
+                lambda x, g, b, eps: (
+                    g
+                    * (x - x.mean(-1, keepdim=True))
+                    / torch.sqrt((x * x).mean(-1, keepdim=True) - x.mean(-1, keepdim=True) ** 2 + eps)
+                    + b
+                ),
+                "you computed the variance as E[x^2] - E[x]^2, which cancels catastrophically when the mean is "
+                "large next to the spread (here about 1e5 against 0.01): compute ((x - mu) ** 2).mean(-1) or "
+                "x.var(-1, unbiased=False).",
+            ),
+        ],
+        forbidden=[
+            Forbidden(
+                "the exercise is to normalise by hand (mean, variance, eps, gamma, beta); F.layer_norm and "
+                "nn.LayerNorm are what it is checked against.",
+                torch_names=("layer_norm", "native_layer_norm"),
+                functions=(
+                    "torch.nn.functional:layer_norm",
+                    "minitransformer.book.block_experiments:layer_norm",
+                ),
+            )
         ],
     )
 )
@@ -183,6 +205,12 @@ register(
                 "d_model enters as d_model ** -0.5 (wider models get smaller rates), not ** 0.5.",
             ),
         ],
+        forbidden=[
+            Forbidden(
+                "write the formula yourself; the package's noam_lr is what it is checked against.",
+                functions=("minitransformer.train:noam_lr", "minitransformer.train:NoamSchedule.__call__"),
+            )
+        ],
     )
 )
 
@@ -221,6 +249,13 @@ register(
                 lambda t, C, e: F.one_hot(t, C).float() * (1 - e) + e,
                 "each class gets eps / C of the smoothing mass, not eps.",
             ),
+        ],
+        forbidden=[
+            Forbidden(
+                "build the distribution yourself from F.one_hot; the package's smoothed_targets is what it is "
+                "checked against.",
+                functions=("minitransformer.train:smoothed_targets", "minitransformer.train:label_smoothing_loss"),
+            )
         ],
     )
 )

@@ -10,10 +10,11 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
 from ..book.explanation import null_space_projection
 from ..gpt import sampling_probs
-from .core import Case, Exercise, Mistake, register
+from .core import Case, Exercise, Forbidden, Mistake, register
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -58,8 +59,8 @@ def _cross_cases() -> list[Case]:
             (r(2, 4, 6), r(2, 6, 6), r(6, 3), r(6, 3), r(6, 5), mask),
         ),
         Case(
-            "x (1, 5, 4), memory (1, 5, 4) (equal lengths), d_k = 2, d_v = 3",
-            (r(1, 5, 4), r(1, 5, 4), r(4, 2), r(4, 2), r(4, 3)),
+            "x (1, 5, 4) x 300, memory (1, 5, 4) (equal lengths), d_k = 2, d_v = 3: large scores (overflow test)",
+            (r(1, 5, 4) * 300.0, r(1, 5, 4), r(4, 2), r(4, 2), r(4, 3)),
         ),
     ]
 
@@ -116,6 +117,15 @@ register(
                 ),
                 "softmax over the wrong axis: each TARGET position's weights over the source must sum to 1 (dim=-1).",
             ),
+            Mistake(
+                lambda x, m, wq, wk, wv, mask=None: (
+                    (e := torch.exp(_masked((x @ wq) @ (m @ wk).transpose(-2, -1) / math.sqrt(wq.shape[1]), mask)))
+                    / e.sum(-1, keepdim=True)
+                    @ (m @ wv)
+                ),
+                "your softmax overflows for large scores (exp(800) = inf, inf / inf = NaN): subtract each row's "
+                "maximum before exp, or use torch.softmax.",
+            ),
         ],
     )
 )
@@ -134,10 +144,25 @@ def _sampling_cases() -> list[Case]:
         Case("logits (3, 10), temperature 1, top_k 1", (logits, 1.0, 1)),
         Case("logits (3, 10), temperature 0 (greedy: one-hot on the argmax), top_k None", (logits, 0.0, None)),
         Case(
-            "logits (2, 5), temperature 0.7, top_k 10 (more than the vocabulary: keep all)",
-            (torch.randn(2, 5, generator=g, dtype=torch.float64), 0.7, 10),
+            "logits (2, 5) near 1000 (overflow test), temperature 0.7, top_k 10 (more than the vocabulary: keep all)",
+            (torch.randn(2, 5, generator=g, dtype=torch.float64) + 1000.0, 0.7, 10),
         ),
     ]
+
+
+def _exp_normalise(z, dim):
+    e = torch.exp(z)  # no max subtracted: overflows for large logits
+    return e / e.sum(dim, keepdim=True)
+
+
+def _probs(logits, temperature, top_k, softmax=torch.softmax):
+    """The sampling distribution written out (the mistakes below vary it; the package's own is the solution)."""
+    if temperature == 0:
+        return F.one_hot(logits.argmax(dim=-1), logits.shape[-1]).to(logits.dtype)
+    logits = logits / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        logits = logits.masked_fill(logits < torch.topk(logits, top_k, dim=-1).values[:, -1:], float("-inf"))
+    return softmax(logits, dim=-1)
 
 
 def _topk_after_softmax(logits, temperature, top_k):
@@ -158,7 +183,7 @@ register(
         "the vocabulary (dim=-1). Temperature 0 means greedy: a one-hot on the argmax.",
         mistakes=[
             Mistake(
-                lambda l, t, k: sampling_probs(l * t, 1.0, k) if t > 0 else sampling_probs(l, 0.0, k),
+                lambda l, t, k: _probs(l * t, 1.0, k) if t > 0 else _probs(l, 0.0, k),
                 "you MULTIPLIED by the temperature: divide, so that a low temperature sharpens the distribution.",
             ),
             Mistake(
@@ -167,17 +192,33 @@ register(
                 "to -inf before the softmax (or renormalise).",
             ),
             Mistake(
-                lambda l, t, k: sampling_probs(l, t, None),
+                lambda l, t, k: _probs(l, t, None),
                 "top_k was ignored: only the k most likely tokens may be drawn.",
             ),
             Mistake(
-                lambda l, t, k: sampling_probs(l, t, k + 1 if k is not None else None),
+                lambda l, t, k: _probs(l, t, k + 1 if k is not None else None),
                 "you kept k + 1 tokens: exactly the k largest logits survive.",
             ),
             Mistake(
-                lambda l, t, k: torch.softmax(l, -1) if t == 0 else sampling_probs(l, t, k),
+                lambda l, t, k: torch.softmax(l, -1) if t == 0 else _probs(l, t, k),
                 "temperature 0 is greedy decoding: all the probability on the argmax (a one-hot row).",
             ),
+            Mistake(
+                lambda l, t, k: _probs(l, t, k, softmax=_exp_normalise),
+                "your softmax overflows for large logits (exp(1000) = inf, inf / inf = NaN): subtract each row's "
+                "maximum before exp, or use torch.softmax.",
+            ),
+        ],
+        forbidden=[
+            Forbidden(
+                "write the three steps yourself (divide, keep the top k, softmax); the package's sampling_probs "
+                "is what it is checked against.",
+                functions=(
+                    "minitransformer.gpt:sampling_probs",
+                    "minitransformer.gpt:sample_next_token",
+                    "minitransformer.gpt:GPT.generate",
+                ),
+            )
         ],
     )
 )
@@ -230,6 +271,16 @@ register(
                 "that is the projection onto the ROW space of A (the part that changes the output); "
                 "subtract it from r instead.",
             ),
+        ],
+        forbidden=[
+            Forbidden(
+                "build the constraint matrix and the projection yourself; the package's null_space_projection "
+                "is what it is checked against.",
+                functions=(
+                    "minitransformer.book.explanation:null_space_projection",
+                    "minitransformer.book.explanation:null_space_basis",
+                ),
+            )
         ],
     )
 )

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from ..reference import linear_attention_ref
-from .core import Case, Exercise, Mistake, register
+from .core import Case, Exercise, Forbidden, Mistake, Pairwise, register
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -83,6 +83,21 @@ register(
                 "you used the OLD max for the new tile: when the tile holds a larger score, m must grow "
                 "(m_new = max(m, rowmax(s))) and everything is expressed relative to m_new.",
             ),
+            Mistake(
+                lambda m, o, s, v: (
+                    (torch.exp(m) / torch.exp(torch.maximum(m, s.max(-1).values)))[:, None] * o
+                    + torch.exp(s - torch.maximum(m, s.max(-1).values)[:, None]) @ v
+                ),
+                "exp(m) / exp(m_new) is the right factor on paper, but exp(1000) = inf and inf / inf = NaN: "
+                "compute exp(m - m_new), the difference first.",
+            ),
+        ],
+        forbidden=[
+            Forbidden(
+                "write the update yourself (max, rescale, add); the package's online_softmax_step is what it "
+                "is checked against.",
+                functions=("minitransformer.flash.online_softmax:online_softmax_step",),
+            )
         ],
     )
 )
@@ -132,6 +147,16 @@ register(
                 lambda n, w, c: sliding_window_mask_solution(n, w, False),
                 "with causal=True a query may not see later keys: also require i - j >= 0.",
             ),
+        ],
+        forbidden=[
+            Forbidden(
+                "build the mask yourself from torch.arange and a comparison; the package's sliding_window_mask "
+                "is what it is checked against.",
+                functions=(
+                    "minitransformer.efficient:sliding_window_mask",
+                    "minitransformer.book.position_experiments:window_mask",
+                ),
+            )
         ],
     )
 )
@@ -199,5 +224,21 @@ register(
             ),
         ],
         reference=_linear_attention_ref,
+        forbidden=[
+            Forbidden(
+                "write linear attention yourself; the package's linear_attention is what it is checked against.",
+                functions=(
+                    "minitransformer.linear_attention:linear_attention",
+                    "minitransformer.linear_attention:linear_attention_from_features",
+                    "minitransformer.reference:linear_attention_ref",
+                ),
+            )
+        ],
+        pairwise=Pairwise(
+            lambda q, k, v: (q.shape[-2], k.shape[-2]),
+            "the point of linear attention is never to form the n x m matrix phi(Q) phi(K)^T: compute the "
+            "keys' summary phi(K)^T V (r x d_v) and phi(K).sum over the keys (r,) first, then multiply phi(Q) "
+            "by them. Memory and time then grow with n + m, not n x m.",
+        ),
     )
 )

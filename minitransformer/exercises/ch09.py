@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .core import Case, Exercise, Mistake, register
+from .core import Case, Exercise, Forbidden, Mistake, register
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -76,6 +76,14 @@ register(
                 "(patch n at grid row n // (W/p), column n % (W/p)).",
             ),
         ],
+        forbidden=[
+            Forbidden(
+                "the exercise is to cut the patches with reshape and permute; F.unfold (im2col) and the "
+                "package's patchify are what it is checked against.",
+                torch_names=("im2col",),
+                functions=("torch.nn.functional:unfold", "minitransformer.book.vision:patchify"),
+            )
+        ],
     )
 )
 
@@ -131,6 +139,13 @@ register(
                 lambda e, n: ~adjacency_mask_solution(e, n),
                 "your mask is inverted: True must mean 'may attend' (neighbours and the node itself).",
             ),
+        ],
+        forbidden=[
+            Forbidden(
+                "build the mask yourself from torch.eye and the edge list; the package's adjacency_mask is what "
+                "it is checked against.",
+                functions=("minitransformer.book.graphs:adjacency_mask",),
+            )
         ],
     )
 )
@@ -195,6 +210,13 @@ register(
                 "off by one: with L layers a message travels L hops, and 0 layers reach only the node itself.",
             ),
         ],
+        forbidden=[
+            Forbidden(
+                "repeat the (A + I) step yourself; the package's receptive_field and hop_distances are what it "
+                "is checked against.",
+                functions=("minitransformer.book.graphs:receptive_field", "minitransformer.book.graphs:hop_distances"),
+            )
+        ],
     )
 )
 
@@ -240,6 +262,20 @@ register(
                 lambda w: (w * torch.where(w > 0, w.log(), torch.zeros_like(w))).sum(-1),
                 "you forgot the minus sign: entropy is -sum w log w, never negative.",
             ),
+        ],
+        forbidden=[
+            Forbidden(
+                "write -sum w log w yourself (with 0 log 0 = 0); torch.special.entr, "
+                "torch.distributions.Categorical(...).entropy(), scipy.stats.entropy and the package's "
+                "attention_entropy compute it for you.",
+                torch_names=("special_entr",),
+                functions=(
+                    "torch.distributions.categorical:Categorical.entropy",
+                    "minitransformer.book.diagnostics:attention_entropy",
+                    "minitransformer.book.diagnostics:normalized_entropy",
+                    "scipy.stats._entropy:entropy",
+                ),
+            )
         ],
     )
 )

@@ -20,12 +20,23 @@ In a chapter, an exercise is three cells:
 Each exercise is an :class:`Exercise` registered under a key. Its reference
 solution lives here, once; the tests prove that it passes its own checker and
 that plausible wrong answers fail it.
+
+Right values are not enough. Once a case's values match, the check also rejects
+an output that lost precision (float32 from float64 inputs) or integer ids turned
+into floats; an input changed in place; a call to a library function that does the
+exercise (:class:`Forbidden`: torch.softmax in the softmax exercise, the package's
+own function, ...); and, with a :class:`Pairwise` probe, a tensor with one entry per
+(query, key) pair where the exercise exists to avoid it. A wrong value is always
+reported first, with its targeted hint; none of this changes the message a correct
+answer gets.
 """
 
 from __future__ import annotations
 
 import html
+import importlib
 import inspect
+import sys
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,8 +44,22 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten
 
-__all__ = ["Case", "Exercise", "CheckResult", "register", "get", "check", "hint", "solution", "EXERCISES"]
+__all__ = [
+    "Case",
+    "Exercise",
+    "Forbidden",
+    "Pairwise",
+    "CheckResult",
+    "register",
+    "get",
+    "check",
+    "hint",
+    "solution",
+    "EXERCISES",
+]
 
 EXERCISES: dict[str, Exercise] = {}
 
@@ -54,6 +79,213 @@ class Mistake:
 
     wrong: Callable
     hint: str
+
+
+@dataclass(frozen=True)
+class Forbidden:
+    """Library calls that do the exercise for the reader; calling one fails the check.
+
+    ``torch_names``: names of PyTorch's built-in (C) functions and tensor methods, e.g.
+    ``"softmax"`` matches ``torch.softmax``, ``x.softmax`` and what ``F.softmax`` calls.
+    ``functions``: Python functions as ``"module:qualname"`` (the package's own, or
+    ``torch.nn.functional``'s), matched however the reader reached them (imported by
+    name, through the module, or inside another function). ``hint`` says what to do instead.
+    """
+
+    hint: str
+    torch_names: tuple[str, ...] = ()
+    functions: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Pairwise:
+    """A complexity probe: no tensor created during the call may have one axis per (query, key) pair.
+
+    ``sizes(*args, **kwargs)`` gives ``(n, m)`` for a case; a tensor whose shape holds both
+    ``n`` and ``m`` (on different axes) is the ``n x m`` matrix the exercise avoids.
+    """
+
+    sizes: Callable[..., tuple[int, int]]
+    hint: str
+
+
+class _CallWatch:
+    """Context manager: records the first forbidden call made inside it (a ``sys.setprofile`` hook).
+
+    Calls are observed, not stopped: the reader's function runs as written, and the check
+    reports the call afterwards. The function being checked is never flagged for being
+    itself one of the forbidden functions (the reference solution may be the package's own).
+    """
+
+    def __init__(self, forbidden: list[Forbidden], fn: Callable):
+        self.found: tuple[str, Forbidden] | None = None
+        self._names: dict[str, Forbidden] = {}
+        self._codes: dict[Any, tuple[str, Forbidden]] = {}
+        own = getattr(fn, "__code__", None)
+        for rule in forbidden:
+            for name in rule.torch_names:
+                self._names.setdefault(name, rule)
+            for spec in rule.functions:
+                obj = _resolve(spec)
+                code = getattr(obj, "__code__", None)
+                if code is not None and code is not own:
+                    module, _, qualname = spec.partition(":")
+                    public = ".".join(part for part in module.split(".") if not part.startswith("_"))
+                    self._codes.setdefault(code, (f"{public}.{qualname}", rule))
+
+    def _profile(self, frame, event, arg):
+        if self.found is not None:
+            return
+        if event == "call":
+            hit = self._codes.get(frame.f_code)
+            if hit is not None:
+                self.found = hit
+        elif event == "c_call":
+            name = getattr(arg, "__name__", None)
+            rule = self._names.get(name) if name else None
+            if rule is not None and _is_torch_builtin(arg):
+                self.found = (_torch_name(arg, name), rule)
+
+    def __enter__(self):
+        self._previous = sys.getprofile()
+        if self._names or self._codes:
+            sys.setprofile(self._profile)
+        return self
+
+    def __exit__(self, *exc):
+        sys.setprofile(self._previous)
+        return False
+
+
+def _resolve(spec: str) -> Any:
+    """``"module:qualname"`` -> the object, or None when the module is not importable.
+
+    Modules outside this package are only looked up when already imported (a reader who
+    calls scipy has imported it), so a check never pays for importing them.
+    """
+    module_name, _, qualname = spec.partition(":")
+    if not module_name.startswith(("minitransformer", "torch")) and module_name not in sys.modules:
+        return None
+    try:
+        obj = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError):
+        return None
+    return inspect.unwrap(obj) if callable(obj) else obj
+
+
+_TORCH_NAMESPACES = {"torch._C._nn": "torch.nn.functional", "torch._C._special": "torch.special"}
+
+
+def _torch_name(fn: Any, name: str) -> str:
+    """How a reader would write a PyTorch built-in: Tensor.softmax, torch.nn.functional.unfold, ..."""
+    owner = getattr(fn, "__self__", None)
+    if isinstance(owner, torch.Tensor):
+        return f"Tensor.{name}"
+    module = getattr(fn, "__module__", None) or getattr(owner, "__name__", None) or "torch"
+    if module in _TORCH_NAMESPACES:
+        module = _TORCH_NAMESPACES[module]
+        name = name.removeprefix("special_")
+    elif module.startswith("torch._C"):
+        module = "torch"
+    return f"{module}.{name}"
+
+
+def _is_torch_builtin(fn: Any) -> bool:
+    owner = getattr(fn, "__self__", None)
+    if isinstance(owner, torch.Tensor):
+        return True
+    module = getattr(fn, "__module__", None) or getattr(owner, "__name__", None) or ""
+    return isinstance(module, str) and module.startswith("torch")
+
+
+class _PairwiseProbe(TorchFunctionMode):
+    """Records the first tensor a PyTorch call inside it returns whose shape holds both ``n`` and ``m``.
+
+    A function mode (not a dispatch mode, whose first use imports torch._dynamo: seconds):
+    it sees every call the reader's code makes to PyTorch (operators, methods, einsum).
+    """
+
+    def __init__(self, n: int, m: int):
+        super().__init__()
+        self.n, self.m, self.found = n, m, None
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if self.found is None:
+            for t in tree_flatten(out)[0]:
+                if isinstance(t, torch.Tensor) and self._pairwise(tuple(t.shape)):
+                    self.found = tuple(t.shape)
+                    break
+        return out
+
+    def _pairwise(self, shape: tuple[int, ...]) -> bool:
+        i = [a for a, s in enumerate(shape) if s == self.n]
+        j = [b for b, s in enumerate(shape) if s == self.m]
+        return any(a != b for a in i for b in j)
+
+
+def _dtype_of(x: Any):
+    """The dtype of a tensor or array as a NumPy dtype (None for anything else)."""
+    if isinstance(x, torch.Tensor):
+        if x.dtype == torch.bfloat16:
+            return np.dtype("float16")
+        try:
+            return np.dtype(str(x.dtype).removeprefix("torch."))
+        except TypeError:  # a dtype NumPy does not know (float8, ...)
+            return None
+    if isinstance(x, np.ndarray):
+        return x.dtype
+    return None
+
+
+def _dtype_problem(got: Any, expected: Any, case: Case) -> str | None:
+    """A sentence when ``got`` has a dtype that loses information, else None."""
+    g, e = _dtype_of(got), _dtype_of(expected)
+    if g is None or e is None:
+        return None
+    inputs = [a for a in (*case.args, *case.kwargs.values()) if isinstance(a, (torch.Tensor, np.ndarray))]
+    float64_in = any(_dtype_of(a) == np.float64 for a in inputs)
+    if e == np.float64 and float64_in and g.kind == "f" and g.itemsize < 8:
+        name = str(got.dtype).removeprefix("torch.")
+        return (
+            f"your output is {name} while the inputs are float64: somewhere a "
+            f"tensor was created or cast in {name} (torch.zeros, torch.ones, torch.tensor and .float() give "
+            "float32 unless told otherwise), which throws away half the digits."
+        )
+    if e.kind in "iu" and np.ndim(expected) >= 1 and g.kind not in "iu":
+        return (
+            f"your output has dtype {str(getattr(got, 'dtype', g))}: these are "
+            "token ids / indices, which must stay integers (int64) to index a table such as nn.Embedding."
+        )
+    return None
+
+
+_DTYPE_HINT = (
+    "create new tensors in the input's dtype (dtype=x.dtype, torch.zeros_like, x.new_zeros) and do not "
+    "call .float(); keep integer ids as integers."
+)
+
+_MUTATION_HINT = (
+    "work on new tensors: write x = x - m (a new tensor) rather than x -= m, x[...] = ..., or a method "
+    "ending in an underscore (masked_fill_, mul_, ...); the caller still needs its inputs unchanged."
+)
+
+
+def _snapshot(case: Case) -> list[tuple[int | str, torch.Tensor]]:
+    """Copies of the case's tensor arguments, to detect in-place changes."""
+    items = [*enumerate(case.args), *case.kwargs.items()]
+    return [(key, a.detach().clone()) for key, a in items if isinstance(a, torch.Tensor)]
+
+
+def _changed(before: torch.Tensor, after: torch.Tensor) -> bool:
+    if before.shape != after.shape or before.dtype != after.dtype:
+        return True
+    same = before == after
+    if before.is_floating_point():
+        same = same | (before.isnan() & after.isnan())
+    return not bool(same.all())
 
 
 @dataclass
@@ -109,6 +341,8 @@ class Exercise:
         hint: the general hint.
         mistakes: known wrong answers with targeted hints.
         rtol, atol: tolerances for numeric outputs.
+        forbidden: library calls that would do the exercise for the reader (see :class:`Forbidden`).
+        pairwise: a complexity probe (see :class:`Pairwise`).
         reference: where the expected outputs come from, when the package has an
             independent float64 reference (a function of :mod:`minitransformer.reference`
             taking the same arguments); None: the solution itself. With a
@@ -126,10 +360,53 @@ class Exercise:
         rtol: float = 1e-5,
         atol: float = 1e-6,
         reference: Callable | None = None,
+        forbidden: list[Forbidden] | tuple = (),
+        pairwise: Pairwise | None = None,
     ):
         self.key, self.title, self.solution, self.cases = key, title, solution, cases
         self.hint, self.mistakes, self.rtol, self.atol = hint, list(mistakes), rtol, atol
         self.reference = reference
+        self.forbidden, self.pairwise = list(forbidden), pairwise
+
+    def _arg_name(self, key: int | str) -> str:
+        if isinstance(key, str):
+            return key
+        names = list(inspect.signature(self.solution).parameters)
+        return names[key] if key < len(names) else f"argument {key + 1}"
+
+    def _run(self, fn: Callable, case: Case) -> tuple[Any, str | None]:
+        """Call ``fn`` on ``case`` under the probes; returns its output and a sentence + hint on misuse."""
+        before = _snapshot(case)
+        probe = _PairwiseProbe(*self.pairwise.sizes(*case.args, **case.kwargs)) if self.pairwise else None
+        with _CallWatch(self.forbidden, fn) as watch:
+            if probe is None:
+                got = fn(*case.args, **case.kwargs)
+            else:
+                with probe:
+                    got = fn(*case.args, **case.kwargs)
+        misuse = None
+        if watch.found is not None:
+            name, rule = watch.found
+            misuse = f"your function calls {name}, which does the exercise for you.\nHint: {rule.hint}"
+        elif probe is not None and probe.found is not None:
+            n, m = probe.n, probe.m
+            misuse = (
+                f"the values are right, but your function builds a tensor of shape {probe.found}: one entry per "
+                f"(query, key) pair ({n} queries x {m} keys), the n x m matrix this exercise exists to avoid.\n"
+                f"Hint: {self.pairwise.hint}"
+            )
+        for key, old in before:
+            new = (case.args[key] if isinstance(key, int) else case.kwargs[key]).detach()
+            if _changed(old, new):
+                if misuse is None:
+                    misuse = (
+                        f"the output is right, but your function changed its input `{self._arg_name(key)}` in place."
+                        f"\nHint: {_MUTATION_HINT}"
+                    )
+                if new.shape == old.shape and new.dtype == old.dtype:
+                    with torch.no_grad():
+                        new.copy_(old)  # restore it, so the known mistakes are tried on the true inputs
+        return got, misuse
 
     # -- comparison ----------------------------------------------------------
     def _mismatch(self, got: Any, expected: Any) -> str | None:
@@ -149,7 +426,8 @@ class Exercise:
         if not np.all(np.isfinite(g)) and np.all(np.isfinite(e)):
             return f"your output contains NaN or inf:\n{_fmt(g)}"
         if not np.allclose(g, e, rtol=self.rtol, atol=self.atol, equal_nan=True):
-            worst = float(np.nanmax(np.abs(g - e)))
+            diff = np.abs(g - e)
+            worst = float(np.nanmax(diff)) if not np.all(np.isnan(diff)) else float("nan")
             return f"expected\n{_fmt(e)}\ngot\n{_fmt(g)}\n(largest difference {worst:.3g})"
         return None
 
@@ -169,7 +447,7 @@ class Exercise:
         for n, case in enumerate(cases, 1):
             expected = expect(*case.args, **case.kwargs)
             try:
-                got = fn(*case.args, **case.kwargs)
+                got, misuse = self._run(fn, case)
             except NotImplementedError:
                 return not_yet
             except Exception as exc:  # the reader's code raised: show where
@@ -190,8 +468,11 @@ class Exercise:
                     f"{head}\n✗ case {n}/{len(cases)} ({case.description}): your function returned None.",
                 )
             problem = self._mismatch(got, expected)
+            dtype_problem = _dtype_problem(got, expected, case)
             if problem is not None:
-                hint = self.hint
+                hint = (
+                    self.hint if dtype_problem is None else f"{dtype_problem} {_DTYPE_HINT[0].upper()}{_DTYPE_HINT[1:]}"
+                )
                 for mistake in self.mistakes:
                     try:
                         if self._mismatch(got, mistake.wrong(*case.args, **case.kwargs)) is None:
@@ -204,6 +485,12 @@ class Exercise:
                     True,
                     False,
                     f"{head}\n✗ case {n}/{len(cases)} ({case.description}): {problem}\nHint: {hint}",
+                )
+            if misuse is None and dtype_problem is not None:
+                misuse = f"the values are right, but {dtype_problem}\nHint: {_DTYPE_HINT}"
+            if misuse is not None:
+                return CheckResult(
+                    self.key, True, False, f"{head}\n✗ case {n}/{len(cases)} ({case.description}): {misuse}"
                 )
         return CheckResult(self.key, True, True, f"{head}\n✓ correct: all {len(cases)} cases match the reference.")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn as nn
 
 
 def _gates(x, h, W_ih, W_hh, b_ih, b_hh):
@@ -38,6 +39,36 @@ def gru_gate_order_zr(x, h, W_ih, W_hh, b_ih, b_hh):
     return (1 - z) * torch.tanh(i_n + r * h_n) + z * h
 
 
+def _gru_core(x, h, W_ih, W_hh, b_ih, b_hh, tanh=torch.tanh):
+    r, z, i_n, h_n = _gates(x, h, W_ih, W_hh, b_ih, b_hh)
+    return (1 - z) * tanh(i_n + r * h_n) + z * h
+
+
+def gru_library_call(x, h, W_ih, W_hh, b_ih, b_hh):
+    return torch.gru_cell(x, h, W_ih, W_hh, b_ih, b_hh)  # the library does the exercise
+
+
+def gru_module(x, h, W_ih, W_hh, b_ih, b_hh):
+    cell = nn.GRUCell(x.shape[1], h.shape[1]).double()  # nn.GRUCell loaded with the weights
+    with torch.no_grad():
+        for p, w in zip((cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh), (W_ih, W_hh, b_ih, b_hh)):
+            p.copy_(w)
+    return cell(x, h).detach()
+
+
+def gru_tanh_overflows(x, h, W_ih, W_hh, b_ih, b_hh):
+    tanh = lambda t: (torch.exp(2 * t) - 1) / (torch.exp(2 * t) + 1)  # noqa: E731  inf / inf for t > 355
+    return _gru_core(x, h, W_ih, W_hh, b_ih, b_hh, tanh=tanh)
+
+
+def gru_float32(x, h, W_ih, W_hh, b_ih, b_hh):
+    return _gru_core(*(t.float() for t in (x, h, W_ih, W_hh, b_ih, b_hh)))  # silently casts to float32
+
+
+def gru_writes_into_h(x, h, W_ih, W_hh, b_ih, b_hh):
+    return h.copy_(_gru_core(x, h, W_ih, W_hh, b_ih, b_hh))  # in-place: overwrites the caller's h
+
+
 def jac_wrong_order(Js):
     J, out = torch.eye(Js.shape[-1], dtype=Js.dtype), [torch.tensor(1.0, dtype=Js.dtype)]
     for step in Js:
@@ -66,6 +97,35 @@ def jac_no_identity(Js):
     return torch.stack(out)  # forgot t = 0: T values, not T + 1
 
 
+def jac_norms_via_python_floats(Js):
+    J, out = torch.eye(Js.shape[-1], dtype=Js.dtype), [1.0]
+    for step in Js:
+        J = step @ J
+        out.append(torch.linalg.matrix_norm(J, ord=2).item())
+    return torch.tensor(out)  # torch.tensor of Python floats: float32
+
+
+def jac_accumulates_into_input(Js):
+    J, out = torch.eye(Js.shape[-1], dtype=Js.dtype), [torch.tensor(1.0, dtype=Js.dtype)]
+    for t in range(len(Js)):
+        Js[t] = Js[t] @ J  # in-place: overwrites the caller's Jacobians with the running products
+        J = Js[t]
+        out.append(torch.linalg.matrix_norm(J, ord=2))
+    return torch.stack(out)
+
+
+def inputs_float_ids(tgt_out, bos_id, pad_id):
+    tgt_in = torch.zeros(tgt_out.shape)  # float32 token ids
+    tgt_in[:, 0], tgt_in[:, 1:] = bos_id, tgt_out[:, :-1]
+    return tgt_in.masked_fill(tgt_out == pad_id, pad_id)
+
+
+def inputs_shift_in_place(tgt_out, bos_id, pad_id):
+    old = tgt_out.clone()
+    tgt_out[:, 1:], tgt_out[:, 0] = old[:, :-1], bos_id  # in-place: shifts the caller's targets
+    return tgt_out.masked_fill(old == pad_id, pad_id)
+
+
 def inputs_shifted_left(tgt_out, bos_id, pad_id):
     return torch.cat([tgt_out[:, 1:], torch.full_like(tgt_out[:, :1], pad_id)], 1)
 
@@ -81,12 +141,31 @@ def inputs_bos_at_end(tgt_out, bos_id, pad_id):
 
 
 WRONG = {
-    "ch01.gru_step": [gru_z_swapped, gru_reset_before_matmul, gru_reset_outside_bias, gru_gate_order_zr],
-    "ch01.jacobian_norms": [jac_wrong_order, jac_product_of_norms, jac_frobenius, jac_no_identity],
+    "ch01.gru_step": [
+        gru_z_swapped,
+        gru_reset_before_matmul,
+        gru_reset_outside_bias,
+        gru_gate_order_zr,
+        gru_library_call,  # torch.gru_cell
+        gru_module,  # nn.GRUCell
+        gru_tanh_overflows,  # numerically unstable
+        gru_float32,  # wrong dtype
+        gru_writes_into_h,  # in-place mutation
+    ],
+    "ch01.jacobian_norms": [
+        jac_wrong_order,
+        jac_product_of_norms,
+        jac_frobenius,
+        jac_no_identity,
+        jac_norms_via_python_floats,  # wrong dtype (float32)
+        jac_accumulates_into_input,  # in-place mutation
+    ],
     "ch01.decoder_inputs": [
         lambda tgt_out, bos_id, pad_id: tgt_out.clone(),  # not shifted
         inputs_shifted_left,  # shifted the wrong way
         inputs_eos_leaks,  # eos of short rows fed in
         inputs_bos_at_end,
+        inputs_float_ids,  # wrong dtype: float ids
+        inputs_shift_in_place,  # in-place mutation of tgt_out
     ],
 }

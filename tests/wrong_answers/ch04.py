@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from minitransformer import MultiHeadAttention
+from minitransformer.configs import count_attention_params
+from minitransformer.kv_cache import kv_cache_bytes
+from minitransformer.multihead import MultiHeadAttention as _MHA
+
 WRONG = {
     "ch04.split_heads": [
         lambda x, h: x.reshape(x.shape[0], h, x.shape[1], x.shape[2] // h),  # reshape, no transpose
         lambda x, h: x.view(x.shape[0], x.shape[1], x.shape[2] // h, h).permute(0, 3, 1, 2),  # (d_k, h) split
         lambda x, h: x.view(x.shape[0], x.shape[1], h, x.shape[2] // h),  # head axis not moved
         lambda x, h: x.view(x.shape[0], x.shape[1], h, -1).transpose(2, 3),  # transposed the wrong pair
+        lambda x, h: _MHA._split_heads(_MHA(x.shape[-1], h), x, h),  # the package's own method
     ],
     "ch04.merge_heads": [
         lambda x: x.reshape(x.shape[0], x.shape[2], -1),  # reshape, no transpose
@@ -21,11 +27,14 @@ WRONG = {
         lambda d, h, kv, bias: 3 * d * d + (3 * d if bias else 0),  # omitted W^O
         lambda d, h, kv, bias: 5 * d * d + (5 * d if bias else 0),  # W^O twice
         lambda d, h, kv, bias: 4 * d * (d // h) + (4 * d // h if bias else 0),  # one head only
+        lambda d, h, kv, bias: sum(p.numel() for p in MultiHeadAttention(d, h, kv, bias=bias).parameters()),  # built
+        lambda d, h, kv, bias: count_attention_params(d, h, kv, bias=bias),  # the package's own function
     ],
     "ch04.kv_cache_bytes": [
         lambda L, h, kv, hd, n, b, by: L * kv * hd * n * b * by,  # keys only
         lambda L, h, kv, hd, n, b, by: 2 * L * h * hd * n * b * by,  # query heads
         lambda L, h, kv, hd, n, b, by: 2 * L * kv * hd * n * b,  # elements, not bytes
         lambda L, h, kv, hd, n, b, by: 2 * L * kv * (hd * h) * n * b * by,  # d_model per kv head
+        lambda L, h, kv, hd, n, b, by: kv_cache_bytes(L, kv, hd, n, b, by),  # the package's own function
     ],
 }

@@ -6,6 +6,9 @@ import math
 
 import torch
 
+from minitransformer import RotaryEmbedding, sinusoidal_encoding
+from minitransformer.positional import transition_matrix
+
 
 def _pe(P, d, swap=False, exponent=lambda i, d: 2 * i / d, concat=False, base=10000.0):
     pos = torch.arange(P, dtype=torch.float64)[:, None]
@@ -60,6 +63,26 @@ def _rel(n, K, sign=1, clip=True, shift=True, upper=None):
     return r + K if shift else r
 
 
+def _rope_theta_float32(x, positions):
+    d = x.shape[-1]
+    theta = 10000.0 ** (-torch.arange(0, d, 2) / d)  # float32: torch.arange(...) / d is float32
+    angle = positions[:, None] * theta[None, :]  # float32 angles: off by ~1e-4 at position 123457
+    cos, sin = angle.cos(), angle.sin()
+    out = torch.empty_like(x)
+    out[..., 0::2] = x[..., 0::2] * cos - x[..., 1::2] * sin
+    out[..., 1::2] = x[..., 0::2] * sin + x[..., 1::2] * cos
+    return out
+
+
+def _rope_in_place(x, positions):
+    a, b = x[..., 0::2].clone(), x[..., 1::2].clone()
+    angle = positions.double()[:, None] * 10000.0 ** (
+        -torch.arange(0, x.shape[-1], 2, dtype=torch.float64) / x.shape[-1]
+    )
+    x[..., 0::2], x[..., 1::2] = a * angle.cos() - b * angle.sin(), a * angle.sin() + b * angle.cos()  # in-place
+    return x
+
+
 WRONG = {
     "ch05.sinusoidal": [
         lambda P, d: _pe(P, d, swap=True),  # sin and cos swapped
@@ -67,12 +90,14 @@ WRONG = {
         lambda P, d: _pe(P, d, exponent=lambda i, d: 2 * (i + 1) / d),  # pair index off by one
         lambda P, d: _pe(P, d, concat=True),  # [sin | cos] instead of interleaved
         _pe_column_index,  # cos uses the odd column's own index
+        lambda P, d: sinusoidal_encoding(P, d),  # the package's own function
     ],
     "ch05.transition": [
         lambda k, d: _T(k, d, sign=-1.0),  # transposed: moves back
         lambda k, d: _T(k, d, exponent=lambda i, d: i / d),  # exponent i/d
         lambda k, d: _T(1, d),  # ignores k
         lambda k, d: torch.eye(d, dtype=torch.float64),  # identity
+        lambda k, d: transition_matrix(k, d, dtype=torch.float64),  # the package's own function
     ],
     "ch05.rope": [
         lambda x, p: _rope(x, p, halves=True),  # rotate-half pairing
@@ -80,11 +105,16 @@ WRONG = {
         lambda x, p: _rope(x, p, pairs_from=1),  # pairs off by one
         lambda x, p: _rope(x, p, exponent=lambda j, d: j / d),  # theta exponent j/d
         lambda x, p: _rope(x, torch.arange(x.shape[-2])),  # positions ignored
+        _rope_theta_float32,  # precision: angles computed in float32
+        lambda x, p: _rope(x, p).float(),  # wrong dtype: float32 output
+        _rope_in_place,  # in-place mutation of x
+        lambda x, p: RotaryEmbedding(x.shape[-1])(x, p),  # the package's own module
     ],
     "ch05.relative_positions": [
         lambda n, K: _rel(n, K, sign=-1),  # i - j
         lambda n, K: _rel(n, K, shift=False),  # not shifted into 0 .. 2K
         lambda n, K: _rel(n, K, clip=False),  # not clipped
         lambda n, K: _rel(n, K, upper=K - 1),  # clipped at K - 1 on one side
+        lambda n, K: _rel(n, K).float(),  # wrong dtype: float indices cannot index nn.Embedding
     ],
 }

@@ -6,6 +6,9 @@ import math
 
 import torch
 
+from minitransformer.book.explanation import null_space_projection
+from minitransformer.gpt import sampling_probs
+
 
 def _cross(x, m, wq, wk, wv, mask=None, *, scale=True, causal=False, use_mask=True, axis=-1, kv_from_x=False):
     src = x if kv_from_x else m
@@ -19,9 +22,15 @@ def _cross(x, m, wq, wk, wv, mask=None, *, scale=True, causal=False, use_mask=Tr
     return torch.softmax(s, axis) @ (src @ wv)
 
 
-def _probs(logits, temperature, top_k, *, multiply=False, renormalise=True, keep_extra=0):
+def _exp_normalise(z, dim):
+    return torch.exp(z) / torch.exp(z).sum(dim, keepdim=True)  # no max subtracted
+
+
+def _probs(
+    logits, temperature, top_k, *, multiply=False, renormalise=True, keep_extra=0, softmax=torch.softmax, dtype=None
+):
     if temperature == 0:
-        return torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype)
+        return torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).to(dtype or logits.dtype)
     t = max(temperature, 1e-9)
     z = logits * t if multiply else logits / t
     if top_k is not None and top_k + keep_extra < z.shape[-1]:
@@ -30,7 +39,14 @@ def _probs(logits, temperature, top_k, *, multiply=False, renormalise=True, keep
             z = z.masked_fill(z < kth, float("-inf"))
         else:
             return torch.softmax(z, -1).masked_fill(z < kth, 0.0)
-    return torch.softmax(z, -1)
+    return softmax(z, -1)
+
+
+def _probs_in_place(logits, temperature, top_k):
+    if temperature > 0:
+        logits /= temperature  # in-place: changes the caller's logits
+        return _probs(logits, 1.0, top_k)
+    return _probs(logits, temperature, top_k)
 
 
 def _null(V, r, *, ones=True, values=True, complement=True):
@@ -50,6 +66,16 @@ WRONG = {
         lambda x, m, wq, wk, wv, mask=None: (
             torch.softmax((m @ wq) @ (x @ wk).transpose(-2, -1) / math.sqrt(wq.shape[1]), -1) @ (x @ wv)
         ),  # roles swapped
+        lambda x, m, wq, wk, wv, mask=None: (
+            _exp_normalise(
+                ((x @ wq) @ (m @ wk).transpose(-2, -1) / math.sqrt(wq.shape[1])).masked_fill(
+                    torch.zeros(1, dtype=torch.bool) if mask is None else ~mask[:, None, :], float("-inf")
+                ),
+                -1,
+            )
+            @ (m @ wv)
+        ),  # numerically unstable softmax: large scores overflow
+        lambda x, m, wq, wk, wv, mask=None: _cross(x, m, wq, wk, wv, mask).float(),  # wrong dtype (float32)
     ],
     "ch07.sampling_probs": [
         lambda l, t, k: _probs(l, t, k, multiply=True),  # temperature multiplies
@@ -57,11 +83,17 @@ WRONG = {
         lambda l, t, k: _probs(l, t, None),  # top-k ignored
         lambda l, t, k: _probs(l, t, k, keep_extra=1),  # off by one in k
         lambda l, t, k: torch.softmax(l, -1) if t == 0 else _probs(l, t, k),  # temperature 0 treated as 1
+        lambda l, t, k: _probs(l, t, k, softmax=_exp_normalise),  # numerically unstable: logits near 1000
+        lambda l, t, k: _probs(l, t, k, dtype=torch.float32),  # wrong dtype: float32 one-hot at temperature 0
+        _probs_in_place,  # in-place mutation of the logits
+        lambda l, t, k: sampling_probs(l, t, k),  # the package's own function, wrapped
     ],
     "ch07.null_space_projection": [
         lambda V, r: _null(V, r, ones=False),  # forgot sum(u) = 0
         lambda V, r: _null(V, r, values=False),  # forgot V^T u = 0
         lambda V, r: _null(V, r, complement=False),  # projected onto the row space
         lambda V, r: r - V @ torch.linalg.lstsq(V, r[:, None]).solution[:, 0],  # least squares: V-column space only
+        lambda V, r: _null(V.float(), r.float()),  # wrong dtype (float32)
+        lambda V, r: null_space_projection(V, r),  # the package's own function, wrapped
     ],
 }
