@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime as dt
-import json
 import os
 import sys
 import time
@@ -29,6 +27,8 @@ os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
+
+from minitransformer.book.stored import run_info, write_results  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from minitransformer.book.block_variants import (  # noqa: E402
@@ -90,15 +90,9 @@ def main(argv: list[str] | None = None) -> int:
         "parameters": params.reset_index().to_dict(orient="records"),
         "corpus": {"train_chars": len(data.train), "val_chars": len(data.val), "vocab": len(data.tokenizer)},
         "wall_seconds": round(seconds, 1),
-        "torch": str(torch.__version__),
-        "threads": torch.get_num_threads(),
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": "python scripts/block_variants.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        **run_info("scripts/block_variants.py", argv),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results_blob(frame, settings), indent=1) + "\n")
+    out = write_results(args.out, results_blob(frame, settings))
     print(summarize(frame).round(4).to_string())
     print(f"wrote {out} ({seconds:.0f} s)")
     return 0

@@ -13,8 +13,6 @@ The full run (30 trainings of 1,000 steps) takes about 10 minutes on a 2-core CP
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import os
 import sys
 import time
@@ -24,6 +22,8 @@ os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
+
+from minitransformer.book.stored import run_info, write_results  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from minitransformer.book.mnist_vit import (  # noqa: E402
@@ -73,14 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         "train_flops_per_image": flops,
         "train_flops_per_run": {name: f * args.steps * args.batch_size for name, f in flops.items()},
         "wall_seconds": round(seconds, 1),
-        "torch": str(torch.__version__),
-        "threads": torch.get_num_threads(),
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": "python scripts/mnist_data_efficiency.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        **run_info("scripts/mnist_data_efficiency.py", argv),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results_blob(frame, settings), indent=1) + "\n")
+    out = write_results(args.out, results_blob(frame, settings))
     print(summarize_data_efficiency(frame).round(3).to_string())
     print(f"wrote {out} ({seconds:.0f} s)")
     return 0

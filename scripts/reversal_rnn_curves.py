@@ -15,8 +15,6 @@ setup with :data:`REVERSAL`).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import os
 import sys
 from pathlib import Path
@@ -25,7 +23,8 @@ from pathlib import Path
 # MKL's strict reproducible mode, set before the first matrix product.
 os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 
-import torch  # noqa: E402
+
+from minitransformer.book.stored import run_info, write_results  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from minitransformer.book.encdec_experiments import RNN_CURVES_PATH, reversal_setup_dict  # noqa: E402
@@ -59,15 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     blob = {
         "setup": reversal_setup_dict(REVERSAL),
         "cpu_seconds": seconds,
-        "threads": torch.get_num_threads(),
-        "torch": str(torch.__version__),
-        "date": dt.date.today().isoformat(),
-        "command": "python scripts/reversal_rnn_curves.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        **run_info("scripts/reversal_rnn_curves.py", argv),
         "accuracy": rows,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(blob, indent=1, default=bool) + "\n")
+    out = write_results(args.out, blob)
     print(f"wrote {out}")
     return 0
 

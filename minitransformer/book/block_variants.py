@@ -41,7 +41,6 @@ alike; the time per step excludes the evaluations.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -56,6 +55,7 @@ from ..gpt import GPT
 from ..layers import glu_d_ff
 from ..validation import check_positive_int
 from .char_lm import CharLMRecipe, CharLMTrainer, shakespeare_data
+from .stored import RESULTS_DIR, read_results
 
 __all__ = [
     "VARIANTS",
@@ -84,7 +84,7 @@ BASELINE = "LayerNorm + GELU"
 #: Seed of the generator that draws the fixed evaluation batches (the same for every run).
 EVAL_SEED = 0
 #: Where ``scripts/block_variants.py`` stores the experiment.
-RESULTS_PATH = Path(__file__).resolve().parent / "results" / "block_variants.json"
+RESULTS_PATH = RESULTS_DIR / "block_variants.json"
 _FORMAT = "minitransformer.block_variants/1"
 
 
@@ -263,12 +263,7 @@ class StoredBlockVariants(NamedTuple):
 
 def stored_block_variants(path: str | Path | None = None) -> StoredBlockVariants:
     """Read the experiment that ``scripts/block_variants.py`` stored (default :data:`RESULTS_PATH`)."""
-    path = RESULTS_PATH if path is None else Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no results at {path}; make them with:  python scripts/block_variants.py")
-    blob = json.loads(path.read_text())
-    if blob.get("format") != _FORMAT:
-        raise ValueError(f"{path} is not a {_FORMAT} file")
+    blob = read_results(RESULTS_PATH if path is None else path, "scripts/block_variants.py", _FORMAT)
     frame = pd.DataFrame(blob["rows"])
     return StoredBlockVariants(frame, summarize(frame), blob["settings"])
 

@@ -34,6 +34,7 @@ from ..data import Example, Seq2SeqBatch, Tokenizer, batch_iterator, task_tokeni
 from ..train import History, accuracy_by_length, fit, warmup_cosine_scheduler
 from ..transformer import Transformer
 from .seq2seq_experiments import REVERSAL, ReversalSetup, reversal_data, summary_row
+from .stored import RESULTS_DIR, read_results
 
 __all__ = [
     "ReversalTransformerSetup",
@@ -51,7 +52,7 @@ __all__ = [
 ]
 
 #: Where ``scripts/reversal_rnn_curves.py`` stores the RNN models' accuracy curves.
-RNN_CURVES_PATH = Path(__file__).resolve().parent / "results" / "reversal_rnn.json"
+RNN_CURVES_PATH = RESULTS_DIR / "reversal_rnn.json"
 #: Where ``scripts/train_reversal_transformer.py`` stores the trained Lab 1 transformer.
 CHECKPOINT_PATH = Path(__file__).resolve().parent / "checkpoints" / "reversal_transformer.pt"
 _FORMAT = "minitransformer.reversal_transformer/1"
@@ -335,10 +336,7 @@ def stored_rnn_curves(path: str | Path | None = None) -> tuple[pd.DataFrame, dic
         ``length, n, exact_match, char_accuracy, model, trained_length``) for every
         stored model, and ``meta`` with the setup, CPU seconds per model, date and command.
     """
-    path = RNN_CURVES_PATH if path is None else Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no stored curves at {path}; make them with:  python scripts/reversal_rnn_curves.py")
-    blob = json.loads(path.read_text())
+    blob = read_results(RNN_CURVES_PATH if path is None else path, "scripts/reversal_rnn_curves.py")
     acc = pd.DataFrame(blob["accuracy"])
     return acc, {k: v for k, v in blob.items() if k != "accuracy"}
 

@@ -21,7 +21,6 @@ runs the experiment with three seeds and stores it in
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -35,6 +34,7 @@ from torch import Tensor
 
 from ..packaged import load_mnist_5k
 from ..train import set_seed
+from .stored import RESULTS_DIR, read_results
 from .vision import TinyCNN, TinyViT, evaluate_classifier, train_classifier
 
 __all__ = [
@@ -53,7 +53,7 @@ __all__ = [
 ]
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # the usual MNIST normalisation
-RESULTS_PATH = Path(__file__).resolve().parent / "results" / "mnist_data_efficiency.json"
+RESULTS_PATH = RESULTS_DIR / "mnist_data_efficiency.json"
 FORMAT = "minitransformer.mnist_data_efficiency/1"
 
 
@@ -183,12 +183,7 @@ class StoredDataEfficiency(NamedTuple):
 def stored_data_efficiency(path: str | Path | None = None) -> StoredDataEfficiency:
     """What ``scripts/mnist_data_efficiency.py`` stored: its settings and the tidy frame of
     :func:`run_data_efficiency`."""
-    path = RESULTS_PATH if path is None else Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no results at {path}; make them with:  python scripts/mnist_data_efficiency.py")
-    blob = json.loads(path.read_text())
-    if blob.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a {FORMAT} file")
+    blob = read_results(RESULTS_PATH if path is None else path, "scripts/mnist_data_efficiency.py", FORMAT)
     return StoredDataEfficiency(blob["settings"], pd.DataFrame(blob["runs"]))
 
 
