@@ -148,10 +148,20 @@ def test_run_rejects_unknown_variants():
         run_block_variants(2, (0,), variants=("BatchNorm + ReLU",), recipe=TINY, data=char_lm_splits(TEXT))
 
 
-def test_glue_returns_the_formatted_text(capsys):
-    assert glue("bv_test_number", 1.23456, ".2f") == "1.23"
-    assert glue("bv_test_text", "RMSNorm") == "RMSNorm"
-    assert glue("bv_test_int", 808704, ",d") == "808,704"
+def test_glue_stores_the_formatted_text_hidden_and_returns_nothing(monkeypatch):
+    import myst_nb
+
+    stored = []
+    monkeypatch.setattr(myst_nb, "glue", lambda name, text, display: stored.append((name, text, display)))
+    # None: a glue call on a cell's last line must not print a stray value under the cell
+    assert glue("bv_test_number", 1.23456, ".2f") is None
+    glue("bv_test_text", "RMSNorm")
+    glue("bv_test_int", 808704, ",d")
+    assert stored == [
+        ("bv_test_number", "1.23", False),
+        ("bv_test_text", "RMSNorm", False),
+        ("bv_test_int", "808,704", False),
+    ]
 
 
 # ---------------------------------------------------------------- what chapter 6's prose claims

@@ -295,3 +295,14 @@ def test_the_stripping_keeps_prose_numbers_and_drops_the_rest():
         "(Vaswani et al., 2017); 1,000 tokens at 7.1× speed.\n\n```{figure} a.png\nFig 9\n```\n"
     )
     assert [n for _, _, n in prose_numbers(md)] == ["82%", "1,000", "7.1×"]
+
+
+@pytest.mark.parametrize("path", sorted(BOOK.glob("0*.ipynb")), ids=lambda p: p.stem)
+def test_a_glue_call_leaves_no_stray_value_under_its_cell(path):
+    """``notebook.glue`` returns None: a cell ending in a glue call shows no ``'2.38'`` output."""
+    nb = nbformat.read(path, as_version=4)
+    for i, cell in enumerate(nb.cells):
+        lines = cell.source.strip().splitlines() if cell.cell_type == "code" else []
+        if lines and "glue(" in lines[-1]:
+            results = [o for o in cell.outputs if o.output_type == "execute_result"]
+            assert not results, f"{path.name} cell {i} shows {results[0]['data'].get('text/plain')!r}"

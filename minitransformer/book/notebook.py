@@ -83,29 +83,27 @@ def show_source(obj) -> _Source:
     return _Source(name, textwrap.dedent(inspect.getsource(obj)))
 
 
-def glue(name: str, value, fmt: str | None = None) -> str:
-    """Store ``value`` under ``name`` for the chapter's prose, and return it as text.
+def glue(name: str, value, fmt: str | None = None) -> None:
+    """Store ``value`` under ``name`` for the chapter's prose (formatted as text).
 
     The Markdown pastes it with myst-nb's role, ``{glue:text}`name```, so a measured
     number in the text comes from the code that measured it (never typed in by hand).
     ``value`` is formatted here, ``format(value, fmt)`` (``str(value)`` without ``fmt``),
     and the STRING is glued, so the book shows exactly these characters. The glue is
     stored without being displayed (``myst_nb.glue(name, text, display=False)``, a hidden
-    output of the cell); where myst-nb is not installed (Colab) nothing is stored and the
-    call only returns the text.
+    output of the cell); where myst-nb is not installed (Colab) nothing is stored. It
+    returns nothing, so a call on a cell's last line does not print a stray ``'2.38'``
+    under the cell; the value is in the page where the prose uses it.
 
     Args:
         name: the key the Markdown refers to.
         value: a number, a string, anything ``format`` accepts.
         fmt: a format spec such as ``".3f"`` or ``",d"``; ``None``: ``str(value)``.
 
-    Returns:
-        the formatted text.
     """
     text = str(value) if fmt is None else format(value, fmt)
     try:
         from myst_nb import glue as myst_glue
     except ImportError:  # e.g. on Colab: the prose is not built there
-        return text
+        return
     myst_glue(name, text, display=False)
-    return text
