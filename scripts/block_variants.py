@@ -28,8 +28,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 
-from minitransformer.book.stored import run_info, write_results  # noqa: E402
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from minitransformer.book.block_variants import (  # noqa: E402
     BASELINE,
@@ -43,6 +41,7 @@ from minitransformer.book.block_variants import (  # noqa: E402
     variant_config,
 )
 from minitransformer.book.char_lm import CharLMRecipe, shakespeare_data  # noqa: E402
+from minitransformer.book.stored import run_info, write_results  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,8 +23,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 
-from minitransformer.book.stored import run_info, write_results  # noqa: E402
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from minitransformer.book.mnist_vit import (  # noqa: E402
     MODELS,
@@ -35,6 +33,7 @@ from minitransformer.book.mnist_vit import (  # noqa: E402
     summarize_data_efficiency,
     training_flops_per_image,
 )
+from minitransformer.book.stored import run_info, write_results  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,11 +24,10 @@ from pathlib import Path
 os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 
 
-from minitransformer.book.stored import run_info, write_results  # noqa: E402
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from minitransformer.book.encdec_experiments import RNN_CURVES_PATH, reversal_setup_dict  # noqa: E402
 from minitransformer.book.seq2seq_experiments import REVERSAL, model_label, reversal_data, run_reversal  # noqa: E402
+from minitransformer.book.stored import run_info, write_results  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
