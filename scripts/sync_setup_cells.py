@@ -34,18 +34,20 @@ EXTRA_INSTALLS: dict[str, list[list[str]]] = {
 }
 
 TEMPLATE = """\
-# Setup: on Colab, install what this chapter needs; everywhere, seed and pick the device.
+# Setup: on Colab, install what this chapter needs; everywhere, seed, pick the device.
 import subprocess
 import sys
 
 if "google.colab" in sys.modules:
     for pip_args in [
 {installs}    ]:
-        if subprocess.run([sys.executable, "-m", "pip", "install", "-q", *pip_args]).returncode != 0:
+        pip = [sys.executable, "-m", "pip", "install", "-q", *pip_args]
+        if subprocess.run(pip).returncode != 0:
             raise RuntimeError(
-                f"`pip install {{' '.join(pip_args)}}` failed (pip's message is above). Check that the "
-                "runtime is online and the address opens in a browser, then choose Runtime > Restart "
-                "session and run this cell again."
+                f"`pip install {{' '.join(pip_args)}}` failed (pip's message is "
+                "above). Check that the runtime is online and the address opens "
+                "in a browser, then choose Runtime > Restart session and run this "
+                "cell again."
             )
 
 import minitransformer as mt
