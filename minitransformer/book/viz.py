@@ -15,7 +15,24 @@ import numpy as np
 import pandas as pd
 import torch
 
-__all__ = ["bar_chart", "heatmap", "line_chart", "text_bars", "mask_chart", "enable_book_renderer"]
+__all__ = [
+    "bar_chart",
+    "heatmap",
+    "line_chart",
+    "text_bars",
+    "mask_chart",
+    "enable_book_renderer",
+    "slider",
+    "picker",
+    "at_control",
+    "control_positions",
+    "uncovered_positions",
+    "COLUMN_WIDTH",
+]
+
+# The book's text column is 740 px wide; a chart (with its axis titles, legend and
+# padding) must fit inside it, so the plotting area of one panel stays well below.
+COLUMN_WIDTH = 740
 
 DIGITS = 4
 
@@ -154,3 +171,129 @@ def text_bars(labels: Sequence[str], values, width: int = 30, digits: int = 3) -
         n = int(round(width * abs(value) / top))
         lines.append(f"{label:>{pad}} {'█' * n}{' ' * (width - n)} {value:.{digits}f}")
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------
+# Controls that work without a kernel.
+#
+# A control is a Vega-Lite parameter bound to an HTML input (a slider or a drop-down). The
+# chart's data holds a row group for every position of the control, in a column named
+# after the parameter, and the chart shows the rows whose column matches the control
+# (:func:`at_control`); or the chart computes what it draws from the parameter with a Vega
+# expression. Either way the static HTML page responds exactly as Jupyter does.
+# :func:`uncovered_positions` checks that precomputed data covers every position.
+# ----------------------------------------------------------------------------------------
+
+
+def _positions(lo: float, hi: float, step: float) -> list[float]:
+    n = int(round((hi - lo) / step))
+    return [round(lo + k * step, 6) for k in range(n + 1)]
+
+
+def slider(name: str, lo: float, hi: float, step: float, value: float | None = None, label: str | None = None):
+    """A parameter bound to a slider from ``lo`` to ``hi`` in steps of ``step``.
+
+    Args:
+        name: the parameter's name; precomputed data keeps the control's position in a
+            column of the same name (see :func:`at_control`).
+        lo, hi, step: the slider's range; ``(hi - lo) / step`` must be a whole number.
+        value: the starting position (default ``lo``); must be one of the positions.
+        label: the text beside the slider (default ``name``).
+
+    Returns:
+        an ``alt.Parameter`` to pass to ``Chart.add_params``.
+    """
+    if not step > 0 or not hi > lo:
+        raise ValueError(f"slider {name!r}: need lo < hi and step > 0, got lo={lo}, hi={hi}, step={step}")
+    if abs((hi - lo) / step - round((hi - lo) / step)) > 1e-6:
+        raise ValueError(f"slider {name!r}: (hi - lo) / step must be a whole number, got ({hi} - {lo}) / {step}")
+    value = lo if value is None else value
+    if min(abs(value - p) for p in _positions(lo, hi, step)) > 1e-6 * step:
+        raise ValueError(f"slider {name!r}: value {value} is not a position of the slider ({lo}:{hi}:{step})")
+    bind = alt.binding_range(min=lo, max=hi, step=step, name=f"{label or name} ")
+    return alt.param(name=name, value=value, bind=bind)
+
+
+def picker(name: str, options: Sequence, value=None, label: str | None = None, labels: Sequence[str] | None = None):
+    """A parameter bound to a drop-down of ``options`` (shown as ``labels`` when given).
+
+    Returns:
+        an ``alt.Parameter`` to pass to ``Chart.add_params``.
+    """
+    options = list(options)
+    if not options:
+        raise ValueError(f"picker {name!r}: needs at least one option")
+    value = options[0] if value is None else value
+    if value not in options:
+        raise ValueError(f"picker {name!r}: value {value!r} is not one of the options {options}")
+    if labels is not None and len(labels) != len(options):
+        raise ValueError(f"picker {name!r}: {len(labels)} labels for {len(options)} options")
+    kwargs = {"labels": list(labels)} if labels is not None else {}
+    bind = alt.binding_select(options=options, name=f"{label or name} ", **kwargs)
+    return alt.param(name=name, value=value, bind=bind)
+
+
+def at_control(param, field: str | None = None) -> str:
+    """A filter expression: the rows whose ``field`` (default: the parameter's name) is the control's value.
+
+    Slider positions are compared with a tolerance of half a step (a slider's value
+    0.30000000000000004 matches the stored 0.3).
+    """
+    bind = param.param.bind
+    field = field or param.name
+    ref = f"datum[{field!r}]"
+    if isinstance(bind, alt.BindRange) or getattr(bind, "input", None) == "range":
+        return f"abs({ref} - {param.name}) < {bind.step / 2}"
+    return f"{ref} == {param.name}"
+
+
+def _spec(chart) -> dict:
+    return chart if isinstance(chart, dict) else chart.to_dict()
+
+
+def _walk(spec: dict):
+    yield spec
+    for key in ("layer", "hconcat", "vconcat", "concat"):
+        for sub in spec.get(key, []):
+            yield from _walk(sub)
+    if "spec" in spec:
+        yield from _walk(spec["spec"])
+
+
+def control_positions(chart) -> dict[str, list]:
+    """Every bound parameter of a chart and the positions its control can take."""
+    out = {}
+    for part in _walk(_spec(chart)):
+        for p in part.get("params", []):
+            bind = p.get("bind")
+            if not isinstance(bind, dict) or "input" not in bind:
+                continue
+            if bind["input"] == "range":
+                out[p["name"]] = _positions(bind["min"], bind["max"], bind["step"])
+            elif "options" in bind:
+                out[p["name"]] = list(bind["options"])
+    return out
+
+
+def uncovered_positions(chart) -> dict[str, list]:
+    """For each control whose name is a column of the chart's data: the positions with no rows.
+
+    An empty dict means every precomputed control position has data to show. Controls
+    whose name is no data column (charts that compute from the parameter with a Vega
+    expression) are not listed.
+    """
+    spec = _spec(chart)
+    rows = [r for data in spec.get("datasets", {}).values() for r in data]
+    missing = {}
+    for name, positions in control_positions(spec).items():
+        values = [r[name] for r in rows if name in r]
+        if not values:
+            continue
+        if isinstance(positions[0], (int, float)) and not isinstance(positions[0], bool):
+            have = np.asarray(values, dtype=float)
+            lack = [p for p in positions if not np.any(np.abs(have - p) < 1e-6 + 1e-9 * abs(p))]
+        else:
+            lack = [p for p in positions if p not in set(values)]
+        if lack:
+            missing[name] = lack
+    return missing
