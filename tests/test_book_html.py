@@ -108,12 +108,13 @@ def test_chapter_draws_charts_widgets_and_math_offline(built_html, stem):
     outputs = _stored_outputs(stem)
     charts = sum(any(k.startswith("application/vnd.vegalite") for k in o.get("data", {})) for o in outputs)
     widgets = sum("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs)
-    assert charts >= 1 and widgets >= 1, "every chapter has at least one chart and one widget"
+    assert charts >= 1, "every chapter has at least one chart"
     dom = _dump_dom(built_html / "book" / f"{stem}.html")
     drawn = len(re.findall(r'class="marks"', dom))  # vega's drawn root element, one per chart
     assert drawn == charts, f"{drawn} of {charts} charts drawn"
     assert "chart failed to draw" not in dom.replace("'chart failed to draw: '", "")
-    assert len(re.findall(r'class="[^"]*widget-', dom)) >= widgets, "widgets did not render from their saved state"
+    if widgets:
+        assert len(re.findall(r'class="[^"]*widget-', dom)) >= widgets, "widgets did not render from their saved state"
     assert "mjx-container" in dom, "MathJax did not typeset the formulas"
 
 
@@ -152,7 +153,10 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 CHARTS_DRAWN = (
     "document.querySelectorAll('.mt-vega-chart svg.marks').length >= document.querySelectorAll('.mt-vega-chart').length"
 )
-WIDGETS_DRAWN = "document.querySelectorAll('.jupyter-widgets').length > 0"
+WIDGETS_DRAWN = (
+    "document.querySelectorAll('.jupyter-widgets').length >="
+    " document.querySelectorAll('script[type=\"application/vnd.jupyter.widget-view+json\"]').length"
+)
 MATHJAX_DONE = "window.MathJax && MathJax.startup ? MathJax.startup.promise.then(() => true) : false"
 SIDEWAYS = "[document.documentElement.scrollWidth, document.documentElement.clientWidth]"
 VIEWPORTS = {"desktop": (1280, 900, False), "phone": (390, 844, True)}
@@ -210,3 +214,121 @@ def test_search_summaries_show_no_raw_tex(served, browser):
     tex = [t for t in texts if re.search(r"\\[(\[)]|\\(frac|mathrm|sqrt|top|times|sum)\b|\$\$", t)]
     assert not tex, f"search summaries show raw TeX: {tex[:2]}"
     assert not errors, errors
+
+
+# Every control of every chart (a slider, a drop-down, radio buttons, a check box that
+# vega-embed binds to a parameter) is moved to another position; what the chart draws must
+# change. Returns one record per control.
+DRIVE_CONTROLS = r"""
+(async () => {
+  const sleep = ms => new Promise(r => setTimeout(r, ms));
+  const fire = (el, ...types) => types.forEach(t => el.dispatchEvent(new Event(t, {bubbles: true})));
+  const records = [];
+  for (const chart of document.querySelectorAll('.mt-vega-chart')) {
+    const svg = () => chart.querySelector('svg.marks').outerHTML;
+    for (const bind of chart.querySelectorAll('.vega-bindings .vega-bind')) {
+      const name = (bind.querySelector('.vega-bind-name') || {}).textContent || '?';
+      const range = bind.querySelector('input[type=range]');
+      const select = bind.querySelector('select');
+      const radios = [...bind.querySelectorAll('input[type=radio]')];
+      const box = bind.querySelector('input[type=checkbox]');
+      const before = svg();
+      let undo;
+      if (range) {
+        const old = range.value;
+        range.value = old === range.max ? range.min : range.max;
+        fire(range, 'input', 'change');
+        undo = () => { range.value = old; fire(range, 'input', 'change'); };
+      } else if (select) {
+        const old = select.selectedIndex;
+        select.selectedIndex = old === select.options.length - 1 ? 0 : select.options.length - 1;
+        fire(select, 'input', 'change');
+        undo = () => { select.selectedIndex = old; fire(select, 'input', 'change'); };
+      } else if (radios.length) {
+        const old = radios.find(r => r.checked);
+        const other = radios.find(r => !r.checked);
+        other.checked = true; fire(other, 'change');
+        undo = () => { if (old) { old.checked = true; fire(old, 'change'); } };
+      } else if (box) {
+        box.click();
+        undo = () => box.click();
+      } else {
+        records.push({chart: chart.id, name, kind: 'unknown', changed: false});
+        continue;
+      }
+      let changed = false;
+      for (let i = 0; i < 20 && !changed; i++) { await sleep(100); changed = svg() !== before; }
+      records.push({chart: chart.id, name: name.trim(), changed});
+      undo();
+      await sleep(150);
+    }
+  }
+  return records;
+})()
+"""
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (make test installs it with apt where it can)")
+@pytest.mark.parametrize("stem", CHAPTERS)
+def test_every_control_changes_what_the_chart_shows(built_html, browser, stem):
+    """The interactive charts respond in the static page, without a kernel: every control
+    of every chart, moved to another position, changes what the chart draws."""
+    page = browser.open((built_html / "book" / f"{stem}.html").as_uri(), width=1280, height=900)
+    try:
+        assert page.wait_until(CHARTS_DRAWN, timeout=60), "the charts did not draw"
+        records = page.evaluate(DRIVE_CONTROLS, timeout=240)
+    finally:
+        page.close()
+    assert records, f"{stem}: no chart has a control"
+    dead = [f"{r['chart']}: {r['name']}" for r in records if not r["changed"]]
+    assert not dead, f"{stem}: controls that change nothing: {dead}"
+
+
+# At 1280 px: the width of the cell column, every chart's own (designed) width and the
+# code cells whose lines do not fit.
+MEASURE = r"""
+(() => {
+  const column = document.querySelector('.bd-article section').getBoundingClientRect().width;
+  const charts = [...document.querySelectorAll('.mt-vega-chart svg.marks')].map(s => ({
+    id: s.parentElement.id, designed: +s.getAttribute('width'), shown: s.getBoundingClientRect().width}));
+  const code = [...document.querySelectorAll('.bd-article div.cell_input pre')]
+    .filter(p => p.scrollWidth > p.clientWidth + 1)
+    .map(p => p.textContent.split('\n').reduce((a, l) => l.length > a.length ? l : a, ''));
+  return {column, charts, code};
+})()
+"""
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (make test installs it with apt where it can)")
+@pytest.mark.parametrize("stem", CHAPTERS)
+def test_charts_and_code_fit_the_text_column(built_html, browser, stem):
+    """At 1280 px no chart is designed wider than the text column (a few pixels over shrink
+    invisibly; more would shrink the lettering) and no chart is shown wider; code cells show
+    their lines without scrolling."""
+    page = browser.open((built_html / "book" / f"{stem}.html").as_uri(), width=1280, height=900)
+    try:
+        assert page.wait_until(CHARTS_DRAWN, timeout=60), "the charts did not draw"
+        m = page.evaluate(MEASURE)
+    finally:
+        page.close()
+    column = m["column"]
+    wide = [f"{c['id']}: {c['designed']} px" for c in m["charts"] if c["designed"] > 1.04 * column]
+    shown = [f"{c['id']}: {c['shown']:.0f} px" for c in m["charts"] if c["shown"] > column + 1]
+    assert not wide, f"{stem}: charts designed wider than the {column:.0f}-px column: {wide}"
+    assert not shown, f"{stem}: charts shown wider than the {column:.0f}-px column: {shown}"
+    assert not m["code"], f"{stem}: code cells that scroll sideways, longest lines: {m['code']}"
+
+
+def test_widgets_that_need_python_say_so():
+    """An ipywidget left in a chapter runs Python: the page says so just above it."""
+    for stem in CHAPTERS:
+        nb = nbformat.read(ROOT / "book" / f"{stem}.ipynb", as_version=4)
+        for i, cell in enumerate(nb.cells):
+            if cell.cell_type != "code":
+                continue
+            if not any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in cell.outputs):
+                continue
+            above = next((c.source for c in reversed(nb.cells[:i]) if c.cell_type == "markdown"), "")
+            assert "only in Jupyter or Colab" in above, f"{stem}, cell {i}: a widget without the note above it"
