@@ -487,7 +487,7 @@ def _wrap_lines(text: str, width: int) -> str:
 
     lines = []
     for line in text.split("\n"):
-        lines += textwrap.wrap(line, width, drop_whitespace=False) or [""]
+        lines += textwrap.wrap(line, width, drop_whitespace=False) or [" "]  # a blank line stays one
     return "\n".join(lines)
 
 
@@ -557,9 +557,9 @@ def sampling_chart(
         y=alt.Y("char:N", sort=names, title=None),
         x=alt.X("p:Q", scale=alt.Scale(domain=[0, 1]), title="probability"),
     )
-    chart = (base.mark_bar(color="#4c78a8") + base.mark_text(align="left", dx=3).encode(text="p:Q")).properties(
-        width=380, height=20 * len(names)
-    )
+    chart = (
+        base.mark_bar(color="#4c78a8") + base.mark_text(align="left", dx=3).encode(text=alt.Text("p:Q", format=".3f"))
+    ).properties(width=380, height=20 * len(names))
     chart = chart.transform_filter(viz.at_control(t_param)).transform_filter(viz.at_control(k_param))
     text = viz.text_panel(pd.DataFrame(texts), "text", width=560, height=15 * lines, title="a sample at this setting")
     text = text.transform_filter(viz.at_control(t_param)).transform_filter(viz.at_control(k_param))
