@@ -345,7 +345,7 @@ def session_picker_chart(
         alt.Chart(pd.DataFrame(bars), title="attention over the history")
         .transform_filter(at)
         .encode(
-            y=alt.Y("click:N", sort=alt.EncodingSortField("place"), title=None),
+            y=alt.Y("click:N", sort=alt.EncodingSortField("place", op="min"), title=None),
             x=alt.X("weight:Q", scale=alt.Scale(domain=[0, 1]), title="attention weight"),
         )
     )
