@@ -487,7 +487,7 @@ def _wrap_lines(text: str, width: int) -> str:
 
     lines = []
     for line in text.split("\n"):
-        lines += textwrap.wrap(line, width, drop_whitespace=False) or [" "]  # a blank line stays one
+        lines += textwrap.wrap(line, width, drop_whitespace=False) or ["\u200b"]  # a blank line: Vega trims spaces
     return "\n".join(lines)
 
 
