@@ -154,9 +154,6 @@ ALLOWED: dict[str, dict[str, str]] = {
         # measured by scripts/train_char_lm.py outside the notebook: benchmarks/RESULTS.md
         "five seeds give 1.879–1.904": "recorded in benchmarks/RESULTS.md (five training runs)",
         "the same recipe reaches 1.87 and 1.82": "recorded in benchmarks/RESULTS.md (other held-out tenths)",
-        "blank < 0.05 ≤ ·· < 0.15 ≤ ░░ < 0.35 ≤ ▒▒ < 0.6 ≤ ▓▓ < 0.85 ≤ ██": (
-            "a definition (text_attention_map's shading)"
-        ),
         "at least 31 independent directions": "arithmetic of the sentence (n - d_v - 1 = 64 - 32 - 1)",
         "in 2000 iterations (1.88 is published for the recipe; 1.879–1.904 over five seeds)": (
             "setup constant; published (nanoGPT); benchmarks/RESULTS.md"

@@ -55,6 +55,8 @@ __all__ = [
     "shakespeare_data",
     "CHECKPOINT_PATH",
     "save_trained_char_lm",
+    "sampling_chart",
+    "head_browser_chart",
 ]
 
 #: Where ``scripts/train_char_lm.py`` writes the book's checkpoint (package data).
@@ -469,3 +471,169 @@ def save_trained_char_lm(
     info["eval_batches"] = eval_batches
     save_char_lm(model, data.tokenizer, path, info)
     return info
+
+
+# ----------------------------------------------------------------------------------------
+# Chapter 7's kernel-free charts: sampling rules and the heads of the character model.
+# ----------------------------------------------------------------------------------------
+
+
+def _show_char(c: str) -> str:
+    return {" ": "␣", "\n": "¶"}.get(c, c)
+
+
+def _wrap_lines(text: str, width: int) -> str:
+    import textwrap
+
+    lines = []
+    for line in text.split("\n"):
+        lines += textwrap.wrap(line, width, drop_whitespace=False) or ["\u200b"]  # a blank line: Vega trims spaces
+    return "\n".join(lines)
+
+
+def sampling_chart(
+    model: GPT,
+    tokenizer: Tokenizer,
+    prompt: str,
+    temperatures: tuple[float, float, float] = (0.0, 2.0, 0.1),
+    top_ks: tuple[int, ...] = (0, 1, 3, 10, 20),
+    temperature: float = 0.8,
+    top_k: int = 0,
+    shown: int = 8,
+    n_new: int = 160,
+    seed: int = 0,
+):
+    """The next-character distribution after ``prompt`` and a sample, under a temperature slider
+    and a top-k drop-down (precomputed for every position, so it responds without a kernel).
+
+    The bars show the ``shown`` characters with the largest logits (their order does not
+    depend on the rule) and the rest as "others", with the probability that
+    :func:`~minitransformer.gpt.sampling_probs` gives each; the text is
+    :func:`sample_text` with ``seed`` at the same setting.
+
+    Args:
+        model: a character :class:`~minitransformer.GPT`.
+        tokenizer: its tokenizer.
+        prompt: the text to continue (its last ``block_size`` characters are read).
+        temperatures: ``(lowest, highest, step)`` of the temperature slider.
+        top_ks: the drop-down's choices (0 = keep every character).
+        temperature, top_k: the position shown first.
+        shown: how many characters get a bar.
+        n_new: characters sampled per position.
+        seed: the sampling seed (the same for every position).
+
+    Returns:
+        a vertically concatenated ``alt`` chart with two bound parameters,
+        ``temperature`` and ``top_k``.
+    """
+    import altair as alt
+    import pandas as pd
+
+    from ..gpt import sampling_probs
+    from . import viz
+
+    lo, hi, step = temperatures
+    t_param = viz.slider("temperature", lo, hi, step, value=temperature, label="temperature")
+    labels = ["all" if k == 0 else str(k) for k in top_ks]
+    k_param = viz.picker("top_k", list(top_ks), value=top_k, label="top-k", labels=labels)
+    ids = torch.tensor([tokenizer.encode(prompt[-model.block_size :])])  # (1, T)
+    model.eval()
+    with torch.no_grad():
+        logits = model(ids)[0][:, -1].double()  # (1, V)
+    order = logits[0].argsort(descending=True)[:shown].tolist()
+    names = [repr(_show_char(tokenizer.itos[i])) for i in order] + ["others"]
+    bars, texts = [], []
+    for t in viz._positions(lo, hi, step):
+        for k in top_ks:
+            p = sampling_probs(logits, t, k or None)[0]  # (V,)
+            top = [p[i].item() for i in order]
+            for rank, (name, value) in enumerate(zip(names, [*top, 1.0 - sum(top)])):
+                bars.append({"temperature": t, "top_k": k, "rank": rank, "char": name, "p": round(max(value, 0.0), 3)})
+            sample = sample_text(model, tokenizer, prompt, n_new, temperature=t, top_k=k or None, seed=seed)
+            texts.append({"temperature": t, "top_k": k, "text": _wrap_lines(prompt + sample, 72)})
+    lines = max(x["text"].count("\n") + 1 for x in texts)
+    head = prompt.split("\n")[-1][-24:]
+    base = alt.Chart(pd.DataFrame(bars), title=f"next character after “…{head}”").encode(
+        y=alt.Y("char:N", sort=names, title=None),
+        x=alt.X("p:Q", scale=alt.Scale(domain=[0, 1]), title="probability"),
+    )
+    chart = (
+        base.mark_bar(color="#4c78a8") + base.mark_text(align="left", dx=3).encode(text=alt.Text("p:Q", format=".3f"))
+    ).properties(width=380, height=20 * len(names))
+    chart = chart.transform_filter(viz.at_control(t_param)).transform_filter(viz.at_control(k_param))
+    text = viz.text_panel(pd.DataFrame(texts), "text", width=560, height=15 * lines, title="a sample at this setting")
+    text = text.transform_filter(viz.at_control(t_param)).transform_filter(viz.at_control(k_param))
+    return alt.vconcat(chart, text).add_params(t_param, k_param)
+
+
+def head_browser_chart(
+    weights: Tensor, text: str, roles: list[str] | None = None, layer: int = 1, head: int = 3, size: int = 504
+):
+    """Every head's attention over one passage, one head at a time, chosen with two drop-downs.
+
+    Each row is a query character, the shading its weights over the keys (weights under
+    0.01 are left blank); a red dot marks each row's largest weight.
+
+    Args:
+        weights: ``(L, H, T, T)`` attention weights of the passage.
+        text: the passage, ``T`` characters (spaces and line breaks are shown as ␣ and ¶).
+        roles: optional ``L * H`` labels (layer by layer), shown in the title.
+        layer, head: the head shown first.
+        size: the map's width and height in pixels.
+
+    Returns:
+        an ``alt`` layered chart with two bound parameters, ``layer`` and ``head``.
+    """
+    import json as _json
+
+    import altair as alt
+    import pandas as pd
+
+    from . import viz
+
+    L, H, T, _ = weights.shape
+    if len(text) != T:
+        raise ValueError(f"{len(text)} characters for weights over {T} positions")
+    if roles is not None and len(roles) != L * H:
+        raise ValueError(f"need {L * H} roles (one per head, layer by layer), got {len(roles)}")
+    w = (weights.detach().double() * 100).round().long()  # (L, H, T, T) in hundredths
+    rows = []
+    for l_ in range(L):
+        for h_ in range(H):
+            q, k = torch.nonzero(w[l_, h_], as_tuple=True)
+            top = weights[l_, h_].argmax(-1)  # (T,)
+            rows.append({"layer": l_, "head": h_, "q": q.tolist(), "k": k.tolist(), "w": w[l_, h_, q, k].tolist()})
+            rows[-1]["top"] = [int(top[i]) for i in q.tolist()]
+    pick_layer = viz.picker("layer", list(range(L)), value=layer, label="layer")
+    pick_head = viz.picker("head", list(range(H)), value=head, label="head")
+    names = _json.dumps([_show_char(c) for c in text])
+    title = "'layer ' + layer + ', head ' + head"
+    if roles is not None:
+        title += f" + ' (role in the table: ' + {_json.dumps(list(roles))}[layer * {H} + head] + ')'"
+
+    def axis(name: str) -> alt.Axis:
+        return alt.Axis(title=name, labelExpr=f"{names}[datum.value]", labelAngle=0, labelFontSize=8)
+
+    base = (
+        alt.Chart(pd.DataFrame(rows), title=alt.TitleParams(text=alt.ExprRef(expr=title)))
+        .transform_filter(viz.at_control(pick_layer))
+        .transform_filter(viz.at_control(pick_head))
+        .transform_flatten(["q", "k", "w", "top"])
+        .transform_calculate(weight="datum.w / 100", key_char=f"{names}[datum.k]", query_char=f"{names}[datum.q]")
+        .encode(
+            x=alt.X("k:O", scale=alt.Scale(domain=list(range(T))), axis=axis("key")),
+            y=alt.Y("q:O", scale=alt.Scale(domain=list(range(T))), axis=axis("query")),
+        )
+    )
+    cells = base.mark_rect().encode(
+        color=alt.Color("weight:Q", scale=alt.Scale(scheme="blues", domain=[0, 1]), title="weight"),
+        tooltip=[
+            alt.Tooltip("q:O", title="query"),
+            alt.Tooltip("query_char:N", title="character"),
+            alt.Tooltip("k:O", title="key"),
+            alt.Tooltip("key_char:N", title="key character"),
+            alt.Tooltip("weight:Q", format=".2f"),
+        ],
+    )
+    dots = base.transform_filter("datum.k == datum.top").mark_point(color="#d62728", filled=True, size=12)
+    return (cells + dots).add_params(pick_layer, pick_head).properties(width=size, height=size)

@@ -40,6 +40,7 @@ __all__ = [
     "successor_of_last_baseline",
     "remove_item",
     "adversarial_weights",
+    "session_picker_chart",
 ]
 
 PAD = 0
@@ -271,3 +272,90 @@ def adversarial_weights(
     with torch.no_grad():
         w = torch.softmax(logits.masked_fill(~real, float("-inf")), -1)
     return w0, w
+
+
+def session_picker_chart(
+    catalogue: Catalogue,
+    history: Tensor,
+    evidence: Tensor,
+    target: Tensor,
+    recommended: Tensor,
+    weights: Tensor,
+    without_top: Tensor,
+    index: int = 0,
+    width: int = 360,
+):
+    """Sessions one at a time, chosen with a slider: the model's attention over the history
+    (the evidence starred), its recommendation, and what it recommends once the
+    top-weighted click is deleted.
+
+    Args:
+        catalogue: names the items.
+        history: ``(N, L)`` the sessions offered (``PAD`` = empty), one slider position each.
+        evidence: ``(N,)`` the column of each session's last episode.
+        target: ``(N,)`` the true next item.
+        recommended: ``(N,)`` the model's recommendation.
+        weights: ``(N, L)`` the model's attention over the history.
+        without_top: ``(N,)`` the recommendation once the top-weighted click is removed
+            (:func:`remove_item`).
+        index: the session shown first.
+        width: the bars' width in pixels.
+
+    Returns:
+        an ``alt`` concatenated chart with one bound parameter, ``session``.
+    """
+    import altair as alt
+    import pandas as pd
+
+    from . import viz
+
+    N, L = history.shape
+    for name, t in (("evidence", evidence), ("target", target), ("recommended", recommended)):
+        if t.shape != (N,):
+            raise ValueError(f"{name} must be ({N},) like the sessions, got {tuple(t.shape)}")
+    if weights.shape != (N, L) or without_top.shape != (N,):
+        raise ValueError(f"weights must be ({N}, {L}) and without_top ({N},)")
+    param = viz.slider("session", 0, N - 1, 1, value=index, label="session")
+    bars, notes = [], []
+    for n in range(N):
+        real = [j for j in range(L) if history[n, j] != PAD]
+        for place, j in enumerate(real):
+            star = "★ " if j == int(evidence[n]) else ""
+            item = catalogue.name(history[n, j])
+            bars.append(
+                {
+                    "session": n,
+                    "place": place,
+                    "click": f"{place + 1}. {star}{item}",
+                    "weight": round(float(weights[n, j]), 3),
+                    "kind": "evidence" if star else "other click",
+                }
+            )
+        top = max(real, key=lambda j: float(weights[n, j]))
+        notes.append(
+            {
+                "session": n,
+                "text": f"session {n}: next item {catalogue.name(target[n])}, recommended "
+                f"{catalogue.name(recommended[n])}  (★ = the evidence)\nwithout its top-weighted click "
+                f"{catalogue.name(history[n, top])}: recommended {catalogue.name(without_top[n])}",
+            }
+        )
+    at = viz.at_control(param)
+    base = (
+        alt.Chart(pd.DataFrame(bars), title="attention over the history")
+        .transform_filter(at)
+        .encode(
+            y=alt.Y("click:N", sort=alt.EncodingSortField("place", op="min"), title=None),
+            x=alt.X("weight:Q", scale=alt.Scale(domain=[0, 1]), title="attention weight"),
+        )
+    )
+    chart = base.mark_bar().encode(
+        color=alt.Color(
+            "kind:N",
+            scale=alt.Scale(domain=["evidence", "other click"], range=["#d62728", "#4c78a8"]),
+            legend=alt.Legend(orient="bottom", title=None),
+        )
+    ) + base.mark_text(align="left", dx=3).encode(text=alt.Text("weight:Q", format=".3f"))
+    longest = max(sum(1 for v in row.tolist() if v != PAD) for row in history)
+    note = viz.text_panel(pd.DataFrame(notes), "text", width=600, height=34).transform_filter(at)
+    return alt.vconcat(note, chart.properties(width=width, height=20 * longest)).add_params(param)

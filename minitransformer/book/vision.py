@@ -37,6 +37,7 @@ __all__ = [
     "attention_rollout",
     "train_classifier",
     "evaluate_classifier",
+    "image_picker_chart",
 ]
 
 SHAPE_CLASSES = ("square", "disk", "triangle", "cross")
@@ -312,3 +313,92 @@ def evaluate_classifier(model: nn.Module, images: Tensor, labels: Tensor, batch_
         correct += (out.argmax(-1) == labels[i : i + batch_size]).sum().item()
     n = images.shape[0]
     return {"loss": torch.stack(losses).sum().item() / n, "accuracy": correct / n}
+
+
+def image_picker_chart(
+    images: Tensor,
+    attention: Tensor,
+    on_object: Tensor,
+    labels: Tensor,
+    logits: Tensor,
+    index: int = 0,
+    preview: int = 16,
+    size: int = 200,
+):
+    """Test images one at a time, chosen with a slider: the image, the prediction and the
+    CLS token's attention over the patch grid (a ``*`` on the patches touching the shape).
+
+    Args:
+        images: ``(N, 1, H, W)`` the images offered (every one gets a slider position).
+        attention: ``(N, P)`` the CLS token's weights on the ``P`` patches (a square grid).
+        on_object: ``(N, P)`` bool, the patches that contain part of the shape.
+        labels: ``(N,)`` true classes (indices into :data:`SHAPE_CLASSES`).
+        logits: ``(N, len(SHAPE_CLASSES))`` the model's outputs.
+        index: the image shown first.
+        preview: the image is shown average-pooled to ``preview x preview`` pixels.
+        size: the width and height of each panel in pixels.
+
+    Returns:
+        an ``alt`` horizontally concatenated chart with one bound parameter, ``image``.
+    """
+    import altair as alt
+    import pandas as pd
+
+    from . import viz
+
+    N, _, H, W = images.shape
+    P = attention.shape[1]
+    g = int(round(P**0.5))
+    if g * g != P or on_object.shape != attention.shape or len(labels) != N or len(logits) != N:
+        raise ValueError(
+            f"need images (N, 1, H, W), attention and on_object (N, P) with P a square and N labels and logits; "
+            f"got {tuple(images.shape)}, {tuple(attention.shape)}, {tuple(on_object.shape)}, "
+            f"{len(labels)} labels, {len(logits)} logits"
+        )
+    if H % preview or W % preview:
+        raise ValueError(f"preview {preview} must divide the image size {H}x{W}")
+    param = viz.slider("image", 0, N - 1, 1, value=index, label="image")
+    small = images[:, 0].reshape(N, preview, H // preview, preview, W // preview).mean((2, 4))  # (N, p, p)
+    small = small.clamp(-0.3, 1.3)
+    probs = torch.softmax(logits.double(), -1)  # (N, classes)
+    pixels, cells, titles = [], [], []
+    for n in range(N):
+        pixels.append({"image": n, "v": [round(x, 2) for x in small[n].flatten().tolist()]})
+        for p in range(P):
+            mark = "*" if on_object[n, p] else ""
+            w = round(float(attention[n, p]), 2)
+            cells.append({"image": n, "row": p // g, "col": p % g, "weight": w, "label": f"{w:.2f}{mark}"})
+        pred = int(probs[n].argmax())
+        titles.append(
+            {
+                "image": n,
+                "text": f"image {n}: true {SHAPE_CLASSES[int(labels[n])]}, predicted {SHAPE_CLASSES[pred]}"
+                f" (p = {probs[n, pred].item():.2f})",
+            }
+        )
+    at = viz.at_control(param)
+    picture = (
+        alt.Chart(pd.DataFrame(pixels), title="the image")
+        .transform_filter(at)
+        .transform_flatten(["v"])
+        .transform_window(k="row_number()")
+        .transform_calculate(row=f"floor((datum.k - 1) / {preview})", col=f"(datum.k - 1) % {preview}")
+        .mark_rect()
+        .encode(
+            x=alt.X("col:O", axis=None),
+            y=alt.Y("row:O", axis=None),
+            color=alt.Color("v:Q", scale=alt.Scale(scheme="greys", reverse=True, domain=[-0.3, 1.3]), legend=None),
+        )
+        .properties(width=size, height=size)
+    )
+    grid = alt.Chart(pd.DataFrame(cells), title="CLS attention per patch (* = touches the shape)").transform_filter(at)
+    enc = {"x": alt.X("col:O", axis=None), "y": alt.Y("row:O", axis=None)}
+    heat = grid.mark_rect(stroke="white").encode(
+        **enc, color=alt.Color("weight:Q", scale=alt.Scale(scheme="oranges", domain=[0, 0.5]), legend=None)
+    )
+    text = grid.mark_text(fontSize=13).encode(**enc, text="label:N")
+    caption = viz.text_panel(pd.DataFrame(titles), "text", width=2 * size + 20, height=18, monospace=False)
+    return alt.vconcat(
+        caption.transform_filter(at),
+        alt.hconcat(picture, (heat + text).properties(width=size, height=size)).resolve_scale(color="independent"),
+    ).add_params(param)

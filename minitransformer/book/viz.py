@@ -29,6 +29,7 @@ __all__ = [
     "uncovered_positions",
     "COLUMN_WIDTH",
     "text_lines",
+    "text_panel",
 ]
 
 # The book's text column is 740 px wide; a chart (with its axis titles, legend and
@@ -326,4 +327,49 @@ def text_lines(expr: str, lines: int, name: str, width: int, font_size: int = 11
         .mark_text(align="left", baseline="middle", fontSize=font_size)
         .encode(y=alt.Y("line:O", axis=None), x=alt.value(0), text="text:N")
         .properties(width=width, height=lines * (font_size + 5), view=alt.ViewBackground(stroke=None))
+    )
+
+
+# ----------------------------------------------------------------------------------------
+# Helpers added for the kernel-free charts of chapters 7, 8 and 9.
+# ----------------------------------------------------------------------------------------
+
+
+def text_panel(
+    data: pd.DataFrame | alt.Data,
+    field: str,
+    width: int = 560,
+    height: int = 120,
+    font_size: int = 12,
+    monospace: bool = True,
+    title: str = "",
+) -> alt.Chart:
+    """Lines of text drawn by the chart itself (a text mark), for charts whose controls change text.
+
+    ``field`` holds the text; a ``"\\n"`` in it starts a new line. The panel has no axes;
+    filter its rows with :func:`at_control` like any other layer.
+
+    Args:
+        data: the rows (usually one per control position).
+        field: the column with the text.
+        width, height: the panel's size in pixels (``height`` should hold the longest text).
+        font_size: in pixels; a line takes about ``1.25 * font_size``.
+        monospace: draw in a fixed-width font (tables and code line up).
+        title: the panel's title.
+
+    Returns:
+        an ``alt.Chart`` (add parameters and filters to it or to the chart it joins).
+    """
+    return (
+        alt.Chart(data, title=title)
+        .mark_text(
+            align="left",
+            baseline="top",
+            lineBreak="\n",
+            fontSize=font_size,
+            font="monospace" if monospace else alt.Undefined,
+            lineHeight=round(1.25 * font_size),
+        )
+        .encode(x=alt.value(0), y=alt.value(0), text=alt.Text(f"{field}:N"))
+        .properties(width=width, height=height, view=alt.ViewConfig(stroke=None))
     )
