@@ -60,7 +60,9 @@ def _check(hyps: Sequence[str], refs: Sequence[str], where: str) -> None:
         if isinstance(seq, str) or not isinstance(seq, Sequence) or not all(isinstance(s, str) for s in seq):
             raise TypeError(f"{where}: {name} must be a list of strings (detokenised sentences), got {describe(seq)}")
     if len(hyps) != len(refs) or not hyps:
-        raise ValueError(f"{where}: need as many hypotheses as references (at least one), got {len(hyps)} and {len(refs)}")
+        raise ValueError(
+            f"{where}: need as many hypotheses as references (at least one), got {len(hyps)} and {len(refs)}"
+        )
 
 
 def corpus_bleu(hyps: Sequence[str], refs: Sequence[str]) -> float:
@@ -199,9 +201,7 @@ def paired_bootstrap(
     }
 
 
-def grouped_bleu(
-    hyps: Sequence[str], refs: Sequence[str], groups: Sequence, **bootstrap
-) -> dict[object, BleuInterval]:
+def grouped_bleu(hyps: Sequence[str], refs: Sequence[str], groups: Sequence, **bootstrap) -> dict[object, BleuInterval]:
     """:func:`bootstrap_bleu` within each group (e.g. a source-length bucket), in sorted group order."""
     if len(groups) != len(hyps):
         raise ValueError(f"grouped_bleu: {len(groups)} groups for {len(hyps)} sentences")

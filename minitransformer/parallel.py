@@ -28,7 +28,6 @@ wheel, whose database is checked against :data:`BIBLE_SHA256` first.
 from __future__ import annotations
 
 import functools
-import json
 import random
 import re
 import sqlite3
@@ -393,8 +392,3 @@ def batch_masks(batch: Seq2SeqBatch, pad_id: int) -> tuple[Tensor, Tensor]:
     S = batch.src.shape[1]
     src_mask = torch.arange(S, device=batch.src.device) < batch.src_lengths[:, None]  # (B, S)
     return src_mask, batch.tgt_out != pad_id  # (B, S), (B, T)
-
-
-def pairs_to_json(pairs: Sequence[VersePair]) -> str:
-    """The pairs' references only (book, chapter, verse): the texts stay in the wheel."""
-    return json.dumps([[p.book, p.chapter, p.verse] for p in pairs])

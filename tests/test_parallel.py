@@ -37,7 +37,9 @@ def test_clean_english_quirks():
 
 
 def test_clean_french_markers():
-    assert clean_french("(3:3) Combien qui disent: Plus de salut! -Pause.") == "Combien qui disent: Plus de salut! -Pause."
+    assert (
+        clean_french("(3:3) Combien qui disent: Plus de salut! -Pause.") == "Combien qui disent: Plus de salut! -Pause."
+    )
     assert clean_french("Au commencement, Dieu créa les cieux et la terre.") == (
         "Au commencement, Dieu créa les cieux et la terre."
     )
@@ -209,7 +211,9 @@ def test_stored_tokenizer_is_the_one_trained_on_the_training_books(real_pairs):
     stored = parallel.SubwordTokenizer.load(TOKENIZER_PATH)
     assert stored.tokenizer.get_vocab() == fresh.tokenizer.get_vocab()
     sample = split["test"][:200]
-    assert all(stored.decode(stored.encode(p.fr)) == p.fr and stored.decode(stored.encode(p.en)) == p.en for p in sample)
+    assert all(
+        stored.decode(stored.encode(p.fr)) == p.fr and stored.decode(stored.encode(p.en)) == p.en for p in sample
+    )
     assert sum(stored.unk_id in stored.encode(p.fr) for p in split["test"]) <= 5
 
 
@@ -217,9 +221,13 @@ def test_batches_feed_the_gru_and_transformer(toy_tokenizer):
     from minitransformer.book.translation_experiments import TranslationSetup, build_model, translation_loss
 
     tok = toy_tokenizer
-    enc = encode_pairs([VersePair("Acts", 1, 1, "the cat sleeps", "le chat dort"), VersePair("Acts", 1, 2, "house", "la")], tok)
+    enc = encode_pairs(
+        [VersePair("Acts", 1, 1, "the cat sleeps", "le chat dort"), VersePair("Acts", 1, 2, "house", "la")], tok
+    )
     batch = next(pair_batches(enc, tok, 2, seed=None))
     for kind in ("gru", "luong-general", "transformer"):
         model = build_model(TranslationSetup(kind=kind, emb_dim=8, hidden=16, d_model=16, d_ff=32), tok)
         loss = translation_loss(model, batch, tok.pad_id)
-        assert torch.isfinite(loss) and loss.item() == pytest.approx(torch.log(torch.tensor(float(len(tok)))).item(), rel=0.3)
+        assert torch.isfinite(loss) and loss.item() == pytest.approx(
+            torch.log(torch.tensor(float(len(tok)))).item(), rel=0.3
+        )

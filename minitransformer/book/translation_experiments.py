@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from ..bleu import corpus_bleu
 from ..data import Seq2SeqBatch
+from ..decoding import beam_search
 from ..parallel import (
     SubwordTokenizer,
     VersePair,
@@ -202,10 +203,16 @@ def decode_batch(
 ) -> list[list[int]]:
     """Token ids (eos excluded) for every source of ``batch``: greedy, or beam search when
     ``beam_size > 1`` (:mod:`minitransformer.decoding`)."""
-    if beam_size > 1:
-        from ..decoding import beam_search
-
-        return beam_search(model, batch.src, batch.src_lengths, beam_size=beam_size, max_len=max_len)
+    if beam_size > 1:  # GNMT's length penalty 0.6, the library's default
+        return beam_search(
+            model,
+            batch.src,
+            batch.src_lengths,
+            beam_size=beam_size,
+            max_len=max_len,
+            bos_id=tokenizer.bos_id,
+            eos_id=tokenizer.eos_id,
+        )
     if isinstance(model, Transformer):
         tokens = model.greedy_decode(batch.src, max_len, tokenizer.bos_id, tokenizer.eos_id)  # (B, n)
     else:

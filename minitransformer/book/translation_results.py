@@ -246,11 +246,7 @@ def bleu_length_chart(blob: dict, kinds: Sequence[str], width: int = 520, height
         y=alt.Y("BLEU:Q", title="BLEU (test books)"),
         tooltip=["model", "bucket", "BLEU", "low", "high", "sentences"],
     )
-    rule = (
-        alt.Chart(pd.DataFrame({"x": [MAX_WORDS + 0.5]}))
-        .mark_rule(strokeDash=[4, 4], color="gray")
-        .encode(x="x:Q")
-    )
+    rule = alt.Chart(pd.DataFrame({"x": [MAX_WORDS + 0.5]})).mark_rule(strokeDash=[4, 4], color="gray").encode(x="x:Q")
     return (band + lines + rule).properties(
         width=width, height=height, title="BLEU against source length (dashed: longest training verse)"
     )
@@ -342,7 +338,9 @@ def alignment_picker(frame: pd.DataFrame, title: str, size: int = 330) -> alt.Ch
         alt.Chart(alt.Data(values=data), title=title)
         .mark_rect()
         .encode(
-            x=alt.X("source:N", sort="ascending", axis=alt.Axis(title="English source (subword pieces)", labelAngle=-60)),
+            x=alt.X(
+                "source:N", sort="ascending", axis=alt.Axis(title="English source (subword pieces)", labelAngle=-60)
+            ),
             y=alt.Y("output:N", sort="ascending", axis=alt.Axis(title="French output")),
             color=alt.Color("weight:Q", scale=alt.Scale(scheme="greys", domain=[0, 1]), title="weight"),
             tooltip=["output:N", "source:N", alt.Tooltip("weight:Q", format=".2f")],
