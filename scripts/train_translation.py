@@ -1,6 +1,6 @@
 """Train one English->French model of chapters 2 and 7 and store it as package data.
 
-    # the recipe: one model per call, each 600 CPU s of training on one thread (seed 0)
+    # the recipe: one model per call, each 150 CPU s of training on one thread (seed 0)
     python scripts/train_translation.py gru --threads 1
     python scripts/train_translation.py bahdanau --threads 1
     python scripts/train_translation.py luong-general --threads 1
@@ -16,15 +16,22 @@ most 25 words per side, split by book; the subword vocabulary (2000 pieces, one 
 languages) is trained on the training books and stored next to the checkpoints
 (``minitransformer/book/checkpoints/bible_bpe.json``) by the first call.
 
-Recipe (:meth:`TranslationSetup.recipe`): GRUs of chapter 2 with embeddings 128 and hidden
-256 (bidirectional encoder), Adam (peak 2e-3 after 300 steps, then 1/sqrt decay), batches
-of 64 bucketed by length; the transformer with chapter 6's recipe (3+3 Pre-LN layers,
-d_model 128, 4 heads, d_ff 512, dropout 0.1, the warmup schedule of "Attention Is All You
-Need" with 400 warmup steps, label smoothing 0.1). Every model trains for the same 600 CPU
-seconds on one thread (matched compute; evaluations not counted); greedy BLEU on the
-validation books every 250 steps picks the stored weights. The test books are not used.
-Measured wall time: about 11-13 minutes per model on a shared 2-core machine (2026-12-04),
-recorded with the CPU seconds, steps and FLOPs in the checkpoint's ``info``.
+Recipe (:meth:`TranslationSetup.recipe`): GRUs of chapter 2 with embeddings 64 and hidden
+128 (bidirectional encoder), Adam (0.9, 0.98; peak learning rate 2e-3 after 300 steps, then
+1/sqrt decay), batches of 64 bucketed by length, gradient clipping 1; the transformer with
+chapter 6's recipe (2+2 Pre-LN layers, d_model 128, 4 heads, d_ff 256, dropout 0.1, shared
+and tied embeddings, the warmup schedule of "Attention Is All You Need" with 300 warmup steps
+and factor 0.5, label smoothing 0.1). Seed 0. Every model trains for the same 150 CPU
+seconds on one thread (matched compute; checked after every 25 steps; evaluations not
+counted); greedy BLEU on the validation books every 400 steps and at the end picks the
+stored weights. The test books are not used.
+
+Published run (2026-12-04): the four models trained at the same time on a 2-core machine
+shared with other jobs (load average 9-14), about 25 minutes of wall time each for 150 CPU
+seconds; they were started with a budget of 450 CPU s and ``--budget-file`` lowered it to
+180 and then 150 for all four while they ran, because the machine was too busy for more.
+Steps, CPU seconds, FLOPs and wall time of each are in its checkpoint's ``info`` and in
+``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations

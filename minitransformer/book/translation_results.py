@@ -45,6 +45,8 @@ __all__ = [
     "LABELS",
     "length_bucket",
     "error_profile",
+    "evaluate_model",
+    "combine_results",
     "evaluate_translation",
     "read_translation_results",
     "bleu_table",
@@ -114,32 +116,53 @@ def _interval(i) -> dict:
     return {"bleu": round(i.bleu, 2), "low": round(i.low, 2), "high": round(i.high, 2), "n": i.n}
 
 
-def evaluate_translation(
-    data: TranslationData,
-    kinds: Sequence[str],
-    *,
-    beam_kinds: Sequence[str] = (),
-    beam_size: int = 4,
-    n_resamples: int = 1000,
-    log=print,
-) -> dict:
-    """Decode the test books with each stored model and score them (what the results file holds).
-
-    Args:
-        data: :func:`~minitransformer.book.translation_experiments.translation_data`.
-        kinds: the stored models to evaluate.
-        beam_kinds: those also decoded with beam search of width ``beam_size``.
-        n_resamples: bootstrap resamples.
+def evaluate_model(
+    data: TranslationData, kind: str, *, beam: bool = False, beam_size: int = 4, n_resamples: int = 1000
+) -> tuple[dict, list[str]]:
+    """Decode the test books with the stored ``kind`` model and score it.
 
     Returns:
-        a JSON-able dict: the data description, the BLEU signature, per model its training
-        record (from the checkpoint), greedy (and beam) BLEU with intervals, BLEU per source-length
-        bucket, the :func:`error_profile`, the BLEU of the first 50 test verses (a cheap check of the
-        stored weights), and paired bootstrap comparisons of consecutive models in ``kinds``.
+        ``(entry, hyps)``: the model's entry of the results file (its training record from the
+        checkpoint, greedy -- and with ``beam`` also beam-search -- BLEU with 95% intervals, BLEU per
+        source-length bucket, the :func:`error_profile`, the BLEU of the first 50 test verses as a
+        cheap check of the stored weights) and its greedy translations.
     """
     tok, test = data.tokenizer, data.pairs["test"]
     refs = [p.fr for p in test]
     groups = [length_bucket(len(p.en.split())) for p in test]
+    loaded = load_translation_model(kind, tok)
+    t0 = time.process_time()
+    hyps = translate(loaded.model, data.encoded["test"], tok)
+    seconds = time.process_time() - t0
+    entry = {
+        "training": {k: v for k, v in loaded.info.items() if k != "history"},
+        "history": loaded.info.get("history", []),
+        "greedy": _interval(bootstrap_bleu(hyps, refs, n_resamples=n_resamples)),
+        "greedy_cpu_seconds": round(seconds, 1),
+        "buckets": {g: _interval(i) for g, i in grouped_bleu(hyps, refs, groups, n_resamples=n_resamples).items()},
+        "errors": error_profile(hyps, refs),
+        "first50_bleu": round(corpus_bleu(hyps[:50], refs[:50]), 4),
+    }
+    if beam:
+        t0 = time.process_time()
+        out = translate(loaded.model, data.encoded["test"], tok, beam_size=beam_size)
+        entry["beam"] = {**_interval(bootstrap_bleu(out, refs, n_resamples=n_resamples)), "beam_size": beam_size}
+        entry["beam_cpu_seconds"] = round(time.process_time() - t0, 1)
+        entry["beam_vs_greedy"] = {
+            k: round(v, 4) for k, v in paired_bootstrap(out, hyps, refs, n_resamples=n_resamples).items()
+        }
+    return entry, hyps
+
+
+def combine_results(
+    data: TranslationData, entries: dict[str, dict], outputs: dict[str, list[str]], *, n_resamples: int = 1000
+) -> dict:
+    """The results file: the data description, sacrebleu's signature, the models' entries (in the
+    order given) and paired-bootstrap comparisons of consecutive models."""
+    tok, test = data.tokenizer, data.pairs["test"]
+    refs = [p.fr for p in test]
+    groups = [length_bucket(len(p.en.split())) for p in test]
+    kinds = list(entries)
     blob = {
         "format": _FORMAT,
         "bleu_signature": bleu_signature(),
@@ -151,43 +174,39 @@ def evaluate_translation(
             "vocab_size": len(tok),
             "valid_books": list(VALID_BOOKS),
             "test_books": list(TEST_BOOKS),
-            "test_by_bucket": {g: groups.count(g) for g in sorted(set(groups))},
+            "test_by_bucket": {g: groups.count(g) for g in sorted(set(groups), key=lambda g: int(g.split("-")[0]))},
         },
-        "models": {},
+        "models": entries,
+        "paired": {},
     }
-    outputs = {}
-    for kind in kinds:
-        loaded = load_translation_model(kind, tok)
-        t0 = time.process_time()
-        hyps = translate(loaded.model, data.encoded["test"], tok)
-        seconds = time.process_time() - t0
-        outputs[kind] = hyps
-        info = {k: v for k, v in loaded.info.items() if k != "history"}
-        entry = {
-            "training": info,
-            "history": loaded.info.get("history", []),
-            "greedy": _interval(bootstrap_bleu(hyps, refs, n_resamples=n_resamples)),
-            "greedy_cpu_seconds": round(seconds, 1),
-            "buckets": {g: _interval(i) for g, i in grouped_bleu(hyps, refs, groups, n_resamples=n_resamples).items()},
-            "errors": error_profile(hyps, refs),
-            "first50_bleu": round(corpus_bleu(hyps[:50], refs[:50]), 4),
-        }
-        if kind in beam_kinds:
-            t0 = time.process_time()
-            beam = translate(loaded.model, data.encoded["test"], tok, beam_size=beam_size)
-            entry["beam"] = {**_interval(bootstrap_bleu(beam, refs, n_resamples=n_resamples)), "beam_size": beam_size}
-            entry["beam_cpu_seconds"] = round(time.process_time() - t0, 1)
-            entry["beam_vs_greedy"] = {
-                k: round(v, 4) for k, v in paired_bootstrap(beam, hyps, refs, n_resamples=n_resamples).items()
-            }
-        blob["models"][kind] = entry
-        if log is not None:
-            log(f"{kind}: greedy BLEU {entry['greedy']}" + (f", beam {entry['beam']}" if "beam" in entry else ""))
-    blob["paired"] = {}
     for a, b in zip(kinds[1:], kinds[:-1]):
         d = paired_bootstrap(outputs[a], outputs[b], refs, n_resamples=n_resamples)
         blob["paired"][f"{a} vs {b}"] = {k: round(v, 4) for k, v in d.items()}
     return blob
+
+
+def evaluate_translation(
+    data: TranslationData,
+    kinds: Sequence[str],
+    *,
+    beam_kinds: Sequence[str] = (),
+    beam_size: int = 4,
+    n_resamples: int = 1000,
+    log=print,
+) -> dict:
+    """:func:`evaluate_model` for each of ``kinds`` (beam search too for ``beam_kinds``), then
+    :func:`combine_results`: what ``scripts/evaluate_translation.py`` stores."""
+    entries, outputs = {}, {}
+    for kind in kinds:
+        entries[kind], outputs[kind] = evaluate_model(
+            data, kind, beam=kind in beam_kinds, beam_size=beam_size, n_resamples=n_resamples
+        )
+        if log is not None:
+            log(
+                f"{kind}: greedy BLEU {entries[kind]['greedy']}"
+                + (f", beam {entries[kind]['beam']}" if kind in beam_kinds else "")
+            )
+    return combine_results(data, entries, outputs, n_resamples=n_resamples)
 
 
 def read_translation_results(path=None) -> dict:
