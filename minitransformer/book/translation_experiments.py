@@ -234,13 +234,16 @@ def translate(
 ) -> list[str]:
     """Detokenised translations of encoded pairs (their sources), in order.
 
-    The output may be at most ``2 * source tokens + 10`` tokens long.
+    The output may be at most ``2 * source tokens + 10`` tokens long (and no longer than a
+    transformer's position table).
     """
     was_training = model.training
     model.eval()
     out = []
     for batch in pair_batches(encoded, tokenizer, batch_size, seed=None):
         max_len = 2 * batch.src.shape[1] + 10
+        if isinstance(model, Transformer):
+            max_len = min(max_len, model.max_len)  # the position table's length
         out += [tokenizer.decode(ids) for ids in decode_batch(model, batch, tokenizer, max_len, beam_size)]
     model.train(was_training)
     return out

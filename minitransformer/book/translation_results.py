@@ -302,6 +302,7 @@ def alignment_frame(
         for i, (batch, pair) in enumerate(zip(pair_batches(enc, tokenizer, 1, seed=None), pairs)):
             max_len = 2 * batch.src.shape[1] + 10
             if isinstance(model, Transformer):
+                max_len = min(max_len, model.max_len - 1)  # room for bos in the teacher-forced pass
                 (ids,) = decode_batch(model, batch, tokenizer, max_len)
                 tgt_in = torch.tensor([[tokenizer.bos_id, *ids]])  # (1, T)
                 cross = model.attention_maps(batch.src, tgt_in)["cross"][layer]  # (1, H, T, S)
