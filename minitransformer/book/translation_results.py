@@ -232,7 +232,7 @@ def bleu_table(blob: dict, kinds: Sequence[str] | None = None) -> pd.DataFrame:
                 "parameters": f"{t['params']:,}",
                 "steps": t["steps"],
                 "CPU s": round(t["cpu_seconds"]),
-                "training PFLOP": round(t["train_flops"] / 1e15, 2),
+                "training TFLOP": round(t["train_flops"] / 1e12, 2),
             }
         )
         rows.append(row)
