@@ -124,6 +124,13 @@ ALLOWED: dict[str, dict[str, str]] = {
         ),
     },
     "07_encoder_decoder.ipynb": {
+        # Lab 1 on English->French verses: the transformer's recipe (scripts/train_translation.py)
+        "and dropout 0.1": "setup constant",
+        "with 300 warmup steps, scaled by 0.5), and label smoothing 0.1": "setup constants (chapter 6's recipe)",
+        "(every 400 steps and at the end)": "setup constant",
+        "with 95% bootstrap intervals": "a definition (the intervals' coverage)",
+        "GNMT's length penalty 0.6": "setup constant (Wu et al., 2016)",
+        "the Bible in 100 languages.* Language Resources and Evaluation 49": "a title and a journal volume",
         "hide ~15% of the tokens": "published (BERT, Devlin et al., 2019)",
         # the REVERSAL data and the transformer's recipe (printed by the cells below them)
         "reverse strings of 5–30 digits": "setup constants",
