@@ -60,6 +60,14 @@ ALLOWED: dict[str, dict[str, str]] = {
         "over lengths 5–30 and ROLE on the unseen lengths 31–35": "setup constants",
     },
     "02_bahdanau_luong.ipynb": {
+        # section 6, English->French verses: the recipe of scripts/train_translation.py and BLEU's definition
+        "warms up for 300 steps": "setup constant",
+        "Every 400 steps, greedy BLEU": "setup constant",
+        "After 50 steps the model": "setup constant (the short run above)",
+        "with replacement 1,000 times": "setup constant (bootstrap resamples)",
+        "as a 95% interval": "a definition (the interval's coverage)",
+        "on a scale where 100 is a copy of the reference": "a definition (BLEU)",
+        "the Bible in 100 languages.* Language Resources and Evaluation 49": "a title and a journal volume",
         "(arXiv 2014, ICLR CITE )": "a year (Bahdanau et al.)",
         "left open until 2017": "a year (Vaswani et al., 2017)",
         "encoder states of size 10": "setup constant of the shape check",
