@@ -214,10 +214,13 @@ def read_translation_results(path=None) -> dict:
     return read_results(RESULTS_PATH if path is None else path, "scripts/evaluate_translation.py", _FORMAT)
 
 
-def bleu_table(blob: dict, kinds: Sequence[str] | None = None) -> pd.DataFrame:
-    """One row per model: BLEU (greedy) with its 95% interval, beam BLEU where measured, size and compute."""
+def bleu_table(blob: dict, kinds: Sequence[str] | None = None, beam: bool = True) -> pd.DataFrame:
+    """One row per model: BLEU (greedy) with its 95% interval, beam-search BLEU (with ``beam``; "—" where
+    not measured), parameters, steps, CPU seconds and training TFLOP."""
     rows = []
-    for kind in kinds or list(blob["models"]):
+    kinds = list(kinds or blob["models"])
+    beam = beam and any("beam" in blob["models"][k] for k in kinds)
+    for kind in kinds:
         m = blob["models"][kind]
         t = m["training"]
         row = {
@@ -225,8 +228,8 @@ def bleu_table(blob: dict, kinds: Sequence[str] | None = None) -> pd.DataFrame:
             "BLEU": m["greedy"]["bleu"],
             "95% interval": f"{m['greedy']['low']:.2f}-{m['greedy']['high']:.2f}",
         }
-        if "beam" in m:
-            row["BLEU, beam"] = m["beam"]["bleu"]
+        if beam:
+            row["BLEU, beam"] = f"{m['beam']['bleu']:.2f}" if "beam" in m else "—"
         row.update(
             {
                 "parameters": f"{t['params']:,}",
