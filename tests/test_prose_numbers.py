@@ -60,6 +60,14 @@ ALLOWED: dict[str, dict[str, str]] = {
         "over lengths 5–30 and ROLE on the unseen lengths 31–35": "setup constants",
     },
     "02_bahdanau_luong.ipynb": {
+        # section 6, English->French verses: the recipe of scripts/train_translation.py and BLEU's definition
+        "warms up for 300 steps": "setup constant",
+        "Every 400 steps, greedy BLEU": "setup constant",
+        "After 50 steps the model": "setup constant (the short run above)",
+        "with replacement 1,000 times": "setup constant (bootstrap resamples)",
+        "as a 95% interval": "a definition (the interval's coverage)",
+        "on a scale where 100 is a copy of the reference": "a definition (BLEU)",
+        "the Bible in 100 languages.* Language Resources and Evaluation 49": "a title and a journal volume",
         "(arXiv 2014, ICLR CITE )": "a year (Bahdanau et al.)",
         "left open until 2017": "a year (Vaswani et al., 2017)",
         "encoder states of size 10": "setup constant of the shape check",
@@ -124,6 +132,13 @@ ALLOWED: dict[str, dict[str, str]] = {
         ),
     },
     "07_encoder_decoder.ipynb": {
+        # Lab 1 on English->French verses: the transformer's recipe (scripts/train_translation.py)
+        "and dropout 0.1": "setup constant",
+        "with 300 warmup steps, scaled by 0.5), and label smoothing 0.1": "setup constants (chapter 6's recipe)",
+        "(every 400 steps and at the end)": "setup constant",
+        "with 95% bootstrap intervals": "a definition (the intervals' coverage)",
+        "GNMT's length penalty 0.6": "setup constant (Wu et al., 2016)",
+        "the Bible in 100 languages.* Language Resources and Evaluation 49": "a title and a journal volume",
         "hide ~15% of the tokens": "published (BERT, Devlin et al., 2019)",
         # the REVERSAL data and the transformer's recipe (printed by the cells below them)
         "reverse strings of 5–30 digits": "setup constants",
