@@ -194,7 +194,9 @@ def test_alignment_explorer_holds_every_alignment(tok):
         (out,), (w,) = decode_examples(models[label], [ex], tok)
         assert (row["input"], row["target"], row["out"]) == (ex.src, ex.tgt, out)
         dense = np.zeros(tuple(w.shape))
-        dense[row["t"], row["j"]] = np.asarray(row["w"]) / 100
+        for cell in row["cells"].split(" "):
+            t, j, value = map(int, cell.split(":"))
+            dense[t, j] = value / 100
         np.testing.assert_allclose(dense, w.double().numpy(), atol=0.005 + 1e-9)
     with pytest.raises(ValueError, match="no attention"):
         alignment_explorer({"none": _model(tok)}, examples, tok, n_examples=2)

@@ -29,7 +29,7 @@ from ..rnn import Seq2Seq, hidden_jacobian_norms
 from . import viz
 from .seq2seq_experiments import decode_examples
 
-__all__ = ["random_reversal", "reversal_explorer", "gain_norms", "gain_chart", "alignment_explorer"]
+__all__ = ["random_reversal", "reversal_explorer", "gain_norms", "gain_chart", "sparse_cells", "alignment_explorer"]
 
 LINES = ["input", "reversed", "model"]
 
@@ -219,11 +219,17 @@ def gain_chart(
     )
 
 
-def _sparse_cells(w: Tensor, digits: int) -> dict[str, list[int]]:
-    """The cells of ``w (T, S)`` that round to a non-zero ``digits``-decimal weight, as lists."""
+def sparse_cells(w: Tensor, digits: int) -> str:
+    """The cells of ``w (T, S)`` that round to a non-zero ``digits``-decimal weight, packed.
+
+    Returns:
+        ``"t:j:w t:j:w ..."``: row, column (0-based) and the weight in units of
+        ``10**-digits``, one triple per cell (one string keeps the stored notebook small;
+        the chart unpacks it with Vega expressions).
+    """
     scaled = (w.double() * 10**digits).round().long()  # (T, S)
     q, k = torch.nonzero(scaled, as_tuple=True)
-    return {"t": q.tolist(), "j": k.tolist(), "w": scaled[q, k].tolist()}
+    return " ".join(f"{a}:{b}:{c}" for a, b, c in zip(q.tolist(), k.tolist(), scaled[q, k].tolist()))
 
 
 def alignment_explorer(
@@ -258,8 +264,7 @@ def alignment_explorer(
 
     Returns:
         the chart; its data has one row per (model, length, example) with the strings and
-        the non-zero cells as parallel lists ``t``, ``j`` (0-based) and ``w`` (in units of
-        ``10**-digits``).
+        the non-zero cells packed by :func:`sparse_cells` in ``cells``.
     """
     labels = list(models)
     lengths = sorted({e.length for e in examples})
@@ -285,7 +290,7 @@ def alignment_explorer(
                     "target": ex.tgt,
                     "out": out,
                     "output": f"{out}   ({verdict})",
-                    **_sparse_cells(w, digits),
+                    "cells": sparse_cells(w, digits),
                 }
             )
     df = pd.DataFrame(rows)
@@ -306,7 +311,12 @@ def alignment_explorer(
         .properties(width=size, height=54)
     )
     cells = (
-        base.transform_flatten(["t", "j", "w"])
+        base.transform_calculate(cell="split(datum.cells, ' ')")
+        .transform_flatten(["cell"])
+        .transform_calculate(triple="split(datum.cell, ':')")
+        .transform_calculate(
+            t="toNumber(datum.triple[0])", j="toNumber(datum.triple[1])", w="toNumber(datum.triple[2])"
+        )
         .transform_calculate(
             step="datum.t + 1",
             source="datum.j + 1",
