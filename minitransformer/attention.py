@@ -362,32 +362,45 @@ def attend(
 
 
 def softmax_attention(
-    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, *, is_causal: bool, scale: float, dropout_p: float
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    mask: Tensor | None,
+    *,
+    is_causal: bool,
+    scale: float,
+    dropout_p: float,
 ) -> tuple[Tensor, Tensor]:
-    """The arithmetic itself: ``weights = softmax(q k^T * scale)`` over the visible keys, ``out = weights v``.
+    """The arithmetic itself: ``weights = softmax(q k^T * scale)`` over the visible
+    keys, ``out = weights v``.
 
     Args:
-        q: ``(..., Lq, d)``; k: ``(..., Lk, d)``; v: ``(..., Lk, dv)`` (leading dims broadcast).
+        q: ``(..., Lq, d)``; k: ``(..., Lk, d)``; v: ``(..., Lk, dv)`` (leading dims
+            broadcast).
         mask: bool, broadcastable to ``(..., Lq, Lk)``, True = may attend; or None.
-        is_causal: query ``i`` (the LAST ``Lq`` positions) sees keys ``0 .. i + Lk - Lq``.
+        is_causal: query ``i`` (the LAST ``Lq`` positions) sees keys
+            ``0 .. i + Lk - Lq``.
         scale: the multiplier of the scores.
         dropout_p: dropout on the weights (0: none).
 
     Returns:
-        ``out (..., Lq, dv)`` and ``weights (..., Lq, Lk)``; a query that sees no key gets zeros.
+        ``out (..., Lq, dv)`` and ``weights (..., Lq, Lk)``; a query that sees no key
+        gets zeros.
     """
     Lq, Lk = q.shape[-2], k.shape[-2]
     scores = torch.matmul(q, k.transpose(-2, -1)) * scale  # (..., Lq, Lk)
     if is_causal and Lq == 1:
-        is_causal = False  # one query is the LAST position (see causal_mask): it sees every key
+        is_causal = False  # one query is the LAST position: it sees every key
     if is_causal and mask is None:
         # Every query sees at least its own position, so no row is fully masked.
-        # Adding 0 / -inf is masked_fill(~causal_mask, -inf) bit for bit, and cheaper to train.
-        weights = torch.softmax(scores + causal_bias(Lq, Lk, scores.device, scores.dtype), dim=-1)  # (..., Lq, Lk)
+        # Adding 0 / -inf is masked_fill(~causal_mask, -inf) bit for bit, and cheaper
+        # to train.
+        bias = causal_bias(Lq, Lk, scores.device, scores.dtype)  # (Lq, Lk)
+        weights = torch.softmax(scores + bias, dim=-1)  # (..., Lq, Lk)
     else:
         if is_causal:
             mask = mask & causal_mask(Lq, Lk, device=scores.device)  # (..., Lq, Lk)
-        weights = masked_softmax(scores, mask)  # (..., Lq, Lk); rows that see no key are zeros
+        weights = masked_softmax(scores, mask)  # (..., Lq, Lk); a row seeing no key: 0
     if dropout_p > 0.0:
         weights = F.dropout(weights, p=dropout_p, training=True)
     out = torch.matmul(weights, v)  # (..., Lq, dv)

@@ -141,9 +141,12 @@ class Seq2Seq(nn.Module):
         lengths = mask.sum(dim=1).cpu()  # (B,)
         if lengths.min() < 1:
             raise ValueError("every source sequence needs at least one real token")
-        packed = pack_padded_sequence(self.embed(src), lengths, batch_first=True, enforce_sorted=False)
+        emb = self.embed(src)  # (B, S, E)
+        packed = pack_padded_sequence(emb, lengths, batch_first=True, enforce_sorted=False)
         outputs, h_n = self.encoder(packed)  # h_n: (dirs, B, H / dirs)
-        outputs, _ = pad_packed_sequence(outputs, batch_first=True, total_length=src.shape[1])  # (B, S, H)
+        S = src.shape[1]
+        outputs, _ = pad_packed_sequence(outputs, batch_first=True, total_length=S)
+        # outputs: (B, S, H)
         summary = torch.cat(list(h_n), dim=-1)  # (B, H)
         s0 = torch.tanh(self.bridge(summary))  # (B, H)
         return outputs, mask, s0, summary
@@ -161,11 +164,13 @@ class Seq2Seq(nn.Module):
             s = self.cell(torch.cat([emb, summary], -1), s_prev)  # (B, H)
             return self.out(torch.cat([s, summary, emb], -1)), (s, feed), None  # (B, V)
         if kind == "bahdanau":  # score with the PREVIOUS state
-            context, w = self.attn(s_prev, outputs, mask=mask, projected_keys=keys_proj)  # (B, H), (B, S)
+            # context (B, H), weights w (B, S)
+            context, w = self.attn(s_prev, outputs, mask=mask, projected_keys=keys_proj)
             s = self.cell(torch.cat([emb, context], -1), s_prev)  # (B, H)
             return self.out(torch.cat([s, context, emb], -1)), (s, feed), w  # (B, V)
         s = self.cell(torch.cat([emb, feed], -1), s_prev)  # Luong: GRU first, input feeding
-        context, w = self.attn(s, outputs, mask=mask, projected_keys=keys_proj)  # score with CURRENT s_t
+        # score with the CURRENT state s_t: context (B, H), weights w (B, S)
+        context, w = self.attn(s, outputs, mask=mask, projected_keys=keys_proj)
         h_tilde = torch.tanh(self.W_c(torch.cat([context, s], -1)))  # (B, H)
         return self.out(h_tilde), (s, h_tilde), w  # (B, V)
 
@@ -236,7 +241,11 @@ class Seq2Seq(nn.Module):
         return tokens, (torch.stack(weights, dim=1) if c.attention else None)  # (B, T_out, S)
 
 
-def hidden_jacobian_norms(cell: nn.RNNCellBase, inputs: Tensor, h0: Tensor | None = None) -> Tensor:
+def hidden_jacobian_norms(
+    cell: nn.RNNCellBase,
+    inputs: Tensor,
+    h0: Tensor | None = None,
+) -> Tensor:
     """``||dh_t / dh_0||`` (spectral norm) for t = 0..T, for chapter 1's
     vanishing-gradient plot, computed as the product of per-step Jacobians
     ``dh_t/dh_0 = (dh_t/dh_{t-1}) ... (dh_1/dh_0)``.
@@ -250,9 +259,11 @@ def hidden_jacobian_norms(cell: nn.RNNCellBase, inputs: Tensor, h0: Tensor | Non
         ``(T + 1,)`` float tensor; entry 0 is ``||I|| = 1``.
     """
     if not isinstance(cell, (nn.GRUCell, nn.RNNCell)):
-        raise TypeError(f"cell must be an nn.GRUCell or nn.RNNCell, got {type(cell).__name__}")
+        got = type(cell).__name__
+        raise TypeError(f"cell must be an nn.GRUCell or nn.RNNCell, got {got}")
     if inputs.dim() != 2 or inputs.shape[1] != cell.input_size:
-        raise ValueError(f"inputs must be (T, {cell.input_size}), got {tuple(inputs.shape)}")
+        got = tuple(inputs.shape)
+        raise ValueError(f"inputs must be (T, {cell.input_size}), got {got}")
     H = cell.hidden_size
     h = inputs.new_zeros(H) if h0 is None else h0.detach()  # (H,)
     J = torch.eye(H, dtype=inputs.dtype, device=inputs.device)  # (H, H): dh_0/dh_0
