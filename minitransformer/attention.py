@@ -390,17 +390,21 @@ def softmax_attention(
     Lq, Lk = q.shape[-2], k.shape[-2]
     scores = torch.matmul(q, k.transpose(-2, -1)) * scale  # (..., Lq, Lk)
     if is_causal and Lq == 1:
-        is_causal = False  # one query is the LAST position: it sees every key
+        # one query is the LAST position (see causal_mask): it sees every key
+        is_causal = False
     if is_causal and mask is None:
         # Every query sees at least its own position, so no row is fully masked.
         # Adding 0 / -inf is masked_fill(~causal_mask, -inf) bit for bit, and cheaper
         # to train.
-        bias = causal_bias(Lq, Lk, scores.device, scores.dtype)  # (Lq, Lk)
-        weights = torch.softmax(scores + bias, dim=-1)  # (..., Lq, Lk)
+        weights = torch.softmax(
+            scores + causal_bias(Lq, Lk, scores.device, scores.dtype),  # (Lq, Lk) bias
+            dim=-1,
+        )  # (..., Lq, Lk)
     else:
         if is_causal:
             mask = mask & causal_mask(Lq, Lk, device=scores.device)  # (..., Lq, Lk)
-        weights = masked_softmax(scores, mask)  # (..., Lq, Lk); a row seeing no key: 0
+        # (..., Lq, Lk); rows that see no key are zeros
+        weights = masked_softmax(scores, mask)
     if dropout_p > 0.0:
         weights = F.dropout(weights, p=dropout_p, training=True)
     out = torch.matmul(weights, v)  # (..., Lq, dv)

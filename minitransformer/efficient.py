@@ -252,9 +252,11 @@ def sliding_window_attention(
     scale: float | None = None,
     block_size: int | None = None,
 ) -> Tensor:
-    """Local attention that computes only blocks along the diagonal: ``O(n * window * d)``.
+    """Local attention that computes only blocks along the diagonal:
+    ``O(n * window * d)``.
 
-    Equal to ``sparse_attention(q, k, v, sliding_window_mask(n, window, causal=causal))``
+    Equal to
+    ``sparse_attention(q, k, v, sliding_window_mask(n, window, causal=causal))``
     but never forms the ``n x n`` scores. The sequence is cut into blocks of
     ``b >= window`` positions ("sliding chunks", as in Longformer's
     implementation); the keys a query of block ``i`` may see all lie in blocks
@@ -264,7 +266,8 @@ def sliding_window_attention(
     blocks of keys of every query block as a view, without copying.
 
     Args:
-        q, k: ``(..., n, d)``; v: ``(..., n, dv)`` (queries and keys are the same positions).
+        q, k: ``(..., n, d)``; v: ``(..., n, dv)`` (queries and keys are the same
+            positions).
         window: the reach, as in :func:`sliding_window_mask`.
         causal: only the past and the present.
         scale: default ``1 / sqrt(d)``.
@@ -278,23 +281,39 @@ def sliding_window_attention(
     check_bool("causal", causal, where="sliding_window_attention")
     check_scale(scale, where="sliding_window_attention")
     n, d = q.shape[-2], q.shape[-1]
-    b = max(window, 16) if block_size is None else check_positive_int("block_size", block_size)
+    b = (
+        max(window, 16)  # default block size
+        if block_size is None
+        else check_positive_int("block_size", block_size)
+    )
     if b < window:
         raise ValueError(f"block_size={block_size!r} must be >= window={window}")
-    check_finite_tensors(("q", q), ("k", k), ("v", v))  # last: the only check that reads the data
+    # last: the only check that reads the data
+    check_finite_tensors(("q", q), ("k", k), ("v", v))
     scale = 1.0 / math.sqrt(d) if scale is None else scale
     nb = -(-n // b)  # number of blocks
     extra = nb * b - n  # padding at the end
     qb = F.pad(q, (0, 0, 0, extra)).unflatten(-2, (nb, b))  # (..., nb, b, d)
-    k3 = F.pad(k, (0, 0, b, b + extra)).unfold(-2, 3 * b, b)  # (..., nb, d, 3b): blocks i-1, i, i+1
+    # (..., nb, d, 3b): blocks i-1, i, i+1
+    k3 = F.pad(k, (0, 0, b, b + extra)).unfold(-2, 3 * b, b)
     v3 = F.pad(v, (0, 0, b, b + extra)).unfold(-2, 3 * b, b)  # (..., nb, dv, 3b)
     scores = (qb @ k3) * scale  # (..., nb, b, 3b)
     qpos = torch.arange(nb * b, device=q.device).view(nb, b, 1)  # query positions
-    kpos = (torch.arange(nb, device=q.device).view(nb, 1, 1) - 1) * b + torch.arange(3 * b, device=q.device)
+    kpos = (
+        (torch.arange(nb, device=q.device).view(nb, 1, 1) - 1) * b  # tile starts
+        + torch.arange(3 * b, device=q.device)
+    )  # (nb, 1, 3b): key positions
     offset = qpos - kpos  # (nb, b, 3b): i - j
-    allowed = (kpos >= 0) & (kpos < n) & (offset <= window) & (offset >= (0 if causal else -window))
-    allowed = allowed | ((qpos >= n) & (offset == 0))  # padded queries see their own (zero) key
-    weights = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)  # (..., nb, b, 3b)
+    allowed = (
+        (kpos >= 0)
+        & (kpos < n)  # a real key
+        & (offset <= window)
+        & (offset >= (0 if causal else -window))  # within the window
+    )
+    # padded queries see their own (zero) key
+    allowed = allowed | ((qpos >= n) & (offset == 0))
+    # (..., nb, b, 3b)
+    weights = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
     out = weights @ v3.transpose(-1, -2)  # (..., nb, b, dv)
     return out.flatten(-3, -2)[..., :n, :]  # (..., n, dv)
 

@@ -45,7 +45,11 @@ def _check_sampling(temperature: float, top_k: int | None) -> None:
         raise ValueError(f"top_k must be a positive int or None, got {top_k!r}")
 
 
-def sampling_probs(logits: Tensor, temperature: float = 1.0, top_k: int | None = None) -> Tensor:
+def sampling_probs(
+    logits: Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+) -> Tensor:
     """The distribution the next token is drawn from.
 
     Divide the logits by ``temperature`` (lower = sharper), keep only the
@@ -64,10 +68,12 @@ def sampling_probs(logits: Tensor, temperature: float = 1.0, top_k: int | None =
         raise ValueError(f"logits must be (B, V), got {describe(logits)}")
     _check_sampling(temperature, top_k)
     if temperature == 0:
-        return F.one_hot(logits.argmax(dim=-1), logits.shape[-1]).to(logits.dtype)  # (B, V)
+        # (B, V)
+        return F.one_hot(logits.argmax(dim=-1), logits.shape[-1]).to(logits.dtype)
     logits = logits / temperature  # (B, V)
     if top_k is not None and top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1), the k-th largest
+        # (B, 1), the k-th largest
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))  # (B, V)
     return torch.softmax(logits, dim=-1)  # (B, V)
 
@@ -366,7 +372,12 @@ class GPT(nn.Module):
         return past
 
     # -- forward -----------------------------------------------------------------------------
-    def _hidden(self, idx: Tensor, kv_caches: list[KVCache] | None = None, need_weights: bool = False):
+    def _hidden(
+        self,
+        idx: Tensor,
+        kv_caches: list[KVCache] | None = None,
+        need_weights: bool = False,
+    ):
         """Final hidden states ``(B, T, d)`` [and each block's weights ``(B, H, T, S)``].
 
         No checks: :meth:`forward`, :meth:`attention_maps` and :meth:`generate` check their
@@ -376,7 +387,8 @@ class GPT(nn.Module):
         T = idx.shape[1]
         x = self.tok_emb(idx)  # (B, T, d)
         if self.pos_emb is not None:
-            x = x + self.pos_emb(torch.arange(past, past + T, device=idx.device))  # (B, T, d)
+            # (B, T, d)
+            x = x + self.pos_emb(torch.arange(past, past + T, device=idx.device))
         elif self.positional == "sinusoidal":
             x = x + self.pe[past : past + T]  # (B, T, d)
         x = self.drop(x)

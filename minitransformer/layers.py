@@ -56,7 +56,8 @@ GATED_ACTIVATIONS = ("swiglu", "geglu")
 
 
 def glu_d_ff(d_model: int, d_ff: int | None = None, multiple_of: int = 1) -> int:
-    """Hidden width of a gated FFN (SwiGLU/GeGLU) with the parameters of an ungated one of width ``d_ff``.
+    """Hidden width of a gated FFN (SwiGLU/GeGLU) with the parameters of an ungated one
+    of width ``d_ff``.
 
     A gated FFN has three ``d_model x d_ff`` matrices instead of two, so Llama
     shrinks its hidden width to two thirds, ``int(2 * d_ff / 3)``, and rounds it
@@ -137,8 +138,9 @@ class FeedForward(nn.Module):
         """Args: x ``(..., d_model)``. Returns: ``(..., d_model)``."""
         if x.shape[-1] != self.d_model:
             raise ValueError(
-                f"FeedForward: x has {x.shape[-1]} features but d_model={self.d_model} (shape {tuple(x.shape)})"
-            )
+                f"FeedForward: x has {x.shape[-1]} features but d_model={self.d_model} "
+                f"(shape {tuple(x.shape)})"
+            )  # fmt: skip
         h = _ACTIVATIONS[self.activation](self.linear1(x))  # (..., d_ff)
         if self.linear3 is not None:  # gated (SwiGLU, GeGLU): act(x W_1) * (x W_3)
             h = h * self.linear3(x)  # (..., d_ff)
@@ -239,9 +241,15 @@ class EncoderLayer(nn.Module):
 
         def self_block(h: Tensor) -> Tensor:  # the self-attention sub-layer, (B, T, d)
             out = self.self_attn(
-                h, mask=mask, is_causal=is_causal, kv_cache=kv_cache, need_weights=need_weights, positions=positions
+                h,
+                mask=mask,
+                is_causal=is_causal,
+                kv_cache=kv_cache,
+                need_weights=need_weights,
+                positions=positions,
             )
-            out, weights["self"] = out if need_weights else (out, None)  # (B, T, d), (B, H, T, S)
+            # (B, T, d), (B, H, T, S)
+            out, weights["self"] = out if need_weights else (out, None)
             return self.dropout1(out)
 
         weights: dict[str, Tensor | None] = {}
@@ -341,22 +349,32 @@ class DecoderLayer(nn.Module):
         """Args:
             x: decoder input ``(B, T, d_model)``.
             memory: final encoder output ``(B, S, d_model)``.
-            self_mask: bool mask for self-attention, broadcastable to ``(B, H, T, T_total)``
-                (e.g. the target padding mask ``(B, 1, 1, T)``); combined with the causal mask.
+            self_mask: bool mask for self-attention, broadcastable to
+                ``(B, H, T, T_total)`` (e.g. the target padding mask ``(B, 1, 1, T)``);
+                combined with the causal mask.
             memory_mask: bool mask over the source, broadcastable to ``(B, H, T, S)``
                 (e.g. ``padding_mask(src, pad_id)``, ``(B, 1, 1, S)``).
             is_causal: look-ahead masking of self-attention (True for a decoder).
             self_cache: a :class:`KVCache` for self-attention (grows by one token per step).
-            cross_cache: a ``static`` :class:`KVCache`: the projected memory is computed once
-                and reused at every decoding step.
+            cross_cache: a ``static`` :class:`KVCache`: the projected memory is computed
+                once and reused at every decoding step.
             need_weights: also return both attention maps.
-            positions: RoPE positions of ``x`` for self-attention, ``(T,)`` or ``(B, T)`` (needs ``rotary``).
+            positions: RoPE positions of ``x`` for self-attention, ``(T,)`` or ``(B, T)``
+                (needs ``rotary``).
 
         Returns:
-            ``(B, T, d_model)`` [, self weights ``(B, H, T, T_total)``, cross weights ``(B, H, T, S)``].
+            ``(B, T, d_model)`` [, self weights ``(B, H, T, T_total)``, cross weights
+            ``(B, H, T, S)``].
         """
-        if memory.dim() != 3 or memory.shape[0] != x.shape[0] or memory.shape[-1] != x.shape[-1]:
-            raise ValueError(f"memory must be (B={x.shape[0]}, S, d_model={x.shape[-1]}), got {tuple(memory.shape)}")
+        if (
+            memory.dim() != 3
+            or memory.shape[0] != x.shape[0]  # batch size
+            or memory.shape[-1] != x.shape[-1]  # d_model
+        ):
+            raise ValueError(
+                f"memory must be (B={x.shape[0]}, S, d_model={x.shape[-1]}), "
+                f"got {tuple(memory.shape)}"
+            )  # fmt: skip
 
         def self_block(h: Tensor) -> Tensor:  # masked self-attention sub-layer, (B, T, d)
             out = self.self_attn(
@@ -367,12 +385,22 @@ class DecoderLayer(nn.Module):
                 need_weights=need_weights,
                 positions=positions,
             )
-            out, weights["self"] = out if need_weights else (out, None)  # (B, T, d), (B, H, T, T_total)
+            # (B, T, d), (B, H, T, T_total)
+            out, weights["self"] = out if need_weights else (out, None)
             return self.dropout1(out)
 
-        def cross_block(h: Tensor) -> Tensor:  # queries from h, keys/values from memory, (B, T, d)
-            out = self.cross_attn(h, memory, memory, mask=memory_mask, kv_cache=cross_cache, need_weights=need_weights)
-            out, weights["cross"] = out if need_weights else (out, None)  # (B, T, d), (B, H, T, S)
+        # queries from h, keys/values from memory, (B, T, d)
+        def cross_block(h: Tensor) -> Tensor:
+            out = self.cross_attn(
+                h,
+                memory,
+                memory,
+                mask=memory_mask,
+                kv_cache=cross_cache,
+                need_weights=need_weights,
+            )
+            # (B, T, d), (B, H, T, S)
+            out, weights["cross"] = out if need_weights else (out, None)
             return self.dropout2(out)
 
         weights: dict[str, Tensor | None] = {}

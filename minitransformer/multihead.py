@@ -198,26 +198,32 @@ class MultiHeadAttention(nn.Module):
             key: ``(B, S, d_model)``; ``None`` means self-attention (``key = query``).
             value: ``(B, S, d_model)``; ``None`` means ``value = key``.
             mask: bool, broadcastable to ``(B, H, T, S_total)``, True = may attend
-                (e.g. :func:`padding_mask` ``(B, 1, 1, S)`` or :func:`causal_mask` ``(T, S)``).
-            is_causal: causal masking; with a cache the ``T`` queries are the last positions.
+                (e.g. :func:`padding_mask` ``(B, 1, 1, S)`` or :func:`causal_mask`
+                ``(T, S)``).
+            is_causal: causal masking; with a cache the ``T`` queries are the last
+                positions.
             need_weights: also return the weights ``(B, H, T, S_total)``.
             kv_cache: a :class:`KVCache` for this layer. Self-attention appends this
                 call's keys/values and attends to everything stored. A ``static``
                 cache (cross-attention) is filled on first use and reused afterwards
                 (``key`` and ``value`` are then ignored).
-            positions: integer RoPE positions of the ``T`` queries (and keys) of self-attention,
-                ``(T,)`` or per sequence ``(B, T)``; needs ``rotary``. Default ``arange(T)``,
-                or ``past .. past + T - 1`` after ``past`` cached positions. For packed
-                sequences pass positions restarting at 0 with a block-diagonal mask.
+            positions: integer RoPE positions of the ``T`` queries (and keys) of
+                self-attention, ``(T,)`` or per sequence ``(B, T)``; needs ``rotary``.
+                Default ``arange(T)``, or ``past .. past + T - 1`` after ``past`` cached
+                positions. For packed sequences pass positions restarting at 0 with a
+                block-diagonal mask.
 
         Returns:
             ``out (B, T, d_model)`` [, ``weights (B, H, T, S_total)``].
         """
         self._check(query, key, value, positions)
-        q, k, v = self._qkv_heads(query, key, value, kv_cache, positions)  # (B, H, T, hd), (B, H_kv, S, hd) x2
-        out, weights = self._attend(q, k, v, mask, is_causal, need_weights)  # (B, H, T, hd), (B, H, T, S)
+        # (B, H, T, hd), (B, H_kv, S, hd) x2
+        q, k, v = self._qkv_heads(query, key, value, kv_cache, positions)
+        # (B, H, T, hd), (B, H, T, S)
+        out, weights = self._attend(q, k, v, mask, is_causal, need_weights)
         B, H, T, hd = out.shape
-        out = out.transpose(1, 2).reshape(B, T, H * hd)  # (B, H, T, hd) -> (B, T, d): concatenate heads
+        # (B, H, T, hd) -> (B, T, d): concatenate heads
+        out = out.transpose(1, 2).reshape(B, T, H * hd)
         out = self.out(out)  # (B, T, d)
         return (out, weights) if need_weights else out
 
@@ -230,28 +236,38 @@ class MultiHeadAttention(nn.Module):
         kv_cache: KVCache | None,
         positions: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """Project to queries, keys and values, split them into heads, normalise, rotate, and use the cache.
+        """Project to queries, keys and values, split them into heads, normalise, rotate,
+        and use the cache.
 
         Args:
             query, key, value, kv_cache, positions: as in :meth:`forward`.
 
         Returns:
-            ``q (B, H, T, hd)``, ``k`` and ``v (B, H_kv, S, hd)``; with a cache, ``S`` counts
-            every stored position (this call's included).
+            ``q (B, H, T, hd)``, ``k`` and ``v (B, H_kv, S, hd)``; with a cache, ``S``
+            counts every stored position (this call's included).
         """
         self_attention = key is None or (key is query and (value is None or value is query))
-        if kv_cache is not None and kv_cache.static and len(kv_cache) > 0 and not self_attention:
-            q = self._split_heads(self._project(query, 0, self.d_model), self.num_heads)  # (B, H, T, hd)
+        if (
+            kv_cache is not None
+            and kv_cache.static
+            and len(kv_cache) > 0  # the memory's keys/values are cached
+            and not self_attention
+        ):
+            # (B, H, T, hd)
+            q = self._split_heads(self._project(query, 0, self.d_model), self.num_heads)
             if self.q_norm is not None:
                 q = self.q_norm(q)  # (B, H, T, hd)
-            k, v = kv_cache.get()  # memory projected (and normalised) at the first step: (B, H_kv, S, hd) each
+            # memory projected (and normalised) at the first step: (B, H_kv, S, hd) each
+            k, v = kv_cache.get()
             return q, k, v
 
-        q, k, v = self._project_qkv(query, key, value, self_attention)  # (B, T, d), (B, S, kv) x2
+        # (B, T, d), (B, S, kv) x2
+        q, k, v = self._project_qkv(query, key, value, self_attention)
         q = self._split_heads(q, self.num_heads)  # (B, H, T, hd)
         k = self._split_heads(k, self.num_kv_heads)  # (B, H_kv, S, hd)
         v = self._split_heads(v, self.num_kv_heads)  # (B, H_kv, S, hd)
-        if self.q_norm is not None:  # QK-norm: every head's query and key vector to RMS 1 (times a gain)
+        # QK-norm: every head's query and key vector to RMS 1 (times a gain)
+        if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)  # (B, H, T, hd), (B, H_kv, S, hd)
         if self.rotary is not None and self_attention:
             # RoPE rotates queries and keys of the SAME sequence by their positions;
@@ -293,10 +309,17 @@ class MultiHeadAttention(nn.Module):
     def _split_heads(self, x: Tensor, heads: int) -> Tensor:
         """``(B, T, heads * hd) -> (B, heads, T, hd)`` (a view)."""
         B, T, _ = x.shape
-        return x.view(B, T, heads, self.head_dim).transpose(1, 2)  # (B, T, h*hd) -> (B, h, T, hd)
+        # (B, T, h*hd) -> (B, h, T, hd)
+        return x.view(B, T, heads, self.head_dim).transpose(1, 2)
 
     def _attend(
-        self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_causal: bool, need_weights: bool
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        mask: Tensor | None,
+        is_causal: bool,
+        need_weights: bool,
     ) -> tuple[Tensor, Tensor | None]:
         """``softmax(q k^T / sqrt(hd)) v`` per head, by the chosen backend.
 
@@ -311,16 +334,25 @@ class MultiHeadAttention(nn.Module):
         """
         dropout_p = self.dropout if self.training else 0.0
         if self.backend == "flash" and mask is None and not need_weights:
-            return _flash_attention(q, k, v, is_causal, dropout_p), None  # (B, H, T, hd); K/V keep H_kv heads
+            # (B, H, T, hd); K/V keep H_kv heads
+            return _flash_attention(q, k, v, is_causal, dropout_p), None
         if self.backend == "torch" and not need_weights:
             if self.num_kv_heads != self.num_heads:  # one K/V head per query head for torch
                 group = self.num_heads // self.num_kv_heads
                 k = k.repeat_interleave(group, dim=1)  # (B, H_kv, S, hd) -> (B, H, S, hd)
                 v = v.repeat_interleave(group, dim=1)  # (B, H_kv, S, hd) -> (B, H, S, hd)
-            return _torch_attention(q, k, v, mask, is_causal, dropout_p), None  # (B, H, T, hd)
+            # (B, H, T, hd)
+            return _torch_attention(q, k, v, mask, is_causal, dropout_p), None
         # Inputs were checked once in forward; attend() does not scan them for NaN again.
         return attend(
-            q, k, v, mask, is_causal=is_causal, dropout_p=dropout_p, return_weights=True, enable_gqa=True
+            q,
+            k,
+            v,
+            mask,
+            is_causal=is_causal,
+            dropout_p=dropout_p,
+            return_weights=True,
+            enable_gqa=True,
         )  # (B, H, T, hd), (B, H, T, S)
 
     def _check(self, query: Tensor, key: Tensor | None, value: Tensor | None, positions: Tensor | None = None) -> None:
@@ -383,9 +415,14 @@ class MultiHeadAttention(nn.Module):
         ``attn_mask``/``key_padding_mask`` use True = blocked, so pass ``~mask``).
         """
         if not isinstance(m, nn.MultiheadAttention):
-            raise TypeError(f"from_torch expects torch.nn.MultiheadAttention, got {type(m).__name__}")
+            raise TypeError(
+                f"from_torch expects torch.nn.MultiheadAttention, got {type(m).__name__}",
+            )
         if not m._qkv_same_embed_dim or m.bias_k is not None or m.add_zero_attn:
-            raise ValueError("from_torch supports kdim == vdim == embed_dim, add_bias_kv=False, add_zero_attn=False")
+            raise ValueError(
+                "from_torch supports kdim == vdim == embed_dim, add_bias_kv=False, "
+                "add_zero_attn=False"
+            )  # fmt: skip
         has_bias = m.in_proj_bias is not None
         new = cls(m.embed_dim, m.num_heads, dropout=m.dropout, bias=has_bias)
         new = new.to(device=m.in_proj_weight.device, dtype=m.in_proj_weight.dtype)

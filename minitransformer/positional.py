@@ -40,7 +40,11 @@ def _check_table(where: str, entries: int, sizes: str, base: float, dtype) -> No
 
 
 def sinusoidal_encoding(
-    num_positions: int, d_model: int, base: float = 10000.0, device=None, dtype: torch.dtype = torch.float32
+    num_positions: int,
+    d_model: int,
+    base: float = 10000.0,
+    device=None,
+    dtype: torch.dtype = torch.float32,
 ) -> Tensor:
     """The sinusoidal position table.
 
@@ -55,12 +59,22 @@ def sinusoidal_encoding(
         ``(num_positions, d_model)`` with sines in even columns, cosines in odd ones.
 
     Raises:
-        ValueError: bad sizes, a table above the cap, a bad ``base``; TypeError: a non-floating dtype.
+        ValueError: bad sizes, a table above the cap, a bad ``base``; TypeError: a
+            non-floating dtype.
     """
     check_positive_int("d_model", d_model, multiple_of=2, where="sinusoidal_encoding")
-    check_positive_int("num_positions", num_positions, minimum=0, where="sinusoidal_encoding")
+    check_positive_int(
+        "num_positions",
+        num_positions,
+        minimum=0,
+        where="sinusoidal_encoding",
+    )
     _check_table(
-        "sinusoidal_encoding", num_positions * d_model, f"num_positions={num_positions}, d_model={d_model}", base, dtype
+        "sinusoidal_encoding",
+        num_positions * d_model,
+        f"num_positions={num_positions}, d_model={d_model}",
+        base,
+        dtype,
     )
     pos = torch.arange(num_positions, dtype=torch.float64).unsqueeze(1)  # (P, 1)
     two_i = torch.arange(0, d_model, 2, dtype=torch.float64)  # (d/2,)
@@ -71,7 +85,12 @@ def sinusoidal_encoding(
     return pe.to(device=device, dtype=dtype)  # (P, d)
 
 
-def transition_matrix(k: int, d_model: int, base: float = 10000.0, dtype: torch.dtype = torch.float32) -> Tensor:
+def transition_matrix(
+    k: int,
+    d_model: int,
+    base: float = 10000.0,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
     """The matrix ``T_k`` that moves every sinusoidal encoding ``k`` positions on.
 
     Column-vector convention: ``PE[p + k] = T_k @ PE[p]`` for every ``p``, where
@@ -95,9 +114,17 @@ def transition_matrix(k: int, d_model: int, base: float = 10000.0, dtype: torch.
         ``(d_model, d_model)`` orthogonal matrix.
     """
     if isinstance(k, bool) or not isinstance(k, int):
-        raise TypeError(f"transition_matrix: k must be an int offset, got {type(k).__name__} {k!r}")
+        raise TypeError(
+            f"transition_matrix: k must be an int offset, got {type(k).__name__} {k!r}",
+        )
     check_positive_int("d_model", d_model, multiple_of=2, where="transition_matrix")
-    _check_table("transition_matrix", d_model * d_model, f"d_model={d_model}", base, dtype)
+    _check_table(
+        "transition_matrix",
+        d_model * d_model,
+        f"d_model={d_model}",
+        base,
+        dtype,
+    )
     two_i = torch.arange(0, d_model, 2, dtype=torch.float64)  # (d/2,)
     b = k / base ** (two_i / d_model)  # (d/2,) rotation angle of each pair
     cos, sin = torch.cos(b), torch.sin(b)  # (d/2,) each
@@ -111,7 +138,12 @@ def transition_matrix(k: int, d_model: int, base: float = 10000.0, dtype: torch.
 
 
 def sinusoidal_encoding_2d(
-    height: int, width: int, d_model: int, base: float = 10000.0, device=None, dtype: torch.dtype = torch.float32
+    height: int,
+    width: int,
+    d_model: int,
+    base: float = 10000.0,
+    device=None,
+    dtype: torch.dtype = torch.float32,
 ) -> Tensor:
     """Sinusoidal encodings for a ``height x width`` grid of image patches.
 
@@ -130,7 +162,12 @@ def sinusoidal_encoding_2d(
     Returns:
         ``(height * width, d_model)``.
     """
-    check_positive_int("d_model", d_model, multiple_of=4, where="sinusoidal_encoding_2d")  # two even halves
+    check_positive_int(
+        "d_model",
+        d_model,
+        multiple_of=4,  # two even halves
+        where="sinusoidal_encoding_2d",
+    )
     check_positive_int("height", height, where="sinusoidal_encoding_2d")
     check_positive_int("width", width, where="sinusoidal_encoding_2d")
     _check_table(

@@ -56,13 +56,23 @@ def _directory(directory: str | Path | None) -> Path:
 
 
 def bert_encoder(config: dict) -> Encoder:
-    """An untrained :class:`Encoder` shaped like the BERT described by ``config`` (a ``config.json`` dict).
+    """An untrained :class:`Encoder` shaped like the BERT described by ``config`` (a
+    ``config.json`` dict).
 
-    Supports absolute positions and ``hidden_act`` ``"gelu"`` (erf) or ``"gelu_new"`` (tanh).
+    Supports absolute positions and ``hidden_act`` ``"gelu"`` (erf) or ``"gelu_new"``
+    (tanh).
     """
     if config.get("position_embedding_type", "absolute") != "absolute":
-        raise ValueError(f"only absolute positions are supported, got {config['position_embedding_type']!r}")
-    activation = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu"}
+        raise ValueError(
+            "only absolute positions are supported, "
+            f"got {config['position_embedding_type']!r}"
+        )  # fmt: skip
+    activation = {
+        "gelu": "gelu",
+        "gelu_new": "gelu_tanh",
+        "gelu_pytorch_tanh": "gelu_tanh",
+        "relu": "relu",
+    }
     act = config.get("hidden_act", "gelu")
     if act not in activation:
         raise ValueError(f"hidden_act={act!r} is not one of {tuple(activation)}")

@@ -141,8 +141,12 @@ class Seq2Seq(nn.Module):
         lengths = mask.sum(dim=1).cpu()  # (B,)
         if lengths.min() < 1:
             raise ValueError("every source sequence needs at least one real token")
-        emb = self.embed(src)  # (B, S, E)
-        packed = pack_padded_sequence(emb, lengths, batch_first=True, enforce_sorted=False)
+        packed = pack_padded_sequence(
+            self.embed(src),  # (B, S, E)
+            lengths,
+            batch_first=True,
+            enforce_sorted=False,
+        )
         outputs, h_n = self.encoder(packed)  # h_n: (dirs, B, H / dirs)
         S = src.shape[1]
         outputs, _ = pad_packed_sequence(outputs, batch_first=True, total_length=S)
@@ -164,12 +168,12 @@ class Seq2Seq(nn.Module):
             s = self.cell(torch.cat([emb, summary], -1), s_prev)  # (B, H)
             return self.out(torch.cat([s, summary, emb], -1)), (s, feed), None  # (B, V)
         if kind == "bahdanau":  # score with the PREVIOUS state
-            # context (B, H), weights w (B, S)
+            # (B, H), (B, S)
             context, w = self.attn(s_prev, outputs, mask=mask, projected_keys=keys_proj)
             s = self.cell(torch.cat([emb, context], -1), s_prev)  # (B, H)
             return self.out(torch.cat([s, context, emb], -1)), (s, feed), w  # (B, V)
         s = self.cell(torch.cat([emb, feed], -1), s_prev)  # Luong: GRU first, input feeding
-        # score with the CURRENT state s_t: context (B, H), weights w (B, S)
+        # score with the CURRENT s_t
         context, w = self.attn(s, outputs, mask=mask, projected_keys=keys_proj)
         h_tilde = torch.tanh(self.W_c(torch.cat([context, s], -1)))  # (B, H)
         return self.out(h_tilde), (s, h_tilde), w  # (B, V)

@@ -121,8 +121,8 @@ class AdditiveAttention(nn.Module):
         """
         _check(self, query, keys, values, mask, projected_keys, self.hidden_dim)
         values = keys if values is None else values
-        uh = projected_keys if projected_keys is not None else self.precompute_keys(keys)
-        # uh: (B, S, d_a)
+        # (B, S, d_a)
+        uh = self.precompute_keys(keys) if projected_keys is None else projected_keys
         ws = self.W_a(query).unsqueeze(1)  # (B, 1, d_a)
         scores = self.v_a(torch.tanh(ws + uh)).squeeze(-1)  # (B, S)
         weights = masked_softmax(scores, mask)  # (B, S)
@@ -189,8 +189,8 @@ class LuongAttention(nn.Module):
         ``query (B, dq), keys (B, S, dk) -> context (B, dv), weights (B, S)``."""
         _check(self, query, keys, values, mask, projected_keys, self._proj_dim)
         values = keys if values is None else values
-        pk = projected_keys if projected_keys is not None else self.precompute_keys(keys)
-        # pk: (B, S, ·)
+        # (B, S, ·)
+        pk = self.precompute_keys(keys) if projected_keys is None else projected_keys
         if self.score == "concat":
             hidden = torch.tanh(self.W_q(query).unsqueeze(1) + pk)  # (B, S, d_a)
             scores = self.v_a(hidden).squeeze(-1)  # (B, S)

@@ -138,18 +138,22 @@ class RotaryEmbedding(nn.Module):
         cos, sin = self.cos_sin(n, x.device, compute)  # (n, d/2) each
         positions = positions.to(x.device)
         cos, sin = cos[positions], sin[positions]  # (T, d/2) or (B, T, d/2) each
-        if positions.dim() == 2:  # one row of positions per sequence: broadcast over the dims between B and T
+        # one row of positions per sequence: broadcast over the dims between B and T
+        if positions.dim() == 2:
             shape = (positions.shape[0],) + (1,) * (x.dim() - 3) + (T, self.head_dim // 2)
             cos, sin = cos.view(shape), sin.view(shape)  # (B, 1, ..., 1, T, d/2) each
         xc = x.to(compute)  # (..., T, d)
         if self.layout == "interleaved":
-            x1, x2 = xc[..., 0::2], xc[..., 1::2]  # (..., T, d/2) each: pair j = (x_{2j}, x_{2j+1})
+            # (..., T, d/2) each: pair j = (x_{2j}, x_{2j+1})
+            x1, x2 = xc[..., 0::2], xc[..., 1::2]
         else:
-            x1, x2 = xc.chunk(2, dim=-1)  # (..., T, d/2) each: pair j = (x_j, x_{j+d/2})
+            # (..., T, d/2) each: pair j = (x_j, x_{j+d/2})
+            x1, x2 = xc.chunk(2, dim=-1)
         r1 = x1 * cos - x2 * sin  # (..., T, d/2)
         r2 = x1 * sin + x2 * cos  # (..., T, d/2)
         if self.layout == "interleaved":
-            out = torch.stack([r1, r2], dim=-1).flatten(-2)  # (..., T, d/2, 2) -> (..., T, d)
+            # (..., T, d/2, 2) -> (..., T, d)
+            out = torch.stack([r1, r2], dim=-1).flatten(-2)
         else:
             out = torch.cat([r1, r2], dim=-1)  # (..., T, d)
         return out.to(x.dtype)

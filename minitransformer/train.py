@@ -81,7 +81,10 @@ def noam_lr(step: int, d_model: int, warmup: int, factor: float = 1.0) -> float:
     """
     _check_ints("noam_lr", d_model=d_model, warmup=warmup, step=step)
     if d_model < 1 or warmup < 1:
-        raise ValueError(f"d_model and warmup must be >= 1, got d_model={d_model}, warmup={warmup}")
+        raise ValueError(
+            "d_model and warmup must be >= 1, "
+            f"got d_model={d_model}, warmup={warmup}"
+        )  # fmt: skip
     check_positive_int("step", step, minimum=0, where="noam_lr")
     check_real("factor", factor, low=0.0, low_open=True, where="noam_lr")
     step = max(step, 1)

@@ -210,9 +210,11 @@ class Decoder(_LayerStack):
             x: ``(B, T, d_model)`` embedded target (shifted right).
             memory: the final encoder output ``(B, S, d_model)``, fed to EVERY layer.
             self_mask, memory_mask, is_causal: as in :meth:`DecoderLayer.forward`.
-            self_caches, cross_caches: one :class:`KVCache` per layer for incremental decoding.
+            self_caches, cross_caches: one :class:`KVCache` per layer for incremental
+                decoding.
             need_weights: also return the self- and cross-attention weights of each layer.
-            positions: RoPE positions ``(T,)`` or ``(B, T)`` for layers built with ``rotary``.
+            positions: RoPE positions ``(T,)`` or ``(B, T)`` for layers built with
+                ``rotary``.
 
         Returns:
             ``(B, T, d_model)`` [, list of self weights ``(B, H, T, T_total)``,
@@ -221,7 +223,8 @@ class Decoder(_LayerStack):
         n = len(self.layers)
         for name, caches in (("self_caches", self_caches), ("cross_caches", cross_caches)):
             if caches is not None and len(caches) != n:
-                raise ValueError(f"{name} must hold one KVCache per layer ({n}), got {len(caches)}")
+                got = len(caches)
+                raise ValueError(f"{name} must hold one KVCache per layer ({n}), got {got}")
         self_ws, cross_ws = [], []
         for i, layer in enumerate(self.layers):
             x = layer(
@@ -428,7 +431,8 @@ class Transformer(nn.Module):
         _check_tokens("src", src)
         check_positive_int("max_len", max_len)
         if max_len > self.max_len:
-            raise ValueError(f"max_len={max_len} exceeds the model's max_len={self.max_len} positions")
+            limit = f"the model's max_len={self.max_len} positions"
+            raise ValueError(f"max_len={max_len} exceeds {limit}")
         was_training = self.training
         self.eval()
         src_mask = self._pad_mask(src, src_mask)
@@ -439,12 +443,21 @@ class Transformer(nn.Module):
         fill = eos_id if self.pad_id is None else self.pad_id
         self_caches = cross_caches = None
         if use_cache:
-            self_caches = [self._new_cache(B, max_len, layer.self_attn) for layer in self.decoder.layers]
-            cross_caches = [self._new_cache(B, S, layer.cross_attn, static=True) for layer in self.decoder.layers]
+            layers = self.decoder.layers
+            self_caches = [self._new_cache(B, max_len, layer.self_attn) for layer in layers]
+            cross_caches = [
+                self._new_cache(B, S, layer.cross_attn, static=True)  # memory: once
+                for layer in layers
+            ]
         for step in range(max_len):
             if use_cache:
                 logits = self.decode(
-                    ys[:, -1:], memory, src_mask, start=step, self_caches=self_caches, cross_caches=cross_caches
+                    ys[:, -1:],
+                    memory,
+                    src_mask,
+                    start=step,
+                    self_caches=self_caches,
+                    cross_caches=cross_caches,
                 )  # (B, 1, V)
             else:
                 logits = self.decode(ys, memory, src_mask)  # (B, step + 1, V)

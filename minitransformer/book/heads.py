@@ -464,7 +464,9 @@ def head_grid_chart(weights: Tensor, labels: str, size: int = 150, title: str = 
         .encode(
             x=alt.X("key:O", axis=alt.Axis(values=list(range(0, T, 5)), labelAngle=0)),
             y=alt.Y("query:O", axis=alt.Axis(values=list(range(0, T, 5)))),
-            color=alt.Color("weight:Q", scale=alt.Scale(scheme="blues", domain=[0, 1])),
+            color=alt.Color(
+                "weight:Q", scale=alt.Scale(scheme="blues", domain=[0, 1]), legend=alt.Legend(orient="bottom")
+            ),
             tooltip=["query token", "key token", alt.Tooltip("weight:Q", format=".2f")],
         )
         .properties(width=size, height=size)

@@ -28,6 +28,7 @@ __all__ = [
     "control_positions",
     "uncovered_positions",
     "COLUMN_WIDTH",
+    "text_lines",
 ]
 
 # The book's text column is 740 px wide; a chart (with its axis titles, legend and
@@ -297,3 +298,32 @@ def uncovered_positions(chart) -> dict[str, list]:
         if lack:
             missing[name] = lack
     return missing
+
+
+# ----------------------------------------------------------------------------------------
+# Helpers of chapters 4-6's interactive charts (multihead_charts, position_charts,
+# block_charts).
+# ----------------------------------------------------------------------------------------
+
+
+def text_lines(expr: str, lines: int, name: str, width: int, font_size: int = 11) -> alt.Chart:
+    """A borderless panel of ``lines`` left-aligned text lines computed in the page.
+
+    Args:
+        expr: a Vega expression giving the text of line ``datum.line`` (0, 1, ...); it may
+            use the chart's parameters, so the text follows the controls.
+        lines: how many lines.
+        name: the unit chart's name (tests find it by this name).
+        width: the panel's width in pixels (text longer than this widens the chart).
+        font_size: in pixels; each line takes ``font_size + 5`` pixels.
+
+    Returns:
+        a text chart; add the controls' parameters to it or to the chart it joins.
+    """
+    return (
+        alt.Chart(pd.DataFrame({"line": list(range(lines))}), name=name)
+        .transform_calculate(text=expr)
+        .mark_text(align="left", baseline="middle", fontSize=font_size)
+        .encode(y=alt.Y("line:O", axis=None), x=alt.value(0), text="text:N")
+        .properties(width=width, height=lines * (font_size + 5), view=alt.ViewBackground(stroke=None))
+    )

@@ -42,7 +42,8 @@ def _ops(S):
 
 
 def online_softmax_step(m, l, acc, S, V) -> OnlineSoftmaxStep:
-    """Fold one tile of scores ``S`` and values ``V`` into the running softmax of each row.
+    """Fold one tile of scores ``S`` and values ``V`` into the running softmax of each
+    row.
 
     With ``m_new = max(m, rowmax(S))``, ``P = exp(S - m_new)`` and
     ``alpha = exp(m - m_new)``: ``l = alpha * l + rowsum(P)`` and
@@ -59,8 +60,8 @@ def online_softmax_step(m, l, acc, S, V) -> OnlineSoftmaxStep:
         V: ``(..., bc, d)`` this tile's values (broadcast against ``S``'s leading dims).
 
     Returns:
-        :class:`OnlineSoftmaxStep` ``(m, l, acc, P, alpha)``; NumPy arrays in, NumPy out,
-        torch tensors in, torch out.
+        :class:`OnlineSoftmaxStep` ``(m, l, acc, P, alpha)``; NumPy arrays in, NumPy
+        out, torch tensors in, torch out.
     """
     maximum, row_max, exp = _ops(S)
     m_new = maximum(m, row_max(S))  # (..., br)

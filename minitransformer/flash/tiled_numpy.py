@@ -94,12 +94,14 @@ def flash_forward_numpy(
     Tr, Tc = math.ceil(N / Br), math.ceil(N_k / Bc)
 
     for i in range(Tr):  # one GPU block per query tile
-        r0, r1 = i * Br, min((i + 1) * Br, N)  # rows r0 .. r1-1 (last tile may be short)
+        # rows r0 .. r1-1 (last tile may be short)
+        r0, r1 = i * Br, min((i + 1) * Br, N)
         Qi = Q[..., r0:r1, :]  # (B, H_kv, G, br, d)
         m = np.full(Qi.shape[:-1], -np.inf, dtype)  # running max of each row's scores
         l = np.zeros(Qi.shape[:-1], dtype)  # running sum of exp(score - m)
         Oi = np.zeros(Qi.shape, dtype)  # un-normalised output rows
-        # Causal: key tile j is needed only if its first key c0 = j*Bc <= the last row r1-1.
+        # Causal: key tile j is needed only if its first key c0 = j*Bc <= the last
+        # row r1-1.
         Tc_i = min(Tc, math.ceil(r1 / Bc)) if is_causal else Tc
         for j in range(Tc_i):
             c0, c1 = j * Bc, min((j + 1) * Bc, N_k)  # keys c0 .. c1-1
