@@ -95,10 +95,11 @@ def _check_variant(variant: str) -> tuple[str, str]:
 
 
 def variant_config(variant: str, base: GPTConfig = GPTConfig.CHAR_CPU) -> GPTConfig:
-    """``base`` with the variant's norm and FFN; a SwiGLU FFN gets ``d_ff = glu_d_ff(d, d_ff)``.
+    """``base`` with the variant's norm and FFN (SwiGLU: ``d_ff = glu_d_ff(d, d_ff)``).
 
-    ``d_ff`` of the GELU FFN is ``base.d_ff`` (``4 * d_model`` when ``None``); the gated FFN's
-    hidden width is two thirds of it, so both FFNs have (almost) the same parameters.
+    ``d_ff`` of the GELU FFN is ``base.d_ff`` (``4 * d_model`` when ``None``); the gated
+    FFN's hidden width is two thirds of it, so both FFNs have (almost) the same
+    parameters.
     """
     norm, activation = _check_variant(variant)
     d_ff = 4 * base.d_model if base.d_ff is None else base.d_ff

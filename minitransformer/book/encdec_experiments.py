@@ -120,8 +120,9 @@ def with_source_eos(src: Tensor, src_lengths: Tensor, eos_id: int, pad_id: int) 
 def transformer_seq2seq_loss(
     model: Transformer, batch: Seq2SeqBatch, pad_id: int, label_smoothing: float = 0.0
 ) -> Tensor:
-    """Teacher forcing: feed ``tgt_in`` (BOS + target, i.e. the target shifted right) and
-    score every position's prediction of ``tgt_out`` (target + EOS) in ONE parallel pass."""
+    """Teacher forcing: feed ``tgt_in`` (BOS + target, i.e. the target shifted right)
+    and score every position's prediction of ``tgt_out`` (target + EOS) in ONE parallel
+    pass."""
     logits = model(batch.src, batch.tgt_in)  # (B, T, V)
     return F.cross_entropy(
         logits.flatten(0, 1),

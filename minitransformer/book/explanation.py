@@ -40,8 +40,9 @@ def constraint_matrix(V: Tensor) -> Tensor:
 def null_space_projection(V: Tensor, r: Tensor) -> Tensor:
     """Project ``r`` (``(n,)``) onto ``{u : V^T u = 0 and sum(u) = 0}``.
 
-    With ``A = [V^T; 1^T]`` the projection is ``r - A^T (A A^T)^+ A r``: remove the part of
-    ``r`` in the row space of ``A``; what is left is orthogonal to every row of ``A``.
+    With ``A = [V^T; 1^T]`` the projection is ``r - A^T (A A^T)^+ A r``: remove the
+    part of ``r`` in the row space of ``A``; what is left is orthogonal to every row of
+    ``A``.
     (The pseudo-inverse handles values whose columns are linearly dependent.)
 
     Args:
@@ -53,7 +54,8 @@ def null_space_projection(V: Tensor, r: Tensor) -> Tensor:
     """
     A = constraint_matrix(V)  # (d_v + 1, n)
     if r.shape != (V.shape[0],):
-        raise ValueError(f"r must have shape ({V.shape[0]},) to match V {tuple(V.shape)}, got {tuple(r.shape)}")
+        n, shape, got = V.shape[0], tuple(V.shape), tuple(r.shape)
+        raise ValueError(f"r must have shape ({n},) to match V {shape}, got {got}")
     return r - A.T @ (torch.linalg.pinv(A @ A.T) @ (A @ r))  # (n,)
 
 

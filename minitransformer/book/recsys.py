@@ -152,7 +152,12 @@ class SessionRecommender(nn.Module):
         nn.init.normal_(self.items.weight, std=0.1)
         nn.init.normal_(self.recency.weight, std=0.1)
 
-    def forward(self, history: Tensor, weights: Tensor | None = None, need_weights: bool = False):
+    def forward(
+        self,
+        history: Tensor,
+        weights: Tensor | None = None,
+        need_weights: bool = False,
+    ):
         """Scores of every item as the next click.
 
         Args:
@@ -165,25 +170,30 @@ class SessionRecommender(nn.Module):
             ``scores (B, num_items)`` [, ``weights (B, L)``].
         """
         if history.dim() != 2 or history.shape[1] > self.max_len:
-            raise ValueError(f"history must be (B, L) with L <= {self.max_len}, got {tuple(history.shape)}")
+            got = tuple(history.shape)
+            raise ValueError(f"history must be (B, L) with L <= {self.max_len}, got {got}")
         B, L = history.shape
-        recency = torch.arange(L - 1, -1, -1, device=history.device)  # (L,): 0 for the last column
+        # (L,): 0 for the last column
+        recency = torch.arange(L - 1, -1, -1, device=history.device)
         h = self.items(history) + self.recency(recency)  # (B, L, d)
         real = history != PAD  # (B, L)
         q = self.q(h[:, -1:])  # (B, 1, d): the query comes from the most recent click
         k, v = self.k(h), self.v(h)  # (B, L, d) each
         if weights is None:
-            read, w = scaled_dot_product_attention(q, k, v, real[:, None, :], return_weights=True)
+            mask = real[:, None, :]  # (B, 1, L)
+            read, w = scaled_dot_product_attention(q, k, v, mask, return_weights=True)
             w = w[:, 0]  # (B, 1, L) -> (B, L)
         else:
             if weights.shape != (B, L):
-                raise ValueError(f"weights must be (B, L) = {(B, L)}, got {tuple(weights.shape)}")
+                got = tuple(weights.shape)
+                raise ValueError(f"weights must be (B, L) = {(B, L)}, got {got}")
             w = weights
             read = w[:, None, :] @ v  # (B, 1, d)
         z = self.norm(h[:, -1] + self.o(read[:, 0]))  # (B, d)
         z = z + self.ffn(z)  # (B, d)
         scores = z @ self.items.weight.T  # (B, num_items)
-        scores = scores.masked_fill(torch.arange(self.num_items, device=scores.device) == PAD, float("-inf"))
+        is_pad = torch.arange(self.num_items, device=scores.device) == PAD  # (num_items,)
+        scores = scores.masked_fill(is_pad, float("-inf"))
         return (scores, w) if need_weights else scores
 
 

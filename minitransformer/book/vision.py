@@ -77,7 +77,8 @@ def patchify(images: Tensor, patch_size: int) -> Tensor:
         patch flattened in ``(C, p, p)`` order.
     """
     if not isinstance(images, Tensor) or images.dim() != 4:
-        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+        is_tensor = isinstance(images, Tensor)
+        shape = tuple(images.shape) if is_tensor else type(images).__name__
         raise ValueError(f"patchify: images must be (B, C, H, W), got {shape}")
     B, C, H, W = images.shape
     p = patch_size
@@ -211,8 +212,8 @@ class TinyViT(nn.Module):
         self.head = nn.Linear(d_model, num_classes)
 
     def forward(self, images: Tensor, need_weights: bool = False):
-        """``images (B, C, S, S) -> logits (B, num_classes)`` [, weights: a list of ``(B, H, 1+N, 1+N)``
-        per layer, token 0 being CLS]."""
+        """``images (B, C, S, S) -> logits (B, num_classes)`` [, weights: a list of
+        ``(B, H, 1+N, 1+N)`` per layer, token 0 being CLS]."""
         x = self.embed(patchify(images, self.patch_size)) + self.pos  # (B, N, d)
         x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1)  # (B, 1+N, d)
         weights = []
