@@ -120,9 +120,10 @@ _MARKER = re.compile(r"\(\d+:\d+\)\s*")
 
 
 def clean_english(text: str) -> str:
-    """The World English Bible's quirks removed: its apostrophes and inner quotes are backticks
-    (``God`s``, `` `Yes` ``) -> ``'``; words the translators added are in brackets
-    (``[even]``, ``first -[fruits]``) -> kept, brackets dropped; spaces normalised."""
+    """The World English Bible's quirks removed: its apostrophes and inner quotes are
+    backticks (``God`s``, `` `Yes` ``) -> ``'``; words the translators added are in
+    brackets (``[even]``, ``first -[fruits]``) -> kept, brackets dropped; spaces
+    normalised."""
     text = text.replace("`", "'")
     text = re.sub(r"\s*-\[", "-", text)  # "first -[fruits]" -> "first-fruits"
     text = text.replace("[", "").replace("]", "")

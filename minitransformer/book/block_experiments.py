@@ -48,7 +48,12 @@ __all__ = [
 
 
 # ---------------------------------------------------------------- LayerNorm by hand
-def layer_norm(x: Tensor, gamma: Tensor | None = None, beta: Tensor | None = None, eps: float = 1e-5) -> Tensor:
+def layer_norm(
+    x: Tensor,
+    gamma: Tensor | None = None,
+    beta: Tensor | None = None,
+    eps: float = 1e-5,
+) -> Tensor:
     """LayerNorm over the last axis: ``gamma * (x - mu) / sqrt(sigma^2 + eps) + beta``.
 
     Args:
@@ -58,11 +63,14 @@ def layer_norm(x: Tensor, gamma: Tensor | None = None, beta: Tensor | None = Non
         eps: added to the variance INSIDE the square root.
 
     Returns:
-        ``(..., d)``, equal to ``nn.LayerNorm(d, eps)`` with the same ``gamma``/``beta``.
+        ``(..., d)``, equal to ``nn.LayerNorm(d, eps)`` with the same
+        ``gamma``/``beta``.
     """
     mu = x.mean(dim=-1, keepdim=True)  # (..., 1): mean of each position's features
-    var = x.var(dim=-1, unbiased=False, keepdim=True)  # (..., 1): biased variance (divide by d)
-    y = (x - mu) / torch.sqrt(var + eps)  # (..., d): zero mean, unit variance per position
+    # (..., 1): the biased variance (divide by d)
+    var = x.var(dim=-1, unbiased=False, keepdim=True)
+    # (..., d): zero mean, unit variance per position
+    y = (x - mu) / torch.sqrt(var + eps)
     if gamma is not None:
         y = y * gamma
     if beta is not None:
@@ -233,23 +241,27 @@ def train_block_stack(
     log_every: int = 5,
     dtype: torch.dtype = torch.float64,
 ) -> tuple[BlockStackModel, pd.DataFrame]:
-    """Train one :class:`BlockStackModel` with Adam, no gradient clipping, on batches drawn
-    from ``seed + 1`` (the model's weights come from ``seed``): a call to
+    """Train one :class:`BlockStackModel` with Adam, no gradient clipping, on batches
+    drawn from ``seed + 1`` (the model's weights come from ``seed``): a call to
     :func:`~minitransformer.train.fit`.
 
     Args:
-        warmup: 0 (the default) uses the full ``lr`` from the very first step; otherwise
-            step ``i`` (from 1) uses ``lr * min(1, i / warmup)``: a linear ramp, then constant.
-        dtype: of the weights. float64 by default, so that the printed losses are the same on
-            every CPU: float32 rounding differs between matrix-multiply kernels, and an
-            unstable run amplifies the difference into the third decimal of the loss.
+        warmup: 0 (the default) uses the full ``lr`` from the very first step;
+            otherwise step ``i`` (from 1) uses ``lr * min(1, i / warmup)``: a linear
+            ramp, then constant.
+        dtype: of the weights. float64 by default, so that the printed losses are the
+            same on every CPU: float32 rounding differs between matrix-multiply kernels,
+            and an unstable run amplifies the difference into the third decimal of the
+            loss.
 
     Returns:
-        the model (eval mode) and a DataFrame ``step, loss, lr`` (every ``log_every`` steps
-        and the first and last), the loss being that of the step's batch before its update.
+        the model (eval mode) and a DataFrame ``step, loss, lr`` (every ``log_every``
+        steps and the first and last), the loss being that of the step's batch before
+        its update.
     """
     torch.manual_seed(seed)
-    model = BlockStackModel(task.vocab_size, task.length, d_model, num_heads, num_layers, norm_first).to(dtype)
+    sizes = (task.vocab_size, task.length, d_model, num_heads, num_layers)
+    model = BlockStackModel(*sizes, norm_first).to(dtype)
     g = torch.Generator().manual_seed(seed + 1)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=betas)
     history = fit(

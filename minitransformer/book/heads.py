@@ -270,9 +270,8 @@ def ablate_heads(model: nn.Module, heads: Iterable[tuple[int, int]]) -> Iterator
     by_layer: dict[int, list[int]] = {}
     for layer, head in heads:
         if not 0 <= layer < len(layers) or not 0 <= head < layers[layer].num_heads:
-            raise ValueError(
-                f"no head ({layer}, {head}): the model has {len(layers)} layers of {layers[0].num_heads} heads"
-            )
+            shape = f"{len(layers)} layers of {layers[0].num_heads} heads"
+            raise ValueError(f"no head ({layer}, {head}): the model has {shape}")
         by_layer.setdefault(layer, []).append(head)
     handles = []
     for layer, hs in by_layer.items():

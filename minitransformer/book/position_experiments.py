@@ -137,8 +137,10 @@ class PositionToyModel(nn.Module):
         h = self.embed(x)  # (B, T, d)
         if self.pos is not None:
             h = self.pos(h)  # (B, T, d): positions added
-        mask = None if window is None else window_mask(x.shape[1], window, x.device)  # (T, T)
-        a, w = self.attn(h, mask=mask, is_causal=True, need_weights=True)  # (B, T, d), (B, H, T, T)
+        T = x.shape[1]
+        mask = None if window is None else window_mask(T, window, x.device)  # (T, T)
+        # a: (B, T, d), w: (B, H, T, T)
+        a, w = self.attn(h, mask=mask, is_causal=True, need_weights=True)
         logits = self.head(a)  # (B, T, V)
         return (logits, w) if need_weights else logits
 
