@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -60,6 +61,8 @@ def main() -> int:
     }
     os.environ.update(env)
 
+    # A fresh runtime: no minitransformer installed yet (so the setup cell's install is what runs).
+    subprocess.run([sys.executable, "-m", "pip", "uninstall", "-q", "-y", "minitransformer"], check=False)
     url = f"git+file://{args.repo.resolve()}"
     github = re.search(r"^\s+url:\s*(\S+)", (ROOT / "_config.yml").read_text(), flags=re.M).group(1)
     failures = []
