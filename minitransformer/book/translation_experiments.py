@@ -44,6 +44,7 @@ from ..parallel import (
 from ..rnn import Seq2Seq, Seq2SeqConfig
 from ..train import History, fit, noam_lr
 from ..transformer import Transformer
+from ..validation import check_choice
 
 __all__ = [
     "MAX_WORDS",
@@ -134,8 +135,7 @@ class TranslationSetup:
     valid_size: int | None = None
 
     def __post_init__(self):
-        if self.kind not in MODEL_KINDS:
-            raise ValueError(f"kind must be one of {MODEL_KINDS}, got {self.kind!r}")
+        check_choice("kind", self.kind, MODEL_KINDS, where="TranslationSetup")
 
     @classmethod
     def recipe(cls, kind: str, **overrides) -> TranslationSetup:
