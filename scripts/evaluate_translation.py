@@ -6,6 +6,8 @@
     # models' translations of the test books: keep them out of the repository)
     python scripts/evaluate_translation.py --kind gru --partial /tmp/tr   # ... one per model
     python scripts/evaluate_translation.py --merge /tmp/tr
+    # the tables of benchmarks/RESULTS.md, from the stored results
+    python scripts/evaluate_translation.py --markdown
 
 Run after ``scripts/train_translation.py`` (one call per model). Decodes every test verse
 (Judges, Acts and Romans, sources of up to 40 words) greedily with each model (and with beam
@@ -30,13 +32,79 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from minitransformer.book.stored import run_info, write_results  # noqa: E402
 from minitransformer.book.translation_experiments import MODEL_KINDS, translation_data  # noqa: E402
 from minitransformer.book.translation_results import (  # noqa: E402
+    LABELS,
     RESULTS_PATH,
     combine_results,
     evaluate_model,
     evaluate_translation,
+    read_translation_results,
 )
 
 BEAM_KINDS = ("bahdanau", "transformer")
+
+
+def _ci(r: dict) -> str:
+    return f"{r['bleu']:.2f} [{r['low']:.2f}, {r['high']:.2f}]"
+
+
+def markdown_tables(res: dict) -> str:
+    """The tables of ``benchmarks/RESULTS.md`` from stored results (no number typed by hand).
+
+    Args:
+        res: the blob of :func:`read_translation_results`.
+
+    Returns:
+        Markdown: training and BLEU per model, BLEU per source-length bucket, the error
+        profile, and the paired comparisons.
+    """
+    models = res["models"]
+    lines = [
+        "| model | parameters | steps (best) | CPU s | wall s | training FLOPs | valid BLEU "
+        "| test BLEU, greedy [95% CI] | test BLEU, beam 4 [95% CI] |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for kind, m in models.items():
+        t = m["training"]
+        beam = _ci(m["beam"]) if "beam" in m else "—"
+        lines.append(
+            f"| {LABELS[kind]} | {t['params']:,} | {t['steps']:,} ({t['best_step']:,}) | {t['cpu_seconds']:.0f} "
+            f"| {t['wall_seconds']:.0f} | {t['train_flops']:.3g} | {t['valid_bleu']:.2f} "
+            f"| {_ci(m['greedy'])} | {beam} |"
+        )
+    buckets = res["data"]["test_by_bucket"]
+    lines += [
+        "",
+        "| model | " + " | ".join(f"{b} words (n={n})" for b, n in buckets.items()) + " |",
+        "|---|" + "---:|" * len(buckets),
+    ]
+    for kind, m in models.items():
+        lines.append(f"| {LABELS[kind]} | " + " | ".join(f"{m['buckets'][b]['bleu']:.2f}" for b in buckets) + " |")
+    lines += [
+        "",
+        "| model | length ratio | 1-gram prec. % | 4-gram prec. % | repeats a 3-gram % | names kept % "
+        "| greedy decode CPU s |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for kind, m in models.items():
+        e = m["errors"]
+        lines.append(
+            f"| {LABELS[kind]} | {e['length_ratio']:.2f} | {e['p1']:.1f} | {e['p4']:.1f} | {e['repeats']:.1f} "
+            f"| {e['names']:.1f} | {m['greedy_cpu_seconds']:.0f} |"
+        )
+    lines.append("")
+    for name, d in res["paired"].items():
+        lines.append(
+            f"- {name}: {d['delta']:+.2f} BLEU [{d['low']:+.2f}, {d['high']:+.2f}], "
+            f"first better in {d['a_better']:.0%} of resamples"
+        )
+    for kind, m in models.items():
+        if "beam_vs_greedy" in m:
+            d = m["beam_vs_greedy"]
+            lines.append(
+                f"- {kind} beam vs greedy: {d['delta']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}], "
+                f"beam better in {d['a_better']:.0%}; beam decode {m['beam_cpu_seconds']:.0f} CPU s"
+            )
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,7 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kind", choices=MODEL_KINDS, help="evaluate only this model into --partial")
     p.add_argument("--partial", help="folder for one model's entry and translations (with --kind)")
     p.add_argument("--merge", help="combine the partial files of every model in this folder into --out")
+    p.add_argument("--markdown", action="store_true", help="print the tables of benchmarks/RESULTS.md from --out")
     args = p.parse_args(argv)
+    if args.markdown:
+        print(markdown_tables(read_translation_results(args.out)))
+        return 0
     torch.set_num_threads(args.threads)
     beam = () if args.no_beam else BEAM_KINDS
     data = translation_data()

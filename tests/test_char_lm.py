@@ -200,3 +200,62 @@ def test_train_script_runs(tmp_path):
     assert result.returncode == 0, result.stderr
     info = load_char_lm(out).info
     assert info["iterations"] == 3 and [e["step"] for e in info["evaluations"]] == [2, 3]
+
+
+def test_character_head_targets_counts_the_largest_weight():
+    from minitransformer.book.char_lm import CHAR_HEAD_TARGETS, _char_targets, character_head_targets
+    from minitransformer.data import Tokenizer
+
+    text = "ab cd\nef g"
+    tok = Tokenizer.from_text(text)
+    # rules by hand for t = 4 ('d'): previous 3, first letter 3 ('c'), word start 2 (' '), no line break yet
+    assert _char_targets(text)[4].tolist() == [3, 3, 2, -1]
+    # t = 7 ('f'): previous 6 ('e'), first letter 6, word start 5 ('\n'), line start 5
+    assert _char_targets(text)[7].tolist() == [6, 6, 5, 5]
+    T = len(text)
+    ids = torch.tensor([tok.encode(text)])  # (1, T)
+    w = torch.zeros(2, 1, 2, T, T)  # two layers, two heads
+    w[0, 0, 0, torch.arange(1, T), torch.arange(T - 1)] = 1.0  # previous character, always
+    w[1, 0, 1, :, 0] = 1.0  # always the first character: only t = 1 matches (its previous)
+    for t in range(T):  # layer 0, head 1: the most recent line break where there is one, else itself
+        w[0, 0, 1, t, 5 if t >= 5 else t] = 1.0
+    got = character_head_targets(w, ids, tok).set_index(["layer", "head"])
+    assert list(got.columns) == list(CHAR_HEAD_TARGETS)
+    assert got.loc[(0, 0), "previous"] == 1.0
+    assert got.loc[(1, 1), "previous"] == pytest.approx(1 / (T - 1))
+    assert got.loc[(0, 1), "line start"] == pytest.approx(5 / (T - 1))  # queries 5..9
+    with pytest.raises(ValueError, match="windows has shape"):
+        character_head_targets(w, ids[:, :-1], tok)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+def test_ngram_loss_equals_counting_by_hand(n):
+    import math
+    from collections import Counter
+
+    from minitransformer.book.char_lm import ngram_loss
+
+    g = torch.Generator().manual_seed(n)
+    V = 5
+    train, val = torch.randint(0, V, (300,), generator=g), torch.randint(0, V, (60,), generator=g)
+    tr, va = train.tolist(), val.tolist()
+    grams = Counter(tuple(tr[i : i + n]) for i in range(len(tr) - n + 1))
+    contexts = Counter(tuple(tr[i : i + n - 1]) for i in range(len(tr) - n + 1))
+    expected = -sum(
+        math.log((grams[tuple(va[t - n + 1 : t + 1])] + 1) / (contexts[tuple(va[t - n + 1 : t])] + V))
+        for t in range(n - 1, len(va))
+    ) / (len(va) - n + 1)
+    assert ngram_loss(train, val, V, n) == pytest.approx(expected, rel=1e-12)
+
+
+def test_ngram_loss_agrees_with_the_trigram_exercise_and_checks_its_arguments():
+    from minitransformer.book.char_lm import ngram_loss
+    from minitransformer.exercises.ch07 import trigram_loss_solution
+
+    g = torch.Generator().manual_seed(0)
+    train, val = torch.randint(0, 7, (500,), generator=g), torch.randint(0, 7, (80,), generator=g)
+    assert ngram_loss(train, val, 7, 3) == pytest.approx(trigram_loss_solution(train, val, 7).item(), rel=1e-12)
+    with pytest.raises(ValueError, match="does not fit"):
+        ngram_loss(train, val, 65, 11)
+    with pytest.raises(ValueError, match="at least n"):
+        ngram_loss(train, val[:2], 7, 3)

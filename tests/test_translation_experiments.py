@@ -93,6 +93,20 @@ def test_checkpoints_are_small_fp16_and_match_their_record(results):
     assert total < 10 * 2**20
 
 
+def test_results_md_holds_the_stored_tables(results):
+    """benchmarks/RESULTS.md shows the tables that `evaluate_translation.py --markdown` prints."""
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("evaluate_translation", root / "scripts/evaluate_translation.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    tables = script.markdown_tables(results)
+    assert tables.count("\n| transformer |") == 3  # one row per table
+    assert tables in (root / "benchmarks/RESULTS.md").read_text()
+
+
 @pytest.mark.bible
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["gru", "transformer"])

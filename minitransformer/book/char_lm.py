@@ -31,7 +31,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, NamedTuple
+from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 import torch
 from torch import Tensor
@@ -41,6 +41,9 @@ from ..data import CharLMData, Tokenizer, char_lm_splits, get_batch, load_shakes
 from ..gpt import GPT
 from ..train import History, fit, warmup_cosine_lr
 from ..validation import check_positive_int
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "CharLMRecipe",
@@ -57,6 +60,9 @@ __all__ = [
     "save_trained_char_lm",
     "sampling_chart",
     "head_browser_chart",
+    "CHAR_HEAD_TARGETS",
+    "character_head_targets",
+    "ngram_loss",
 ]
 
 #: Where ``scripts/train_char_lm.py`` writes the book's checkpoint (package data).
@@ -637,3 +643,109 @@ def head_browser_chart(
     )
     dots = base.transform_filter("datum.k == datum.top").mark_point(color="#d62728", filled=True, size=12)
     return (cells + dots).add_params(pick_layer, pick_head).properties(width=size, height=size)
+
+
+CHAR_HEAD_TARGETS = ("previous", "first letter of the word", "word start", "line start")
+
+
+def _char_targets(text: str) -> Tensor:
+    """For every query position of ``text``, the key each rule of :data:`CHAR_HEAD_TARGETS` points to.
+
+    Args:
+        text: the window's characters (length ``T``).
+
+    Returns:
+        ``(T, 4)`` long: the previous character (``t - 1``); the first letter of the current
+        word (the character after the most recent space or line break at or before ``t``);
+        that space or line break (the word's start, as the tokenizer sees it); the most recent
+        line break at or before ``t``. ``-1`` where the rule points nowhere (before the window,
+        or after ``t``).
+    """
+    out = torch.full((len(text), 4), -1, dtype=torch.long)
+    space = line = -1
+    for t, c in enumerate(text):
+        if c in " \n":
+            space = t
+        if c == "\n":
+            line = t
+        out[t, 0] = t - 1
+        out[t, 1] = space + 1 if space >= 0 and space + 1 <= t else -1
+        out[t, 2] = space
+        out[t, 3] = line
+    return out
+
+
+def character_head_targets(weights: Tensor, windows: Tensor, tokenizer: Tokenizer) -> pd.DataFrame:
+    """How often each head of a character model puts its largest weight on a given character.
+
+    For every layer, head and query (from the second position of each window on), the key with
+    the largest weight is compared with the keys of :data:`CHAR_HEAD_TARGETS`; a rule that
+    points nowhere for a query (no line break yet in the window, say) counts as a miss.
+
+    Args:
+        weights: ``(n_layer, B, H, T, T)`` attention weights (``GPT.attention_maps``).
+        windows: ``(B, T)`` the token ids they were computed on.
+        tokenizer: decodes ``windows`` to text.
+
+    Returns:
+        One row per (layer, head): the share of queries whose largest weight is on each target.
+    """
+    import pandas as pd
+
+    L, B, H, T, _ = weights.shape
+    if windows.shape != (B, T):
+        raise ValueError(f"windows has shape {tuple(windows.shape)}; the weights need ({B}, {T})")
+    targets = torch.stack([_char_targets(tokenizer.decode(w)) for w in windows])  # (B, T, 4)
+    best = weights.argmax(-1)  # (L, B, H, T): the key of each query's largest weight
+    hit = best[..., None] == targets[None, :, None]  # (L, B, H, T, 4)
+    share = hit[:, :, :, 1:].float().mean((1, 3))  # (L, H, 4): over windows and queries 1..T-1
+    rows = [
+        {"layer": l, "head": h, **{name: share[l, h, i].item() for i, name in enumerate(CHAR_HEAD_TARGETS)}}
+        for l in range(L)
+        for h in range(H)
+    ]
+    return pd.DataFrame(rows)
+
+
+def ngram_loss(train: Tensor, val: Tensor, vocab_size: int, n: int) -> float:
+    """Cross-entropy (nats per character) on ``val`` of an add-one n-gram model counted on ``train``.
+
+    ``p(x_t | the n - 1 characters before) = (count(context, x_t) + 1) / (count(context) + V)``,
+    with the counts taken over the n-grams of ``train``; ``n = 1`` is the unigram model,
+    ``n = 2`` the bigram. The counts are kept sparse (one entry per n-gram that occurs), so long
+    contexts cost memory in proportion to the training text, not to ``V ** n``.
+
+    Args:
+        train: ``(N,)`` long character ids below ``vocab_size``.
+        val: ``(M,)`` long character ids, ``M >= n``.
+        vocab_size: ``V``.
+        n: the order (1 = no context), with ``V ** n < 2 ** 62``.
+
+    Returns:
+        The mean of ``-log p(val[t] | val[t-n+1 .. t-1])`` over ``t = n-1 .. M-1``.
+    """
+    check_positive_int("n", n)
+    if vocab_size**n >= 2**62:
+        raise ValueError(f"vocab_size ** n = {vocab_size}**{n} does not fit an int64 key; use a smaller n")
+    if len(val) < n or len(train) < n:
+        raise ValueError(f"train and val need at least n = {n} characters")
+
+    def keys(x: Tensor) -> Tensor:  # (len(x) - n + 1,): each n-gram as one base-V integer
+        x = x.long()
+        k = torch.zeros(len(x) - n + 1, dtype=torch.long)
+        for i in range(n):
+            k = k * vocab_size + x[i : len(x) - n + 1 + i]
+        return k
+
+    def lookup(table: Tensor, counts: Tensor, query: Tensor) -> Tensor:  # counts of query keys, 0 if unseen
+        pos = torch.searchsorted(table, query).clamp_max(len(table) - 1)
+        return torch.where(table[pos] == query, counts[pos], 0).double()
+
+    grams, gram_counts = torch.unique(keys(train), return_counts=True)  # sorted
+    contexts = torch.unique(grams // vocab_size)  # sorted contexts (the first n - 1 characters)
+    context_counts = torch.zeros(len(contexts), dtype=torch.long).index_add_(
+        0, torch.searchsorted(contexts, grams // vocab_size), gram_counts
+    )
+    q = keys(val)
+    p = (lookup(grams, gram_counts, q) + 1) / (lookup(contexts, context_counts, q // vocab_size) + vocab_size)
+    return -p.log().mean().item()

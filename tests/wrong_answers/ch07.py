@@ -97,3 +97,39 @@ WRONG = {
         lambda V, r: null_space_projection(V, r),  # the package's own function, wrapped
     ],
 }
+
+
+def _tri(train, val, V, *, add=1.0, axis=-1, log=torch.log, dtype=torch.float64, order=(0, 1, 2)):
+    counts = torch.full((V, V, V), add, dtype=dtype)
+    idx = (train[:-2], train[1:-1], train[2:])
+    counts.index_put_(tuple(idx[i] for i in order), torch.ones(len(train) - 2, dtype=dtype), accumulate=True)
+    logp = log(counts / counts.sum(axis, keepdim=True))
+    return -logp[val[:-2], val[1:-1], val[2:]].mean()
+
+
+def _tri_no_accumulate(train, val, V):
+    counts = torch.ones(V, V, V, dtype=torch.float64)
+    counts[train[:-2], train[1:-1], train[2:]] += 1  # repeated triples counted once
+    logp = (counts / counts.sum(-1, keepdim=True)).log()
+    return -logp[val[:-2], val[1:-1], val[2:]].mean()
+
+
+def _tri_context_from_all_pairs(train, val, V):
+    counts = torch.zeros(V, V, V, dtype=torch.float64)
+    counts.index_put_((train[:-2], train[1:-1], train[2:]), torch.ones(len(train) - 2, dtype=torch.float64), True)
+    pairs = torch.zeros(V, V, dtype=torch.float64)
+    pairs.index_put_((train[:-1], train[1:]), torch.ones(len(train) - 1, dtype=torch.float64), True)
+    logp = ((counts + 1) / (pairs[..., None] + V)).log()
+    return -logp[val[:-2], val[1:-1], val[2:]].mean()
+
+
+WRONG["ch07.trigram_loss"] = [
+    lambda tr, va, V: _tri(tr, va, V, add=0.0),  # no smoothing: unseen triples give inf
+    lambda tr, va, V: _tri(tr, va, V, axis=0),  # normalised over the oldest character
+    lambda tr, va, V: _tri(tr, va, V, log=torch.log2),  # bits, not nats
+    lambda tr, va, V: _tri(tr, va, V, order=(1, 0, 2)),  # the two context characters swapped
+    lambda tr, va, V: _tri(tr, va, V, add=0.5),  # add-one/2 smoothing
+    _tri_no_accumulate,  # fancy-index += counts each repeated triple once
+    _tri_context_from_all_pairs,  # context counts include the last pair, which no character follows
+    lambda tr, va, V: _tri(tr, tr, V),  # measured on the training characters
+]
