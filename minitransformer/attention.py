@@ -49,6 +49,7 @@ __all__ = [
     "scaled_dot_product_attention",
     "attend",
     "softmax_attention",
+    "biased_softmax_attention",
     "causal_mask",
     "causal_bias",
     "padding_mask",
@@ -403,14 +404,54 @@ def attend(
             attn_bias = (
                 attn_bias.unflatten(-3, (k.shape[-4], group)) if attn_bias.shape[-3] > 1 else attn_bias.unsqueeze(-3)
             )
-    out, weights = softmax_attention(
-        q, k, v, mask, is_causal=is_causal, scale=scale, dropout_p=dropout_p, attn_bias=attn_bias
-    )
+    if attn_bias is None:
+        out, weights = softmax_attention(q, k, v, mask, is_causal=is_causal, scale=scale, dropout_p=dropout_p)
+    else:
+        out, weights = biased_softmax_attention(
+            q, k, v, mask, attn_bias, is_causal=is_causal, scale=scale, dropout_p=dropout_p
+        )
     if group > 1:
         out, weights = out.flatten(-4, -3), weights.flatten(-4, -3)  # (..., H, Lq, dv), (..., H, Lq, Lk)
     if out.dtype != dtype:  # half precision: round once, at the end
         out, weights = out.to(dtype), weights.to(dtype)
     return (out, weights) if return_weights else out
+
+
+def biased_softmax_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    mask: Tensor | None,
+    attn_bias: Tensor,
+    *,
+    is_causal: bool,
+    scale: float,
+    dropout_p: float,
+) -> tuple[Tensor, Tensor]:
+    """:func:`softmax_attention` with a bias added to the scores:
+    ``weights = softmax(q k^T * scale + attn_bias)`` over the visible keys, ``out = weights v``.
+
+    A ``-inf`` in the bias hides its key, as a False in the mask does, so a query whose
+    every key is hidden gets zeros, not NaN.
+
+    Args:
+        q, k, v, mask, is_causal, scale, dropout_p: as :func:`softmax_attention`.
+        attn_bias: float, broadcastable to ``(..., Lq, Lk)``.
+
+    Returns:
+        ``out (..., Lq, dv)`` and ``weights (..., Lq, Lk)``.
+    """
+    Lq, Lk = q.shape[-2], k.shape[-2]
+    scores = torch.matmul(q, k.transpose(-2, -1)) * scale + attn_bias.to(q.dtype)  # (..., Lq, Lk)
+    seen = attn_bias != float("-inf")  # broadcastable to (..., Lq, Lk)
+    mask = seen if mask is None else mask & seen
+    if is_causal:
+        mask = mask & causal_mask(Lq, Lk, device=scores.device)  # (..., Lq, Lk)
+    weights = masked_softmax(scores, mask)  # (..., Lq, Lk); rows that see no key are zeros
+    if dropout_p > 0.0:
+        weights = F.dropout(weights, p=dropout_p, training=True)
+    out = torch.matmul(weights, v)  # (..., Lq, dv)
+    return out, weights
 
 
 def softmax_attention(
@@ -422,9 +463,8 @@ def softmax_attention(
     is_causal: bool,
     scale: float,
     dropout_p: float,
-    attn_bias: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """The arithmetic itself: ``weights = softmax(q k^T * scale + attn_bias)`` over the visible
+    """The arithmetic itself: ``weights = softmax(q k^T * scale)`` over the visible
     keys, ``out = weights v``.
 
     Args:
@@ -435,8 +475,6 @@ def softmax_attention(
             ``0 .. i + Lk - Lq``.
         scale: the multiplier of the scores.
         dropout_p: dropout on the weights (0: none).
-        attn_bias: float, broadcastable to ``(..., Lq, Lk)``, added to the scaled scores;
-            ``-inf`` entries hide keys. Or None.
 
     Returns:
         ``out (..., Lq, dv)`` and ``weights (..., Lq, Lk)``; a query that sees no key
@@ -444,11 +482,6 @@ def softmax_attention(
     """
     Lq, Lk = q.shape[-2], k.shape[-2]
     scores = torch.matmul(q, k.transpose(-2, -1)) * scale  # (..., Lq, Lk)
-    if attn_bias is not None:
-        scores = scores + attn_bias.to(scores.dtype)  # (..., Lq, Lk)
-        # a -inf bias hides its key: as a mask, so that a row hidden entirely gives zeros, not NaN
-        seen = attn_bias != float("-inf")  # broadcastable to (..., Lq, Lk)
-        mask = seen if mask is None else mask & seen
     if is_causal and Lq == 1:
         # one query is the LAST position (see causal_mask): it sees every key
         is_causal = False

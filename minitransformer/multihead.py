@@ -232,8 +232,9 @@ class MultiHeadAttention(nn.Module):
                 Default ``arange(T)``, or ``past .. past + T - 1`` after ``past`` cached
                 positions. For packed sequences pass positions restarting at 0 with a
                 block-diagonal mask.
-            attn_bias: float, broadcastable to ``(B, H, T, S_total)`` (e.g. ALiBi's ``(H, T, S)``),
-                added to every head's scaled scores before the softmax; ``-inf`` hides a key.
+            attn_bias: float, broadcastable to ``(B, H, T, S_total)`` (ALiBi's
+                ``(H, T, S)``), added to every head's scaled scores before the
+                softmax; ``-inf`` hides a key.
 
         Returns:
             ``out (B, T, d_model)`` [, ``weights (B, H, T, S_total)``].
@@ -358,7 +359,8 @@ class MultiHeadAttention(nn.Module):
             ``"torch"`` and ``"flash"`` backends, which do not form them).
         """
         dropout_p = self.dropout if self.training else 0.0
-        if self.backend == "flash" and mask is None and attn_bias is None and not need_weights:
+        plain = mask is None and attn_bias is None  # the flash kernels take neither
+        if self.backend == "flash" and plain and not need_weights:
             # (B, H, T, hd); K/V keep H_kv heads
             return _flash_attention(q, k, v, is_causal, dropout_p), None
         if self.backend == "torch" and not need_weights:

@@ -147,8 +147,9 @@ class PositionToyModel(nn.Module):
         T = x.shape[1]
         mask = None if window is None else window_mask(T, window, x.device)  # (T, T)
         extra = {}
-        if self.position == "alibi":  # -slope_h * (t - s) on every head's scores; -inf above the diagonal
-            extra["attn_bias"] = alibi_bias(self.num_heads, T, T, causal=True, dtype=h.dtype, device=x.device)
+        if self.position == "alibi":  # -slope_h * (t - s) added to head h's scores
+            bias = alibi_bias(self.num_heads, T, T, dtype=h.dtype, device=x.device)
+            extra["attn_bias"] = bias  # (H, T, T); -inf above the diagonal
         # a: (B, T, d), w: (B, H, T, T)
         a, w = self.attn(h, mask=mask, is_causal=True, need_weights=True, **extra)
         logits = self.head(a)  # (B, T, V)
