@@ -12,6 +12,9 @@ for boolean masks):
 * With ``is_causal`` the ``Lq`` queries are the LAST ``Lq`` of the ``Lk``
   positions (a KV-cache step); ``Lq > Lk`` is refused (the first queries
   would see nothing). torch aligns them with the FIRST keys instead.
+* An optional float ``attn_bias``, broadcastable to ``(..., Lq, Lk)``, is ADDED to
+  the scaled scores before the softmax (ALiBi's distance penalty, T5's learned
+  bias); its ``-inf`` entries hide a key like a False in the mask.
 * Grouped-query attention (``k``, ``v`` with fewer heads on dim -3) needs
   ``enable_gqa=True``, as in torch; otherwise head counts must broadcast.
 * float16 and bfloat16 inputs are computed in float32 (scores, softmax,
@@ -46,6 +49,7 @@ __all__ = [
     "scaled_dot_product_attention",
     "attend",
     "softmax_attention",
+    "biased_softmax_attention",
     "causal_mask",
     "causal_bias",
     "padding_mask",
@@ -165,6 +169,40 @@ def _check_mask(mask: Tensor, q: Tensor, k: Tensor) -> None:
         raise ValueError(f"mask is on {mask.device} but q is on {q.device}; put them on one device")
 
 
+def check_attn_bias(attn_bias: Tensor, q: Tensor, k: Tensor) -> None:
+    """A floating ``attn_bias`` on ``q``'s device that broadcasts to the scores' shape ``(..., Lq, Lk)``,
+    with no NaN and no ``+inf`` (``-inf`` is allowed: it hides a key).
+
+    Args:
+        attn_bias: the bias to add to the scores.
+        q: the queries ``(..., Lq, d)``; k: the keys ``(..., Lk, d)``.
+
+    Raises:
+        TypeError: not a floating tensor.
+        ValueError: a shape that does not broadcast, another device, NaN or ``+inf``.
+    """
+    if not isinstance(attn_bias, Tensor) or not attn_bias.is_floating_point():
+        got = attn_bias.dtype if isinstance(attn_bias, Tensor) else describe(attn_bias)
+        raise TypeError(
+            f"attn_bias must be a floating tensor added to the scores, got {got}; "
+            "to hide keys with a bool tensor pass it as mask (True = may attend)"
+        )
+    scores_shape = (*q.shape[:-1], k.shape[-2])
+    try:
+        full = torch.broadcast_shapes(attn_bias.shape, scores_shape)
+    except RuntimeError:
+        full = None
+    if full != torch.Size(scores_shape):
+        raise ValueError(
+            f"attn_bias of shape {tuple(attn_bias.shape)} does not broadcast to the scores' shape "
+            f"{tuple(scores_shape)} (..., Lq, Lk)"
+        )
+    if attn_bias.device != q.device:
+        raise ValueError(f"attn_bias is on {attn_bias.device} but q is on {q.device}; put them on one device")
+    if torch.isnan(attn_bias).any() or (attn_bias == float("inf")).any():
+        raise ValueError("attn_bias contains NaN or +inf; only finite values and -inf (hide the key) are allowed")
+
+
 def _check_inputs(
     q: Tensor,
     k: Tensor,
@@ -259,6 +297,7 @@ def scaled_dot_product_attention(
     dropout_p: float = 0.0,
     return_weights: bool = False,
     enable_gqa: bool = False,
+    attn_bias: Tensor | None = None,
 ):
     """``softmax(q k^T * scale) v`` with masking, as in "Attention Is All You Need".
 
@@ -286,6 +325,10 @@ def scaled_dot_product_attention(
             enable_gqa=True)``: ``k`` and ``v`` have ``H_kv`` heads on dim -3 and query head ``h``
             reads key/value head ``h // (H // H_kv)``. Off by default, so that mismatched head
             counts are an error rather than a silent grouping.
+        attn_bias: optional float tensor broadcastable to ``(..., Lq, Lk)`` (with ``enable_gqa``
+            ``(..., H, Lq, Lk)``), added to the scaled scores before the softmax:
+            ``softmax(q k^T * scale + attn_bias)``. ``-inf`` entries hide keys as the mask does;
+            NaN and ``+inf`` are refused.
 
     Returns:
         ``out`` of shape ``(..., Lq, dv)`` (``(..., H, Lq, dv)`` with ``enable_gqa``), and with
@@ -309,6 +352,8 @@ def scaled_dot_product_attention(
         enable_gqa=enable_gqa,
         return_weights=return_weights,
     )
+    if attn_bias is not None:
+        check_attn_bias(attn_bias, q, k)
     return attend(
         q,
         k,
@@ -319,6 +364,7 @@ def scaled_dot_product_attention(
         dropout_p=dropout_p,
         return_weights=return_weights,
         enable_gqa=enable_gqa,
+        attn_bias=attn_bias,
     )
 
 
@@ -333,6 +379,7 @@ def attend(
     dropout_p: float = 0.0,
     return_weights: bool = False,
     enable_gqa: bool = False,
+    attn_bias: Tensor | None = None,
 ):
     """:func:`scaled_dot_product_attention` without its argument checks.
 
@@ -353,12 +400,58 @@ def attend(
         k, v = k.unsqueeze(-3), v.unsqueeze(-3)  # (..., H_kv, 1, Lk, d), (..., H_kv, 1, Lk, dv)
         if mask is not None and mask.dim() >= 3:  # its head axis: H -> (H_kv, G), or 1 -> (1, 1)
             mask = mask.unflatten(-3, (k.shape[-4], group)) if mask.shape[-3] > 1 else mask.unsqueeze(-3)
-    out, weights = softmax_attention(q, k, v, mask, is_causal=is_causal, scale=scale, dropout_p=dropout_p)
+        if attn_bias is not None and attn_bias.dim() >= 3:  # the same for the bias's head axis
+            attn_bias = (
+                attn_bias.unflatten(-3, (k.shape[-4], group)) if attn_bias.shape[-3] > 1 else attn_bias.unsqueeze(-3)
+            )
+    if attn_bias is None:
+        out, weights = softmax_attention(q, k, v, mask, is_causal=is_causal, scale=scale, dropout_p=dropout_p)
+    else:
+        out, weights = biased_softmax_attention(
+            q, k, v, mask, attn_bias, is_causal=is_causal, scale=scale, dropout_p=dropout_p
+        )
     if group > 1:
         out, weights = out.flatten(-4, -3), weights.flatten(-4, -3)  # (..., H, Lq, dv), (..., H, Lq, Lk)
     if out.dtype != dtype:  # half precision: round once, at the end
         out, weights = out.to(dtype), weights.to(dtype)
     return (out, weights) if return_weights else out
+
+
+def biased_softmax_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    mask: Tensor | None,
+    attn_bias: Tensor,
+    *,
+    is_causal: bool,
+    scale: float,
+    dropout_p: float,
+) -> tuple[Tensor, Tensor]:
+    """:func:`softmax_attention` with a bias added to the scores:
+    ``weights = softmax(q k^T * scale + attn_bias)`` over the visible keys, ``out = weights v``.
+
+    A ``-inf`` in the bias hides its key, as a False in the mask does, so a query whose
+    every key is hidden gets zeros, not NaN.
+
+    Args:
+        q, k, v, mask, is_causal, scale, dropout_p: as :func:`softmax_attention`.
+        attn_bias: float, broadcastable to ``(..., Lq, Lk)``.
+
+    Returns:
+        ``out (..., Lq, dv)`` and ``weights (..., Lq, Lk)``.
+    """
+    Lq, Lk = q.shape[-2], k.shape[-2]
+    scores = torch.matmul(q, k.transpose(-2, -1)) * scale + attn_bias.to(q.dtype)  # (..., Lq, Lk)
+    seen = attn_bias != float("-inf")  # broadcastable to (..., Lq, Lk)
+    mask = seen if mask is None else mask & seen
+    if is_causal:
+        mask = mask & causal_mask(Lq, Lk, device=scores.device)  # (..., Lq, Lk)
+    weights = masked_softmax(scores, mask)  # (..., Lq, Lk); rows that see no key are zeros
+    if dropout_p > 0.0:
+        weights = F.dropout(weights, p=dropout_p, training=True)
+    out = torch.matmul(weights, v)  # (..., Lq, dv)
+    return out, weights
 
 
 def softmax_attention(

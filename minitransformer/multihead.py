@@ -42,6 +42,11 @@ one of several backends, chosen by the ``backend`` attribute:
   and takes no explicit mask (a call with a mask uses our implementation).
 
 ``need_weights=True`` always uses our implementation, which can return the weights.
+
+``forward(..., attn_bias=...)`` adds a float bias to every head's scaled scores
+before the softmax (ALiBi's ``-slope_h * distance``, a T5 bias); the ``"torch"``
+backend passes it on as a float ``attn_mask``, the ``"flash"`` backend falls back
+to our implementation, as it does for a mask.
 """
 
 from __future__ import annotations
@@ -53,7 +58,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .attention import _check_inputs, attend, causal_mask
+from .attention import _check_inputs, attend, causal_mask, check_attn_bias
 from .kv_cache import KVCache
 from .norms import RMSNorm
 from .validation import check_choice, check_positive_int, check_probability, describe
@@ -68,22 +73,36 @@ def _check_backend(backend: str) -> str:
     return check_choice("backend", backend, ATTENTION_BACKENDS)
 
 
-def _torch_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_causal: bool, dropout_p: float) -> Tensor:
+def _torch_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    mask: Tensor | None,
+    is_causal: bool,
+    dropout_p: float,
+    attn_bias: Tensor | None = None,
+) -> Tensor:
     """The same attention through ``F.scaled_dot_product_attention`` (True = may attend there too).
 
     torch's ``is_causal`` aligns the queries with the FIRST keys; ours with the LAST
     (queries after a KV cache), so when the lengths differ or a mask is given we
     build the causal mask ourselves.
 
+    An ``attn_bias`` goes to torch as a float ``attn_mask`` (added to the scores), with the
+    bool mask and the causal mask folded in as ``-inf``.
+
     Args: ``q (B, H, T, hd)``; ``k, v (B, H, S, hd)`` (as many heads as ``q``); the rest as
     :func:`scaled_dot_product_attention`. Returns: ``(B, H, T, hd)``.
     """
     _check_inputs(q, k, v, mask, dropout_p, finite=False)  # shapes only: forward checked the data
     T, S = q.shape[-2], k.shape[-2]
-    if is_causal and (mask is not None or T != S):
+    if is_causal and (mask is not None or T != S or attn_bias is not None):
         causal = causal_mask(T, S, device=q.device)  # (T, S)
         mask = causal if mask is None else mask & causal
         is_causal = False
+    if attn_bias is not None:
+        bias = attn_bias.to(q.dtype)  # broadcastable to (B, H, T, S)
+        mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))  # (B, H, T, S) after broadcast
     return F.scaled_dot_product_attention(
         q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal
     )  # (B, H, T, hd)
@@ -190,6 +209,7 @@ class MultiHeadAttention(nn.Module):
         need_weights: bool = False,
         kv_cache: KVCache | None = None,
         positions: Tensor | None = None,
+        attn_bias: Tensor | None = None,
     ):
         """Attend from ``query`` to ``key``/``value``.
 
@@ -212,6 +232,9 @@ class MultiHeadAttention(nn.Module):
                 Default ``arange(T)``, or ``past .. past + T - 1`` after ``past`` cached
                 positions. For packed sequences pass positions restarting at 0 with a
                 block-diagonal mask.
+            attn_bias: float, broadcastable to ``(B, H, T, S_total)`` (ALiBi's
+                ``(H, T, S)``), added to every head's scaled scores before the
+                softmax; ``-inf`` hides a key.
 
         Returns:
             ``out (B, T, d_model)`` [, ``weights (B, H, T, S_total)``].
@@ -219,8 +242,10 @@ class MultiHeadAttention(nn.Module):
         self._check(query, key, value, positions)
         # (B, H, T, hd), (B, H_kv, S, hd) x2
         q, k, v = self._qkv_heads(query, key, value, kv_cache, positions)
+        if attn_bias is not None:  # checked against the scores' shape (B, H, T, S_total)
+            check_attn_bias(attn_bias, q, k)
         # (B, H, T, hd), (B, H, T, S)
-        out, weights = self._attend(q, k, v, mask, is_causal, need_weights)
+        out, weights = self._attend(q, k, v, mask, is_causal, need_weights, attn_bias)
         B, H, T, hd = out.shape
         # (B, H, T, hd) -> (B, T, d): concatenate heads
         out = out.transpose(1, 2).reshape(B, T, H * hd)
@@ -320,20 +345,22 @@ class MultiHeadAttention(nn.Module):
         mask: Tensor | None,
         is_causal: bool,
         need_weights: bool,
+        attn_bias: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
-        """``softmax(q k^T / sqrt(hd)) v`` per head, by the chosen backend.
+        """``softmax(q k^T / sqrt(hd) + attn_bias) v`` per head, by the chosen backend.
 
         Args:
             q: ``(B, H, T, hd)``.
             k, v: ``(B, H_kv, S, hd)``.
-            mask, is_causal, need_weights: as in :meth:`forward`.
+            mask, is_causal, need_weights, attn_bias: as in :meth:`forward`.
 
         Returns:
             ``out (B, H, T, hd)`` and the weights ``(B, H, T, S)`` (``None`` from the
             ``"torch"`` and ``"flash"`` backends, which do not form them).
         """
         dropout_p = self.dropout if self.training else 0.0
-        if self.backend == "flash" and mask is None and not need_weights:
+        plain = mask is None and attn_bias is None  # the flash kernels take neither
+        if self.backend == "flash" and plain and not need_weights:
             # (B, H, T, hd); K/V keep H_kv heads
             return _flash_attention(q, k, v, is_causal, dropout_p), None
         if self.backend == "torch" and not need_weights:
@@ -342,7 +369,7 @@ class MultiHeadAttention(nn.Module):
                 k = k.repeat_interleave(group, dim=1)  # (B, H_kv, S, hd) -> (B, H, S, hd)
                 v = v.repeat_interleave(group, dim=1)  # (B, H_kv, S, hd) -> (B, H, S, hd)
             # (B, H, T, hd)
-            return _torch_attention(q, k, v, mask, is_causal, dropout_p), None
+            return _torch_attention(q, k, v, mask, is_causal, dropout_p, attn_bias), None
         # Inputs were checked once in forward; attend() does not scan them for NaN again.
         return attend(
             q,
@@ -353,6 +380,7 @@ class MultiHeadAttention(nn.Module):
             dropout_p=dropout_p,
             return_weights=True,
             enable_gqa=True,
+            attn_bias=attn_bias,
         )  # (B, H, T, hd), (B, H, T, S)
 
     def _check(self, query: Tensor, key: Tensor | None, value: Tensor | None, positions: Tensor | None = None) -> None:

@@ -44,12 +44,21 @@ def causal_mask_ref(Lq: int, Lk: int) -> np.ndarray:
 
 
 def attention_ref(
-    q, k, v, mask=None, *, is_causal: bool = False, scale: float | None = None, return_weights: bool = False
+    q,
+    k,
+    v,
+    mask=None,
+    *,
+    is_causal: bool = False,
+    scale: float | None = None,
+    return_weights: bool = False,
+    attn_bias=None,
 ):
     """Float64 attention by the formula, one query row at a time.
 
     Accepts NumPy arrays or tensors of shape ``(..., Lq, d)``, ``(..., Lk, d)``,
-    ``(..., Lk, dv)``; the mask is bool, True = may attend. Returns NumPy float64.
+    ``(..., Lk, dv)``; the mask is bool, True = may attend; ``attn_bias`` (optional,
+    broadcastable to ``(..., Lq, Lk)``) is added to each allowed score. Returns NumPy float64.
     """
     q, k, v = (
         np.asarray(t.detach().cpu().double() if isinstance(t, Tensor) else t, dtype=np.float64) for t in (q, k, v)
@@ -63,6 +72,9 @@ def attention_ref(
         allowed = allowed & np.broadcast_to(m, allowed.shape)
     if is_causal:
         allowed = allowed & causal_mask_ref(Lq, Lk)
+    bias = np.zeros(lead + (Lq, Lk))
+    if attn_bias is not None:
+        bias = np.broadcast_to(_np64(attn_bias), bias.shape)
     q = np.broadcast_to(q, lead + (Lq, d))
     k = np.broadcast_to(k, lead + (Lk, d))
     v = np.broadcast_to(v, lead + (Lk, dv))
@@ -70,7 +82,9 @@ def attention_ref(
     weights = np.zeros(lead + (Lq, Lk))
     for idx in np.ndindex(*lead):
         for i in range(Lq):
-            scores = np.array([q[idx][i] @ k[idx][j] * scale if allowed[idx][i, j] else -np.inf for j in range(Lk)])
+            scores = np.array(
+                [q[idx][i] @ k[idx][j] * scale + bias[idx][i, j] if allowed[idx][i, j] else -np.inf for j in range(Lk)]
+            )
             w = softmax_ref(scores)
             weights[idx][i] = w
             out[idx][i] = w @ v[idx]
@@ -381,6 +395,7 @@ def mha_ref(
     base: float = 10000.0,
     causal: bool = False,
     mask=None,
+    attn_bias=None,
 ) -> np.ndarray:
     """Self-attention by the formula, one batch row, head and query at a time, float64.
 
@@ -390,7 +405,8 @@ def mha_ref(
     ``positions`` (``(T,)`` or ``(B, T)``) queries and keys are rotated by interleaved RoPE
     (:func:`rope_complex_ref`); then ``softmax(q k^T / sqrt(d_head))`` over the allowed keys
     (``mask`` bool ``(T, T)`` or ``(B, T, T)``, True = may attend, and ``j <= i`` if ``causal``),
-    the heads concatenated and ``W_o^T + b_o`` applied.
+    plus ``attn_bias`` (broadcastable to ``(B, H, T, T)``) if given, the heads concatenated
+    and ``W_o^T + b_o`` applied.
 
     Args:
         x: ``(B, T, d)``; W_qkv: ``(d + 2 H_kv d_head, d)``; W_o: ``(d, d)`` (``nn.Linear`` layout).
@@ -417,12 +433,15 @@ def mha_ref(
         allowed &= np.broadcast_to(_np64(mask).astype(bool), (B, T, T))
     if causal:
         allowed &= np.tril(np.ones((T, T), dtype=bool))
+    bias = np.zeros((B, num_heads, T, T))
+    if attn_bias is not None:
+        bias = np.broadcast_to(_np64(attn_bias), bias.shape)
     heads = np.zeros((B, T, num_heads, hd))
     for b in range(B):
         for h in range(num_heads):
             g = h // (num_heads // num_kv_heads)
             for i in range(T):
-                scores = [q[b, h, i] @ k[b, g, j] / math.sqrt(hd) for j in range(T)]
+                scores = [q[b, h, i] @ k[b, g, j] / math.sqrt(hd) + bias[b, h, i, j] for j in range(T)]
                 e = np.where(allowed[b, i], np.array(scores), -np.inf)  # (T,)
                 heads[b, i, h] = softmax_ref(e) @ v[b, g] if allowed[b, i].any() else 0.0
     return heads.reshape(B, T, d) @ W_o.T + (0.0 if b_o is None else _np64(b_o))  # (B, T, d)

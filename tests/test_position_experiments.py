@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -14,6 +15,7 @@ from minitransformer.book.position_experiments import (
     attention_by_offset,
     copy_task_loss,
     extrapolation_experiment,
+    extrapolation_seeds,
     train_position_model,
     window_mask,
 )
@@ -125,3 +127,52 @@ def test_attention_by_offset_finds_the_attended_offset():
     assert float(by_offset[[0, 1, 3, 4]].abs().max()) == 0.0
     with pytest.raises(ValueError, match="first_query"):
         attention_by_offset(model, CopyTask(6, 2), T, first_query=T)
+
+
+def test_alibi_model_uses_only_the_alibi_bias_for_positions():
+    """With content-blind scores (W_Q = W_K = 0) the weights are softmax(-slope_h * (t - s)) over s <= t,
+    computed here from the formula; and a translated window gives the same output (relative positions only)."""
+    from minitransformer.reference import alibi_slopes_ref, softmax_ref
+
+    torch.manual_seed(0)
+    model = PositionToyModel(8, d_model=16, num_heads=4, position="alibi").eval()
+    with torch.no_grad():
+        model.attn.qkv.weight[:32].zero_()  # the query and key rows
+        model.attn.qkv.bias[:32].zero_()
+    T = 7
+    _, w = model(torch.randint(8, (2, T)), need_weights=True)  # (2, 4, T, T)
+    slopes = alibi_slopes_ref(4)
+    for h in range(4):
+        for t in range(T):
+            expected = softmax_ref(np.array([-slopes[h] * (t - s) for s in range(t + 1)]))
+            np.testing.assert_allclose(
+                w[:, h, t, : t + 1].detach().numpy(), np.broadcast_to(expected, (2, t + 1)), atol=1e-6
+            )
+    torch.manual_seed(1)
+    model = PositionToyModel(8, d_model=16, num_heads=2, position="alibi").eval()
+    x, prefix = torch.randint(8, (2, 12)), torch.randint(8, (2, 5))
+    a = model(x, window=4)
+    b = model(torch.cat([prefix, x], 1), window=4)[:, 5:]
+    assert torch.allclose(a[:, 3:], b[:, 3:], atol=1e-5)
+
+
+def test_seeded_experiment_table_and_determinism():
+    kw = dict(
+        kinds=("rope", "alibi"),
+        task=CopyTask(vocab_size=6, offset=1),
+        train_len=6,
+        test_lengths=(6, 10),
+        steps=5,
+        seeds=(0, 1),
+        windows=(None, 3),
+        batch_size=8,
+        d_model=16,
+        num_heads=2,
+    )
+    table, models = extrapolation_seeds(**kw)
+    assert list(table.columns) == ["position", "seed", "window", "test_length", "accuracy"]
+    assert len(table) == 2 * 2 * 2 * 2 and set(table.window) == {0, 3}
+    assert set(models) == {("rope", 0), ("rope", 1), ("alibi", 0), ("alibi", 1)}
+    row = table[(table.position == "alibi") & (table.seed == 1) & (table.window == 3) & (table.test_length == 10)]
+    assert row.accuracy.item() == accuracy(models["alibi", 1], kw["task"], 10, window=3)
+    assert table.equals(extrapolation_seeds(**kw)[0])

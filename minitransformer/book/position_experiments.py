@@ -14,10 +14,15 @@ Three otherwise identical models differ only in how they learn where a token is:
 * ``"sinusoidal"``: the fixed sinusoidal table added to the token embedding
   (:class:`~minitransformer.positional.SinusoidalPositionalEncoding`);
 * ``"rope"``: nothing added; queries and keys are rotated
-  (:class:`~minitransformer.rotary.RotaryEmbedding`) inside attention.
+  (:class:`~minitransformer.rotary.RotaryEmbedding`) inside attention;
+* ``"alibi"``: nothing added; every head's scores get ALiBi's fixed penalty
+  ``-slope_h * (t - s)`` (:func:`~minitransformer.relative.alibi_bias`, passed to
+  attention as ``attn_bias``).
 
 Train each on sequences of ``train_len`` tokens, then measure the accuracy on
-longer sequences. Everything is seeded; a model trains in a few seconds on a CPU.
+longer sequences (:func:`extrapolation_experiment`, one seed;
+:func:`extrapolation_seeds`, several seeds with and without a sliding window).
+Everything is seeded; a model trains in a few seconds on a CPU.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from torch import Tensor
 
 from ..multihead import MultiHeadAttention
 from ..positional import LearnedPositionalEmbedding, SinusoidalPositionalEncoding
+from ..relative import alibi_bias
 from ..rotary import RotaryEmbedding
 from ..train import fit
 from ..validation import check_positive_int
@@ -46,10 +52,11 @@ __all__ = [
     "accuracy_by_position",
     "attention_by_offset",
     "extrapolation_experiment",
+    "extrapolation_seeds",
     "window_mask",
 ]
 
-POSITION_KINDS = ("learned", "sinusoidal", "rope", "none")
+POSITION_KINDS = ("learned", "sinusoidal", "rope", "alibi", "none")
 IGNORE = -100  # target id of positions without a target (cross_entropy's ignore_index)
 
 
@@ -101,7 +108,7 @@ class PositionToyModel(nn.Module):
         vocab_size: number of tokens.
         d_model: width.
         num_heads: attention heads.
-        position: ``"learned"``, ``"sinusoidal"``, ``"rope"`` or ``"none"``.
+        position: ``"learned"``, ``"sinusoidal"``, ``"rope"``, ``"alibi"`` or ``"none"``.
         max_len: positions the learned table has rows for (the longest test length).
 
     ``forward(x (B, T)) -> logits (B, T, vocab_size)``.
@@ -113,7 +120,7 @@ class PositionToyModel(nn.Module):
         super().__init__()
         if position not in POSITION_KINDS:
             raise ValueError(f"PositionToyModel: position={position!r} is not one of {POSITION_KINDS}")
-        self.position, self.max_len = position, max_len
+        self.position, self.max_len, self.num_heads = position, max_len, num_heads
         self.embed = nn.Embedding(vocab_size, d_model)  # (V, d)
         if position == "learned":
             self.pos = LearnedPositionalEmbedding(max_len, d_model)
@@ -139,8 +146,12 @@ class PositionToyModel(nn.Module):
             h = self.pos(h)  # (B, T, d): positions added
         T = x.shape[1]
         mask = None if window is None else window_mask(T, window, x.device)  # (T, T)
+        extra = {}
+        if self.position == "alibi":  # -slope_h * (t - s) added to head h's scores
+            bias = alibi_bias(self.num_heads, T, T, dtype=h.dtype, device=x.device)
+            extra["attn_bias"] = bias  # (H, T, T); -inf above the diagonal
         # a: (B, T, d), w: (B, H, T, T)
-        a, w = self.attn(h, mask=mask, is_causal=True, need_weights=True)
+        a, w = self.attn(h, mask=mask, is_causal=True, need_weights=True, **extra)
         logits = self.head(a)  # (B, T, V)
         return (logits, w) if need_weights else logits
 
@@ -279,4 +290,44 @@ def extrapolation_experiment(
         models[kind] = model
         for length in test_lengths:
             rows.append({"position": kind, "test_length": length, "accuracy": accuracy(model, task, length)})
+    return pd.DataFrame(rows), models
+
+
+def extrapolation_seeds(
+    kinds=("learned", "sinusoidal", "rope", "alibi"),
+    task: CopyTask = CopyTask(),
+    train_len: int = 16,
+    test_lengths=(16, 24, 32, 48, 64, 96, 128),
+    steps: int = 400,
+    seeds=(0, 1, 2),
+    windows=(None, 16),
+    **train_kwargs,
+):
+    """:func:`extrapolation_experiment` for several seeds: every kind trains with the same seeds,
+    steps and batches, and each trained model is tested with every attention window.
+
+    Args:
+        kinds: positional schemes (see :data:`POSITION_KINDS`).
+        task, train_len, test_lengths, steps: as in :func:`extrapolation_experiment`.
+        seeds: one training run per seed and kind (weights from ``seed``, batches from ``seed + 1``).
+        windows: ``None`` (full causal attention) and/or sliding-window sizes for the test.
+        train_kwargs: passed to :func:`train_position_model`.
+
+    Returns:
+        ``(table, models)``: a DataFrame with columns ``position``, ``seed``, ``window``
+        (``0`` for full attention), ``test_length``, ``accuracy``; and the trained models
+        by ``(kind, seed)``.
+    """
+    max_len = max(max(test_lengths), train_len)
+    rows, models = [], {}
+    for kind in kinds:
+        for seed in seeds:
+            model, _ = train_position_model(kind, task, train_len, steps, max_len=max_len, seed=seed, **train_kwargs)
+            models[kind, seed] = model
+            for window in windows:
+                for length in test_lengths:
+                    acc = accuracy(model, task, length, window=window)
+                    rows.append(
+                        {"position": kind, "seed": seed, "window": window or 0, "test_length": length, "accuracy": acc}
+                    )
     return pd.DataFrame(rows), models

@@ -1,4 +1,5 @@
-"""Chapter 4 exercises: splitting and merging heads, counting parameters, sizing a KV cache."""
+"""Chapter 4 exercises: splitting and merging heads, counting parameters, sizing a KV cache, and a
+change to the ablation experiment (mean-ablation)."""
 
 from __future__ import annotations
 
@@ -249,5 +250,104 @@ register(
         ],
         rtol=0.0,
         atol=0.5,
+    )
+)
+
+
+# -- 5. change the experiment: mean-ablate a head ----------------------------------------------
+
+
+def mean_ablation_loss_solution(model, idx: torch.Tensor, targets: torch.Tensor, layer: int, head: int) -> float:
+    """Held-out loss with head ``(layer, head)``'s output replaced by its MEAN over the batch and positions.
+
+    The chapter's ablation sets the head's ``d_k``-wide slice of the input of ``W^O`` to zero; here the
+    slice becomes its average over every sequence and position of ``idx``, so the head still adds its
+    typical output and only stops depending on the input."""
+    from ..book.heads import attention_layers, evaluate
+
+    attn = attention_layers(model)[layer]
+    cols = slice(head * attn.head_dim, (head + 1) * attn.head_dim)  # the head's block of the concatenation
+
+    def mean_ablate(module, inputs):
+        concat = inputs[0].clone()  # (B, T, H * d_k): the heads side by side, before W^O
+        concat[..., cols] = concat[..., cols].mean(dim=(0, 1))  # (d_k,) broadcast over (B, T)
+        return (concat,)
+
+    handle = attn.out.register_forward_pre_hook(mean_ablate)
+    try:
+        return evaluate(model, idx, targets)["loss"]
+    finally:
+        handle.remove()
+
+
+def _mean_ablation_variant(model, idx, targets, layer, head, dims=(0, 1), offset=0, zero=False) -> float:
+    """Known slips: zeroing instead of averaging, the mean over the wrong axes, the wrong head's columns."""
+    from ..book.heads import attention_layers, evaluate
+
+    attn = attention_layers(model)[layer]
+    start = head * attn.head_dim + offset
+    cols = slice(start, start + attn.head_dim)
+
+    def hook(module, inputs):
+        concat = inputs[0].clone()
+        concat[..., cols] = 0.0 if zero else concat[..., cols].mean(dim=dims, keepdim=True)
+        return (concat,)
+
+    handle = attn.out.register_forward_pre_hook(hook)
+    try:
+        return evaluate(model, idx, targets)["loss"]
+    finally:
+        handle.remove()
+
+
+def _mean_ablation_cases() -> list[Case]:
+    from ..book.heads import AttentionOnlyTransformer, repeated_sequences
+
+    cases = []
+    for seed, (layer, head) in [(0, (0, 1)), (1, (1, 0)), (2, (1, 3))]:
+        torch.manual_seed(seed)
+        model = AttentionOnlyTransformer(vocab_size=12, block_size=16, n_layer=2, n_head=4, d_model=16).double()
+        with torch.no_grad():  # a larger W^O, so that every head moves the loss visibly
+            for attn in model.attns:
+                attn.out.weight.mul_(4.0)
+        idx, targets = repeated_sequences(
+            8, seq_len=16, vocab_size=12, min_period=3, max_period=6, generator=_gen(seed)
+        )
+        cases.append(
+            Case(
+                f"an untrained 2-layer, 4-head model (seed {seed}), 8 sequences of 16 tokens, head ({layer}, {head})",
+                (model, idx, targets, layer, head),
+            )
+        )
+    return cases
+
+
+register(
+    Exercise(
+        "ch04.mean_ablation_loss",
+        "change the ablation: replace a head's output by its mean instead of zero",
+        mean_ablation_loss_solution,
+        _mean_ablation_cases,
+        hint="register a forward PRE-hook on attention_layers(model)[layer].out (W^O); its input is (B, T, H * d_k); "
+        "replace columns head*d_k .. (head+1)*d_k - 1 by their mean over dims (0, 1) (every sequence and "
+        "position), return the modified input as a tuple, evaluate, and remove the hook.",
+        mistakes=[
+            Mistake(
+                lambda m, i, t, layer, head: _mean_ablation_variant(m, i, t, layer, head, zero=True),
+                "you zeroed the head, as section 7 does; this exercise replaces it by its MEAN output.",
+            ),
+            Mistake(
+                lambda m, i, t, layer, head: _mean_ablation_variant(m, i, t, layer, head, dims=(1,)),
+                "you averaged over the positions of each sequence only; average over every sequence AND "
+                "position, dims (0, 1), so that the head no longer depends on its input at all.",
+            ),
+            Mistake(
+                lambda m, i, t, layer, head: _mean_ablation_variant(m, i, t, layer, head, dims=(-1,)),
+                "you averaged the head's d_k features with each other; average each feature over the batch "
+                "and the positions (dims 0 and 1) instead.",
+            ),
+        ],
+        rtol=1e-9,
+        atol=1e-12,
     )
 )

@@ -1,4 +1,5 @@
-"""Chapter 5 exercises: the sinusoidal table, its transition matrix, RoPE, relative positions."""
+"""Chapter 5 exercises: the sinusoidal table, its transition matrix, RoPE, relative positions, and how far
+ALiBi's heads look (a change to the chapter's length experiment)."""
 
 from __future__ import annotations
 
@@ -309,5 +310,71 @@ register(
                 "you did not clip: offsets beyond K must share the index of ±K (clamp(-K, K)).",
             ),
         ],
+    )
+)
+
+
+# -- 5. change the experiment: how far do ALiBi's heads look? ------------------------
+
+
+def alibi_far_mass_solution(num_heads: int, length: int, window: int) -> torch.Tensor:
+    """(H,): for the LAST query of a ``length``-token sequence and scores that ignore content,
+    the share of each ALiBi head's weight on keys at least ``window`` positions back."""
+    from ..relative import alibi_slopes
+
+    slopes = alibi_slopes(num_heads, torch.float64)  # (H,)
+    distance = torch.arange(length, dtype=torch.float64)  # (L,): keys 0 .. L-1 positions back
+    weights = torch.softmax(-slopes[:, None] * distance[None, :], dim=-1)  # (H, L): each row sums to 1
+    return weights[:, window:].sum(-1)  # (H,)
+
+
+def _alibi_variant(H: int, L: int, W: int, sign: float = 1.0, edge: int = 0, rev: bool = False) -> torch.Tensor:
+    """Known slips: the penalty's sign, the window's edge, the order of the heads."""
+    from ..relative import alibi_slopes
+
+    slopes = alibi_slopes(H, torch.float64)
+    if rev:
+        slopes = slopes.flip(0)
+    w = torch.softmax(-sign * slopes[:, None] * torch.arange(L, dtype=torch.float64)[None, :], dim=-1)
+    return w[:, W + edge :].sum(-1)
+
+
+def _alibi_cases() -> list[Case]:
+    return [
+        Case("8 heads, length 16, window 4", (8, 16, 4)),
+        Case("4 heads (the chapter's model), length 128, window 16 (the training length)", (4, 128, 16)),
+        Case("6 heads (not a power of 2), length 40, window 10", (6, 40, 10)),
+        Case("2 heads, length 10, window 10: no key is that far back", (2, 10, 10)),
+        Case("1 head, length 5, window 1: every key but the query's own", (1, 5, 1)),
+    ]
+
+
+register(
+    Exercise(
+        "ch05.alibi_far_mass",
+        "change the experiment: how much of an ALiBi head's weight lies beyond the trained span",
+        alibi_far_mass_solution,
+        _alibi_cases,
+        hint="the last query sees keys 0, 1, ..., length-1 positions back; head h's score for a key d back is "
+        "-slope_h * d (alibi_slopes(num_heads) gives the slopes); softmax over ALL the keys, then add the weights "
+        "of the keys d >= window back.",
+        mistakes=[
+            Mistake(
+                lambda H, L, W: _alibi_variant(H, L, W, sign=-1.0),
+                "the penalty has the wrong sign: ALiBi SUBTRACTS slope_h * d, so far keys get less weight, not more.",
+            ),
+            Mistake(
+                lambda H, L, W: _alibi_variant(H, L, W, edge=1),
+                "off by one at the window's edge: the window of W positions is d = 0 .. W-1 back (the query's "
+                "own position is d = 0), so the far keys start at d = W.",
+            ),
+            Mistake(
+                lambda H, L, W: _alibi_variant(H, L, W, rev=True),
+                "the heads are in the wrong order: head 0 has the STEEPEST slope (2^(-8/H)), the last head the "
+                "flattest (2^-8).",
+            ),
+        ],
+        rtol=1e-9,
+        atol=1e-12,
     )
 )

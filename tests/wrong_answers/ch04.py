@@ -38,3 +38,44 @@ WRONG = {
         lambda L, h, kv, hd, n, b, by: kv_cache_bytes(L, kv, hd, n, b, by),  # the package's own function
     ],
 }
+
+
+def _ablated_loss(model, idx, targets, layer, head, fill):
+    """The loss with head (layer, head)'s slice of W^O's input replaced by fill(slice)."""
+    from minitransformer.book.heads import attention_layers, evaluate
+
+    attn = attention_layers(model)[layer]
+    cols = slice(head * attn.head_dim, (head + 1) * attn.head_dim)
+
+    def hook(module, inputs):
+        x = inputs[0].clone()
+        x[..., cols] = fill(x[..., cols])
+        return (x,)
+
+    handle = attn.out.register_forward_pre_hook(hook)
+    try:
+        return evaluate(model, idx, targets)["loss"]
+    finally:
+        handle.remove()
+
+
+def _intact_loss(model, idx, targets, layer, head):
+    from minitransformer.book.heads import evaluate
+
+    return evaluate(model, idx, targets)["loss"]
+
+
+def _zero_ablation(model, idx, targets, layer, head):
+    from minitransformer.book.heads import ablate_heads, evaluate
+
+    with ablate_heads(model, [(layer, head)]):
+        return evaluate(model, idx, targets)["loss"]
+
+
+WRONG["ch04.mean_ablation_loss"] = [
+    _zero_ablation,  # the chapter's zero-ablation
+    _intact_loss,  # nothing ablated
+    lambda m, i, t, layer, head: _ablated_loss(m, i, t, layer, head, lambda x: x.mean(dim=0)),  # mean over batch only
+    lambda m, i, t, layer, head: _ablated_loss(m, i, t, layer, head, lambda x: x.mean()),  # one number for all
+    lambda m, i, t, layer, head: _ablated_loss(m, i, t, layer - 1 if layer else 1, head, lambda x: x.mean(dim=(0, 1))),
+]

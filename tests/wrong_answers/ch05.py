@@ -118,3 +118,24 @@ WRONG = {
         lambda n, K: _rel(n, K).float(),  # wrong dtype: float indices cannot index nn.Embedding
     ],
 }
+
+
+def _alibi_far(H, L, W, slopes=None, normalise_over=None, start=None):
+    from minitransformer.relative import alibi_slopes
+
+    s = alibi_slopes(H, torch.float64) if slopes is None else slopes(H)
+    scores = -s[:, None] * torch.arange(L, dtype=torch.float64)[None, :]  # (H, L)
+    if normalise_over == "window":  # softmax over the window only, then "the rest" is 1 - 1
+        w = torch.softmax(scores[:, :W], dim=-1)
+        return 1.0 - w.sum(-1)
+    w = torch.softmax(scores, dim=-1)
+    return w[:, (W if start is None else start) :].sum(-1)
+
+
+WRONG["ch05.alibi_far_mass"] = [
+    lambda H, L, W: _alibi_far(H, L, W, slopes=lambda H: torch.full((H,), 1.0 / H, dtype=torch.float64)),  # 1/H
+    lambda H, L, W: torch.full((H,), max(L - W, 0) / L, dtype=torch.float64),  # no bias: uniform weights
+    lambda H, L, W: _alibi_far(H, L, W, normalise_over="window"),  # the softmax over the window only
+    lambda H, L, W: _alibi_far(H, L, W, start=W + 1),  # off by one at the edge
+    lambda H, L, W: _alibi_far(H, L, W, slopes=lambda H: torch.tensor([2.0 ** (-(i + 1)) for i in range(H)]).double()),
+]
