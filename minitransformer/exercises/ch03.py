@@ -1,4 +1,5 @@
-"""Chapter 3 exercises: softmax, scaled dot-product attention, the causal mask, padding."""
+"""Chapter 3 exercises: softmax, scaled dot-product attention, the causal mask, padding, and the
+saturation experiment changed (no 1/sqrt(d_k) scale)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import math
 
 import torch
 
+from ..book.diagnostics import softmax_saturation
 from ..reference import attention_ref, causal_mask_ref, softmax_ref
 from .core import Case, Exercise, Forbidden, Mistake, register
 
@@ -290,5 +292,69 @@ register(
         ],
         reference=attention_ref,
         forbidden=[_NO_LIBRARY_ATTENTION],
+    )
+)
+
+
+# -- 5. change an experiment: the saturation experiment without the scale ------------------
+
+
+def unscaled_saturation_solution(d_k: int, n_keys: int) -> float:
+    """The saturation experiment of section 4, changed: unscaled scores, any d_k and number of keys.
+
+    Returns the mean largest softmax weight (1 = one-hot) of one random query against
+    ``n_keys`` random keys, averaged over the experiment's 200 trials (seed 0).
+
+    Interpretation (the question under the exercise). With 16 keys the unscaled largest weight
+    climbs towards 1 as d_k grows, because the scores' standard deviation is sqrt(d_k): the
+    softmax turns into an argmax and its Jacobian, the gradient path to the scores, vanishes.
+    More keys (256 at d_k = 64) lower the largest weight a little, since more keys compete for
+    the top, but it stays far above the uniform 1/256: the cause is the size of the scores,
+    not the number of keys. Dividing by sqrt(d_k) fixes the score scale whatever d_k is.
+    """
+    return softmax_saturation(d_k, n_keys=n_keys, scaled=False)["max_weight"]
+
+
+def _saturation_cases() -> list[Case]:
+    return [
+        Case("d_k = 64, 16 keys (the chapter's table, unscaled row)", (64, 16)),
+        Case("d_k = 512, 16 keys (a head size the table does not have)", (512, 16)),
+        Case("d_k = 64, 256 keys (more keys)", (64, 256)),
+        Case("d_k = 2, 8 keys", (2, 8)),
+    ]
+
+
+def _saturation(d_k, n_keys, key="max_weight", scaled=False):
+    return softmax_saturation(d_k, n_keys=n_keys, scaled=scaled)[key]
+
+
+register(
+    Exercise(
+        "ch03.unscaled_saturation",
+        "the saturation experiment without the 1/sqrt(d_k) scale: the mean largest weight",
+        unscaled_saturation_solution,
+        _saturation_cases,
+        hint="run the chapter's experiment with the scale switched off: softmax_saturation(d_k, n_keys=n_keys, "
+        "scaled=False) from minitransformer.book.diagnostics, and return its 'max_weight' (a float).",
+        mistakes=[
+            Mistake(
+                lambda d_k, n_keys: _saturation(d_k, n_keys, scaled=True),
+                "that is the SCALED experiment (q·k / sqrt(d_k)): the change asked for is scaled=False.",
+            ),
+            Mistake(
+                lambda d_k, n_keys: _saturation(d_k, 16),
+                "your number does not depend on n_keys: pass n_keys=n_keys (the default is 16 keys).",
+            ),
+            Mistake(
+                lambda d_k, n_keys: _saturation(d_k, n_keys, key="jacobian_norm"),
+                "that is the size of the softmax Jacobian; the question asks for the mean largest weight "
+                "('max_weight').",
+            ),
+            Mistake(
+                lambda d_k, n_keys: _saturation(d_k, n_keys, key="entropy"),
+                "that is the entropy of the weights; the question asks for the mean largest weight ('max_weight').",
+            ),
+        ],
+        forbidden=[],
     )
 )

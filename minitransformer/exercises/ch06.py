@@ -1,4 +1,5 @@
-"""Chapter 6 exercises: LayerNorm by hand, the Pre-LN block, the warmup schedule, label smoothing.
+"""Chapter 6 exercises: LayerNorm by hand, the Pre-LN block, the warmup schedule, label smoothing,
+and the Post-LN experiment changed (depth and warmup).
 
 Three reference solutions are the package's own functions (``layer_norm``,
 ``noam_lr``, ``smoothed_targets``), so the solution a reader reveals is the
@@ -7,11 +8,13 @@ code the chapter runs.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..book.block_experiments import layer_norm
+from ..book.block_experiments import PreviousTokenTask, layer_norm, train_block_stack
 from ..layers import FeedForward
 from ..multihead import MultiHeadAttention
 from ..train import noam_lr, smoothed_targets
@@ -257,5 +260,80 @@ register(
                 functions=("minitransformer.train:smoothed_targets", "minitransformer.train:label_smoothing_loss"),
             )
         ],
+    )
+)
+
+
+# -- 5. change an experiment: Post-LN with another depth and warmup ----------------------------
+
+
+def post_ln_loss_solution(num_layers: int, warmup: int) -> float:
+    """Section 5's experiment, changed: the Post-LN stack with ``num_layers`` blocks and
+    ``warmup`` steps of linear warmup (0 = none), trained for 100 steps with the chapter's
+    recipe otherwise (the previous-token task over 16 tokens of length 10, d_model 32,
+    4 heads, Adam at 1e-2, batches of 32, seed 0). Returns the loss at the last step.
+
+    Interpretation (the question under the exercise). The need for warmup grows with depth:
+    a 4-block Post-LN stack learns the task without any warmup, while the 8-block stack
+    stays at the uniform loss log 16 without warmup and also with a warmup of 10 steps
+    (section 5's 50 steps were enough). "Post-LN needs warmup" is a statement about deep
+    stacks at a given learning rate, and this is one seed: rerun with other seeds before
+    trusting where the line falls.
+    """
+    task = PreviousTokenTask(vocab_size=16, length=10)
+    _, history = train_block_stack(False, num_layers=num_layers, task=task, steps=100, warmup=warmup, seed=0)
+    return float(history["loss"].iloc[-1])
+
+
+@functools.lru_cache(maxsize=32)
+def _block_stack_losses(norm_first: bool, num_layers: int, warmup: int, steps: int) -> tuple[float, ...]:
+    """The logged losses of one run (cached: the checker and its known mistakes share runs)."""
+    task = PreviousTokenTask(vocab_size=16, length=10)
+    _, history = train_block_stack(norm_first, num_layers=num_layers, task=task, steps=steps, warmup=warmup, seed=0)
+    return tuple(float(x) for x in history["loss"])
+
+
+def _post_ln_loss_reference(num_layers: int, warmup: int) -> float:
+    return _block_stack_losses(False, num_layers, warmup, 100)[-1]
+
+
+def _post_ln_cases() -> list[Case]:
+    return [
+        Case("4 blocks, no warmup", (4, 0)),
+        Case("8 blocks, 10 warmup steps", (8, 10)),
+    ]
+
+
+register(
+    Exercise(
+        "ch06.post_ln_loss",
+        "the Post-LN experiment with another depth and warmup: the loss after 100 steps",
+        post_ln_loss_solution,
+        _post_ln_cases,
+        hint="call train_block_stack(False, num_layers=num_layers, task=PreviousTokenTask(vocab_size=16, length=10), "
+        "steps=100, warmup=warmup, seed=0) and return the last value of its 'loss' column as a float.",
+        mistakes=[
+            Mistake(
+                lambda n, w: _block_stack_losses(True, n, w, 100)[-1],
+                "that is the Pre-LN stack (norm_first=True); the experiment is about Post-LN: norm_first=False.",
+            ),
+            Mistake(
+                lambda n, w: _block_stack_losses(False, n, w, 100)[0],
+                "that is the loss at the FIRST step; report the loss at the last step (history['loss'].iloc[-1]).",
+            ),
+            Mistake(
+                lambda n, w: _block_stack_losses(False, n, w, 150)[-1],
+                "that run has 150 steps (the chapter's); this exercise trains for steps=100.",
+            ),
+            Mistake(
+                lambda n, w: _block_stack_losses(False, n, 0, 100)[-1],
+                "your run ignores the warmup: pass warmup=warmup to train_block_stack.",
+            ),
+            Mistake(
+                lambda n, w: _block_stack_losses(False, 8, w, 100)[-1],
+                "your run always has 8 blocks (the default): pass num_layers=num_layers.",
+            ),
+        ],
+        reference=_post_ln_loss_reference,
     )
 )

@@ -1,11 +1,14 @@
 """Chapter 8 exercises: the online-softmax update, the sliding-window mask,
-linear attention."""
+linear attention, and the tiled forward pass changed (the tile sizes, causal)."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
 
+from ..flash.tiled_numpy import flash_forward_steps
 from ..reference import linear_attention_ref
 from .core import Case, Exercise, Forbidden, Mistake, Pairwise, register
 
@@ -240,5 +243,93 @@ register(
             "keys' summary phi(K)^T V (r x d_v) and phi(K).sum over the keys (r,) first, then multiply phi(Q) "
             "by them. Memory and time then grow with n + m, not n x m.",
         ),
+    )
+)
+
+
+# -- 4. change an experiment: the tile sizes of causal flash attention ----------------------------
+
+
+def causal_tiles_solution(N: int, Br: int, Bc: int) -> tuple[int, float]:
+    """Run the tiled forward pass of section 3.3 (``flash_forward_steps``) with ``is_causal=True``
+    on one head of length ``N`` (random q, k, v of width 4, seed 0) and tiles of ``Br`` query rows
+    and ``Bc`` keys. Returns ``(tiles, fraction)``: the number of score tiles it computes, and the
+    entries of those tiles as a fraction of the full ``N x N`` score matrix.
+
+    Interpretation (the question under the exercise). Causal attention needs only the lower
+    triangle, (N + 1) / (2N) of the scores, a little over a half. Tiles above the diagonal are skipped
+    whole, but a tile that crosses the diagonal is computed in full and then partly masked, so
+    the fraction computed sits above (N + 1) / (2N) by the diagonal tiles' masked part: larger tiles
+    waste more, and one tile covering everything computes all N x N scores. Smaller tiles waste
+    less but need more steps (more loop iterations, on a GPU more loads of K and V per query
+    tile), which is why kernels pick the largest tiles that fit in shared memory.
+    """
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(N, 4, generator=g, dtype=torch.float64).numpy() for _ in range(3))
+    tiles, entries = 0, 0
+    for step in flash_forward_steps(q, k, v, Br=Br, Bc=Bc, is_causal=True):
+        tiles += 1
+        entries += step.S.size  # this tile's scores, masked ones included
+    return tiles, entries / (N * N)
+
+
+def _causal_tiles_count(N, Br, Bc, causal=True, clipped=True, skip_rule="ceil"):
+    """The tile count and computed fraction by arithmetic (the known mistakes vary one rule)."""
+    Tr, Tc = math.ceil(N / Br), math.ceil(N / Bc)
+    tiles = entries = 0
+    for i in range(Tr):
+        r0, r1 = i * Br, min((i + 1) * Br, N)
+        if not causal:
+            Tc_i = Tc
+        elif skip_rule == "ceil":
+            Tc_i = min(Tc, math.ceil(r1 / Bc))
+        else:  # the floor: drops the key tile that holds the diagonal's end
+            Tc_i = max(1, min(Tc, r1 // Bc))
+        for j in range(Tc_i):
+            c0, c1 = j * Bc, min((j + 1) * Bc, N)
+            tiles += 1
+            entries += ((r1 - r0) * (c1 - c0)) if clipped else Br * Bc
+    return tiles, entries / (N * N)
+
+
+def _causal_tiles_cases() -> list[Case]:
+    return [
+        Case("N = 64, Br = Bc = 16", (64, 16, 16)),
+        Case("N = 64, Br = 8, Bc = 32 (tall and wide tiles differ)", (64, 8, 32)),
+        Case("N = 100, Br = 32, Bc = 16 (N not a multiple of the tiles: short last tiles)", (100, 32, 16)),
+        Case("N = 64, one tile Br = Bc = 64", (64, 64, 64)),
+    ]
+
+
+register(
+    Exercise(
+        "ch08.causal_tiles",
+        "causal flash attention with other tile sizes: tiles computed and the share of the N x N scores",
+        causal_tiles_solution,
+        _causal_tiles_cases,
+        hint="loop over flash_forward_steps(q, k, v, Br=Br, Bc=Bc, is_causal=True) on (N, 4) inputs: count the "
+        "steps, add up step.S.size, and divide that by N * N; return (tiles, fraction).",
+        mistakes=[
+            Mistake(
+                lambda N, Br, Bc: _causal_tiles_count(N, Br, Bc, causal=False),
+                "you counted every tile: with is_causal=True the tiles entirely above the diagonal are skipped.",
+            ),
+            Mistake(
+                lambda N, Br, Bc: _causal_tiles_count(N, Br, Bc, clipped=False),
+                "you counted Br x Bc entries for every tile, but the last tiles are short when N is not a "
+                "multiple of the tile: use each tile's own size (step.S.size).",
+            ),
+            Mistake(
+                lambda N, Br, Bc: (_causal_tiles_count(N, Br, Bc)[0], (N + 1) / (2 * N)),
+                "that fraction is the lower triangle, what causal attention NEEDS; the tiles that cross "
+                "the diagonal are computed in full and masked afterwards: count all their entries.",
+            ),
+            Mistake(
+                lambda N, Br, Bc: _causal_tiles_count(N, Br, Bc, skip_rule="floor"),
+                "you dropped the key tile that holds the end of a query tile's diagonal: query tile i needs "
+                "key tiles 0 .. ceil(r1 / Bc) - 1, where r1 is the tile's last row + 1.",
+            ),
+        ],
+        reference=_causal_tiles_count,
     )
 )

@@ -1,9 +1,11 @@
-"""Chapter 9 exercises: patchify an image, an adjacency mask, the L-hop receptive field, attention entropy."""
+"""Chapter 9 exercises: patchify an image, an adjacency mask, the L-hop receptive field, attention entropy,
+and the tiny ViT changed (another patch size: tokens and attention size)."""
 
 from __future__ import annotations
 
 import torch
 
+from ..book.vision import TinyViT
 from .core import Case, Exercise, Forbidden, Mistake, register
 
 
@@ -277,5 +279,76 @@ register(
                 ),
             )
         ],
+    )
+)
+
+
+# -- 5. change an experiment: the ViT's patch size ------------------------------------------------
+
+
+def vit_patch_cost_solution(image_size: int, patch_size: int) -> tuple[int, int]:
+    """Section 2's tiny ViT with another patch size: build it (1 channel, 4 classes, width 32,
+    2 heads, 2 layers), run one random image through it with ``need_weights=True``, and read
+    off the first layer's attention weights ``(1, H, T, T)``. Returns ``(T, H * T * T)``: the
+    tokens the encoder sees (CLS included) and the entries of one layer's attention weights
+    for one image, all heads.
+
+    Interpretation (the question under the exercise). Halving the patch side multiplies the
+    patches by 4 and the attention entries by about 16 (exactly so without the CLS token),
+    while the pixels per image stay the same: the attention cost grows like (S / p)^4. That is
+    why ViTs use patches of 16 x 16 pixels rather than pixels, and why high-resolution images
+    call for larger patches or windowed attention (chapter 8).
+    """
+    model = TinyViT(image_size=image_size, patch_size=patch_size, channels=1, num_classes=4, d_model=32)
+    with torch.no_grad():
+        _, weights = model(torch.randn(1, 1, image_size, image_size), need_weights=True)
+    _, heads, tokens, _ = weights[0].shape  # (1, H, T, T)
+    return tokens, heads * tokens * tokens
+
+
+def _vit_patch_cost_count(image_size, patch_size, cls=True, heads=2, squared=True, layers=1):
+    """The same numbers by arithmetic (the known mistakes change one rule)."""
+    side = image_size // patch_size
+    tokens = (side * side if squared else side) + (1 if cls else 0)
+    return tokens, layers * heads * tokens * tokens
+
+
+def _vit_patch_cases() -> list[Case]:
+    return [
+        Case("32 x 32 images, 8 x 8 patches (section 2)", (32, 8)),
+        Case("32 x 32 images, 4 x 4 patches", (32, 4)),
+        Case("28 x 28 digits, 7 x 7 patches", (28, 7)),
+        Case("32 x 32 images, 2 x 2 patches", (32, 2)),
+    ]
+
+
+register(
+    Exercise(
+        "ch09.vit_patch_cost",
+        "the tiny ViT with another patch size: tokens and attention entries per layer",
+        vit_patch_cost_solution,
+        _vit_patch_cases,
+        hint="build TinyViT(image_size=..., patch_size=..., channels=1, num_classes=4, d_model=32), call it on "
+        "torch.randn(1, 1, S, S) with need_weights=True, take weights[0].shape = (1, H, T, T) and return "
+        "(T, H * T * T).",
+        mistakes=[
+            Mistake(
+                lambda S, p: _vit_patch_cost_count(S, p, cls=False),
+                "you left out the CLS token: the encoder sees the (S/p)^2 patches AND the CLS token.",
+            ),
+            Mistake(
+                lambda S, p: _vit_patch_cost_count(S, p, heads=1),
+                "that is one head's T x T matrix; count the entries of all heads (H * T * T).",
+            ),
+            Mistake(
+                lambda S, p: _vit_patch_cost_count(S, p, squared=False),
+                "S/p is the number of patches along ONE side; the image has (S/p)^2 patches.",
+            ),
+            Mistake(
+                lambda S, p: _vit_patch_cost_count(S, p, layers=2),
+                "you added up both layers; the question asks for ONE layer's attention weights.",
+            ),
+        ],
+        reference=_vit_patch_cost_count,
     )
 )

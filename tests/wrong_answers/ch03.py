@@ -111,3 +111,27 @@ WRONG = {
         masked_float32,  # wrong dtype (float32)
     ],
 }
+
+
+def _saturation_scaled(d_k, n_keys):
+    from minitransformer.book.diagnostics import softmax_saturation
+
+    return softmax_saturation(d_k, n_keys=n_keys)["max_weight"]  # forgot to switch the scale off
+
+
+def _saturation_by_hand_one_trial(d_k, n_keys):
+    g = torch.Generator().manual_seed(0)
+    q, k = (
+        torch.randn(d_k, generator=g, dtype=torch.float64),
+        torch.randn(n_keys, d_k, generator=g, dtype=torch.float64),
+    )
+    return torch.softmax(k @ q, -1).max().item()  # one trial, not the mean over the experiment's 200
+
+
+def _saturation_default_keys(d_k, n_keys):
+    from minitransformer.book.diagnostics import softmax_saturation
+
+    return softmax_saturation(d_k, scaled=False)["max_weight"]  # n_keys ignored (always 16)
+
+
+WRONG["ch03.unscaled_saturation"] = [_saturation_scaled, _saturation_by_hand_one_trial, _saturation_default_keys]

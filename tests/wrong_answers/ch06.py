@@ -85,3 +85,18 @@ WRONG = {
         lambda t, C, e: smoothed_targets(t, C, e),  # the package's own function, wrapped
     ],
 }
+
+
+def _post_ln(num_layers, warmup, *, norm_first=False, steps=100, reduce=lambda s: s.iloc[-1]):
+    from minitransformer.book.block_experiments import PreviousTokenTask, train_block_stack
+
+    task = PreviousTokenTask(vocab_size=16, length=10)
+    _, h = train_block_stack(norm_first, num_layers=num_layers, task=task, steps=steps, warmup=warmup, seed=0)
+    return float(reduce(h["loss"]))
+
+
+WRONG["ch06.post_ln_loss"] = [
+    lambda n, w: _post_ln(n, w, norm_first=True),  # Pre-LN instead of Post-LN
+    lambda n, w: _post_ln(n, w, reduce=lambda s: s.mean()),  # the mean loss over the run, not the last
+    lambda n, w: _post_ln(n, w, steps=150),  # the chapter's 150 steps, not 100
+]

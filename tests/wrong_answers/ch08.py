@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -89,3 +91,23 @@ WRONG = {
         _linear_elu_in_place,  # in-place mutation of q
     ],
 }
+
+
+def _causal_tiles(N, Br, Bc, *, causal=True, fraction="computed"):
+    from minitransformer.flash.tiled_numpy import flash_forward_steps
+
+    q = torch.randn(N, 4, dtype=torch.float64).numpy()
+    steps = list(flash_forward_steps(q, q, q, Br=Br, Bc=Bc, is_causal=causal))
+    if fraction == "needed":  # the unmasked entries: what causal attention needs, not what the tiles compute
+        return len(steps), sum(int((s.S > -math.inf).sum()) for s in steps) / (N * N)
+    if fraction == "full":  # every tile counted as Br x Bc
+        return len(steps), len(steps) * Br * Bc / (N * N)
+    return len(steps), sum(s.S.size for s in steps) / (N * N)
+
+
+WRONG["ch08.causal_tiles"] = [
+    lambda N, Br, Bc: _causal_tiles(N, Br, Bc, causal=False),  # no causal tile skipping
+    lambda N, Br, Bc: _causal_tiles(N, Br, Bc, fraction="needed"),  # the masked entries left out
+    lambda N, Br, Bc: _causal_tiles(N, Br, Bc, fraction="full"),  # short last tiles counted as full
+    lambda N, Br, Bc: (math.ceil(N / Br) * math.ceil(N / Bc), 0.5),  # guessed: all tiles, half the scores
+]

@@ -105,3 +105,21 @@ WRONG = {
         _entropy_in_place,  # in-place mutation of the weights
     ],
 }
+
+
+def _vit_cost(image_size, patch_size, *, cls=True, per_head=False):
+    from minitransformer.book.vision import TinyViT
+
+    model = TinyViT(image_size=image_size, patch_size=patch_size, d_model=32)
+    with torch.no_grad():
+        _, weights = model(torch.randn(1, 1, image_size, image_size), need_weights=True)
+    _, h, t, _ = weights[0].shape
+    t = t if cls else t - 1
+    return t, (t * t if per_head else h * t * t)
+
+
+WRONG["ch09.vit_patch_cost"] = [
+    lambda S, p: _vit_cost(S, p, cls=False),  # the CLS token left out
+    lambda S, p: _vit_cost(S, p, per_head=True),  # one head's matrix, not all heads
+    lambda S, p: (S // p + 1, 2 * (S // p + 1) ** 2),  # patches along one side, not (S/p)^2
+]
