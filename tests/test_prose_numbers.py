@@ -165,6 +165,9 @@ ALLOWED: dict[str, dict[str, str]] = {
         "is 10 steps of warmup enough": "setup constant (the checker's case)",
     },
     "07_encoder_decoder.ipynb": {
+        # exercise 4: the lengths of the runs it compares with (setup constants of Lab 2)
+        "The GPT after 300 iterations?": "setup constant (the notebook's short run)",
+        "and than the GPT after 300 iterations": "setup constant (the notebook's short run)",
         # Lab 1 on English->French verses: the transformer's recipe (scripts/train_translation.py)
         "and dropout 0.1": "setup constant",
         "with 300 warmup steps, scaled by 0.5), and label smoothing 0.1": "setup constants (chapter 6's recipe)",

@@ -128,7 +128,7 @@ class TranslationSetup:
     factor: float = 0.5
     warmup: int = 300
     label_smoothing: float = 0.0
-    cpu_budget: float = 1200.0
+    cpu_budget: float = 900.0
     eval_every: int = 400
     seed: int = 0
     max_steps: int | None = None
