@@ -17,7 +17,10 @@ holds, and ``--hidden`` / ``--models`` pick a part, so the work can be split bet
 processes and joined with ``--merge A.json B.json``. The stored files were made that way on
 a 2-core machine shared with other jobs, one thread per process (``torch.set_num_threads(1)``),
 ``OMP_WAIT_POLICY=PASSIVE MKL_CBWR=AUTO,STRICT``: capacity about 12 CPU minutes, attention
-about 8 (each run's CPU seconds are stored with it).
+about 8 (each run's CPU seconds are stored with it). The capacity runs with H = 64 and 600
+steps are the same call as the attention part's "no attention" runs (``sweep_run(None, 64, 600,
+seed, data)``), so they were copied from its file into the ``--resume`` files instead of being
+trained twice.
 """
 
 from __future__ import annotations
