@@ -236,3 +236,22 @@ def test_attention_claims_of_chapter_2(attention):
     assert additive.min() > multiplicative.max()
     # "beyond the trained lengths the order changes: dot ahead of Bahdanau in every seed"
     assert per_run.loc[label["luong-dot"]].em_longer.min() > per_run.loc[label["bahdanau"]].em_longer.max()
+
+
+def test_charts_draw_the_mean_in_a_min_max_band(capacity, attention):
+    from minitransformer.book.seq2seq_charts import capacity_chart, seed_band_chart
+
+    spread = seed_spread(capacity[0], ["hidden", "steps"])
+    spec = capacity_chart(spread).to_dict()
+    assert spec["facet"]["column"]["sort"] == [f"{s} steps" for s in CAPACITY_STEPS]
+    data = next(iter(spec["datasets"].values()))
+    assert len(data) == len(spread) == len(CAPACITY_HIDDEN) * len(CAPACITY_STEPS) * 31
+    assert all(r["min"] <= r["mean"] <= r["max"] for r in data)
+    area, line, _ = spec["spec"]["layer"]
+    assert (area["encoding"]["y"]["field"], area["encoding"]["y2"]["field"]) == ("min", "max")
+    assert line["encoding"]["y"]["field"] == "mean"
+    assert 3 * spec["spec"]["width"] <= 660
+    order = [model_label(k) for k in SEED_MODELS]
+    spec2 = seed_band_chart(seed_spread(attention[0], ["model"]), order).to_dict()
+    assert spec2["width"] <= 660 and spec2["layer"][1]["encoding"]["color"]["sort"] == order
+    assert all(r["seeds"] == len(SEEDS) for r in next(iter(spec2["datasets"].values())))
