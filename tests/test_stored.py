@@ -35,7 +35,16 @@ def test_run_info_names_what_a_result_depends_on():
     assert set(info) == {"torch", "threads", "omp_wait_policy", "date", "command"}
 
 
-@pytest.mark.parametrize("name", ["block_variants.json", "mnist_data_efficiency.json", "reversal_rnn.json"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "block_variants.json",
+        "mnist_data_efficiency.json",
+        "reversal_rnn.json",
+        "reversal_capacity.json",
+        "reversal_attention_seeds.json",
+    ],
+)
 def test_every_stored_result_is_read_by_the_one_reader(name):
     blob = read_results(RESULTS_DIR / name, "scripts/...")
     assert blob and "command" in (blob.get("settings") or blob)

@@ -11,6 +11,10 @@ book exactly as in Jupyter and on Colab.
   has every singular value equal to the chosen gain.
 * :func:`alignment_explorer` (chapter 2): the alignment heatmap of a chosen attention
   model on a chosen held-out string.
+
+And two static charts of the stored multi-seed experiments
+(:mod:`minitransformer.book.reversal_sweeps`): :func:`capacity_chart` (chapter 1) and
+:func:`seed_band_chart` (chapter 2), each a mean over seeds with its min-max band.
 """
 
 from __future__ import annotations
@@ -29,7 +33,16 @@ from ..rnn import Seq2Seq, hidden_jacobian_norms
 from . import viz
 from .seq2seq_experiments import decode_examples
 
-__all__ = ["random_reversal", "reversal_explorer", "gain_norms", "gain_chart", "sparse_cells", "alignment_explorer"]
+__all__ = [
+    "random_reversal",
+    "reversal_explorer",
+    "gain_norms",
+    "gain_chart",
+    "sparse_cells",
+    "alignment_explorer",
+    "capacity_chart",
+    "seed_band_chart",
+]
 
 LINES = ["input", "reversed", "model"]
 
@@ -346,3 +359,67 @@ def alignment_explorer(
     )
     heatmap = alt.layer(heat, peaks).properties(width=size, height=size)
     return alt.vconcat(text, heatmap, spacing=6).add_params(p_model, p_length, p_example)
+
+
+def _trained_range_rule(last_trained: int) -> alt.Chart:
+    """A dashed vertical line between the last trained length and the first unseen one."""
+    return alt.Chart().mark_rule(strokeDash=[4, 3], color="gray").encode(x=alt.datum(last_trained + 0.5))
+
+
+def capacity_chart(spread: pd.DataFrame, last_trained: int = 30, panel_width: int = 170) -> alt.FacetChart:
+    """Chapter 1's capacity sweep: exact match against length, one panel per training budget.
+
+    Args:
+        spread: :func:`minitransformer.book.reversal_sweeps.seed_spread` by ``["hidden", "steps"]``
+            (columns hidden, steps, length, mean, min, max, seeds).
+        last_trained: the longest training length (a dashed line follows it).
+        panel_width: the width of each of the three panels, in pixels.
+
+    Returns:
+        a faceted chart: a line per hidden size (the mean over seeds) in a band from the
+        worst to the best seed.
+    """
+    data = spread.assign(budget=spread.steps.map(lambda s: f"{s} steps"))
+    order = [f"{s} steps" for s in sorted(spread.steps.unique())]
+    color = alt.Color("hidden:O", title="hidden size H", scale=alt.Scale(scheme="viridis"))
+    base = alt.Chart().encode(x=alt.X("length:Q", title="input length (digits)"))
+    band = base.mark_area(opacity=0.2).encode(y=alt.Y("min:Q", title="exact match"), y2="max:Q", color=color)
+    line = base.mark_line(point=alt.OverlayMarkDef(size=12)).encode(
+        y=alt.Y("mean:Q", scale=alt.Scale(domain=[0, 1])),
+        color=color,
+        tooltip=["hidden", "steps", "length", "mean", "min", "max", "seeds"],
+    )
+    return (
+        alt.layer(band, line, _trained_range_rule(last_trained), data=data)
+        .properties(width=panel_width, height=200)
+        .facet(column=alt.Column("budget:N", sort=order, title=None))
+        .properties(title="No attention: exact match by hidden size and training steps (mean, min-max over seeds)")
+        .configure_legend(orient="bottom")
+    )
+
+
+def seed_band_chart(
+    spread: pd.DataFrame, order: Sequence[str], last_trained: int = 30, width: int = 480
+) -> alt.LayerChart:
+    """Chapter 2's equal-budget comparison: exact match against length per model.
+
+    Args:
+        spread: :func:`minitransformer.book.reversal_sweeps.seed_spread` by ``["model"]``.
+        order: the models in legend order.
+        last_trained: the longest training length (a dashed line follows it).
+        width: the plotting area's width in pixels.
+
+    Returns:
+        a line per model (the mean over seeds) in a band from the worst to the best seed.
+    """
+    color = alt.Color("model:N", sort=list(order), title=None, legend=alt.Legend(orient="bottom", columns=3))
+    base = alt.Chart().encode(x=alt.X("length:Q", title="input length (digits)"))
+    band = base.mark_area(opacity=0.15).encode(y=alt.Y("min:Q", title="exact match"), y2="max:Q", color=color)
+    line = base.mark_line(point=alt.OverlayMarkDef(size=12)).encode(
+        y=alt.Y("mean:Q", scale=alt.Scale(domain=[0, 1])),
+        color=color,
+        tooltip=["model", "length", "mean", "min", "max", "seeds"],
+    )
+    return alt.layer(band, line, _trained_range_rule(last_trained), data=spread).properties(
+        width=width, height=280, title="Digit reversal, equal budgets: exact match (mean, min-max over seeds)"
+    )

@@ -16,7 +16,10 @@ peak learning rate 1e-2, warmup and cosine decay, 600 steps.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pandas as pd
@@ -36,6 +39,9 @@ __all__ = [
     "summary_row",
     "model_label",
     "decode_examples",
+    "gru_update_gates",
+    "fixed_gate_norms",
+    "ablate_attention",
 ]
 
 
@@ -141,6 +147,7 @@ def run_reversal(
     data=None,
     device: torch.device | str = "cpu",
     progress: bool = False,
+    hidden_size: int | None = None,
 ) -> ReversalRun:
     """Train one GRU encoder-decoder on digit reversal and measure it per length.
 
@@ -151,6 +158,9 @@ def run_reversal(
         data: ``reversal_data(setup)``, if already made (saves a second or two).
         device: where to train.
         progress: show a progress bar (off in the book: nbval compares outputs).
+        hidden_size: the model's hidden size ``H`` (the size of chapter 1's context
+            vector) instead of the preset's 64, for the capacity sweep of
+            :mod:`minitransformer.book.reversal_sweeps`.
 
     Returns:
         a :class:`ReversalRun`. The model's weights are initialised from
@@ -161,7 +171,10 @@ def run_reversal(
         raise ValueError(f"attention must be one of {ATTENTION_KINDS}, got {attention!r}")
     train, test, tok = data if data is not None else reversal_data(setup)
     torch.manual_seed(setup.seed)
-    model = Seq2Seq(Seq2SeqConfig.preset(setup.preset, len(tok), attention=attention)).to(device)
+    config = Seq2SeqConfig.preset(setup.preset, len(tok), attention=attention)
+    if hidden_size is not None:
+        config = dataclasses.replace(config, hidden_size=hidden_size)
+    model = Seq2Seq(config).to(device)
     start = time.process_time()
     history = train_seq2seq(
         model, train, tok, setup.steps, batch_size=setup.batch_size, lr=setup.lr, seed=setup.seed, progress=progress
@@ -196,3 +209,106 @@ def decode_examples(model: Seq2Seq, examples: list[Example], tokenizer: Tokenize
         if weights is not None:
             cut.append(weights[i, : len(text) + 1, : len(ex.src)].clone())  # (T_out incl. eos, S)
     return outputs, (cut if weights is not None else None)
+
+
+@torch.no_grad()
+def gru_update_gates(cell: torch.nn.GRUCell, inputs: torch.Tensor, h0: torch.Tensor | None = None) -> torch.Tensor:
+    """The update gate ``z_t`` of every step of ``cell`` reading ``inputs``.
+
+    ``z_t = sigmoid(W_iz x_t + b_iz + W_hz h_{t-1} + b_hz)`` in PyTorch's convention, where
+    ``h_t = (1 - z_t) * n_t + z_t * h_{t-1}``: ``z_t`` near 1 keeps the old state.
+
+    Args:
+        cell: an ``nn.GRUCell`` (rows of its weights: reset, update, candidate).
+        inputs: ``(T, input_size)`` one sequence, or ``(T, B, input_size)`` a batch read in step.
+        h0: the initial state, ``(hidden_size,)`` or ``(B, hidden_size)``; zeros by default.
+
+    Returns:
+        ``(T, hidden_size)`` or ``(T, B, hidden_size)``: the gates of each step.
+    """
+    if not isinstance(cell, torch.nn.GRUCell):
+        raise TypeError(f"cell must be an nn.GRUCell, got {type(cell).__name__}")
+    single = inputs.dim() == 2
+    x_all = inputs[:, None] if single else inputs  # (T, B, I)
+    H = cell.hidden_size
+    h = x_all.new_zeros(x_all.shape[1], H) if h0 is None else h0.reshape(-1, H).expand(x_all.shape[1], H)  # (B, H)
+    rows = slice(H, 2 * H)  # the update gate's rows
+    gates = []
+    for x in x_all:  # x: (B, I)
+        z = torch.sigmoid(
+            x @ cell.weight_ih[rows].T + cell.bias_ih[rows] + h @ cell.weight_hh[rows].T + cell.bias_hh[rows]
+        )  # (B, H)
+        gates.append(z)
+        h = cell(x, h)  # (B, H)
+    out = torch.stack(gates)  # (T, B, H)
+    return out[:, 0] if single else out
+
+
+class _FixedGateCell(torch.nn.GRUCell):
+    """An ``nn.GRUCell`` whose step is ``step(x, h, W_ih, W_hh, b_ih, b_hh, z)`` with a constant ``z``."""
+
+    def __init__(self, cell: torch.nn.GRUCell, step: Callable, z: float):
+        super().__init__(cell.input_size, cell.hidden_size)
+        self.load_state_dict(cell.state_dict())
+        self.step, self.z = step, z
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:  # (B, I), (B, H) -> (B, H)
+        return self.step(x, h, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, self.z)
+
+
+def fixed_gate_norms(step: Callable, cell: torch.nn.GRUCell, inputs: torch.Tensor, zs) -> pd.DataFrame:
+    """Chapter 1's exercise 4: ``||dh_t/dh_0||`` of ``cell`` with its update gate held at each ``z``.
+
+    Args:
+        step: ``step(x, h, W_ih, W_hh, b_ih, b_hh, z) -> h_new``, a GRU step with a constant update gate.
+        cell: the ``nn.GRUCell`` whose weights the step uses (e.g. the trained encoder's).
+        inputs: ``(T, input_size)`` the sequence it reads.
+        zs: the constant gates to try.
+
+    Returns:
+        columns z, t, norm (t = 0..T).
+    """
+    from ..rnn import hidden_jacobian_norms
+
+    rows = []
+    for z in zs:
+        norms = hidden_jacobian_norms(_FixedGateCell(cell, step, float(z)), inputs)  # (T + 1,)
+        rows += [{"z": float(z), "t": t, "norm": float(v)} for t, v in enumerate(norms.tolist())]
+    return pd.DataFrame(rows)
+
+
+class _AverageAttention(torch.nn.Module):
+    """Stands in for a model's attention: the context is ``average(states, mask)``, the weights uniform."""
+
+    def __init__(self, average: Callable):
+        super().__init__()
+        self.average = average
+
+    def precompute_keys(self, keys: torch.Tensor) -> None:
+        return None
+
+    def forward(self, query, keys, values=None, mask=None, projected_keys=None):
+        states = keys if values is None else values  # (B, S, d)
+        if mask is None:
+            mask = torch.ones(states.shape[:2], dtype=torch.bool, device=states.device)  # (B, S)
+        weights = mask.to(states.dtype) / mask.sum(dim=-1, keepdim=True)  # (B, S)
+        return self.average(states, mask), weights  # (B, d), (B, S)
+
+
+def ablate_attention(model: Seq2Seq, examples: list[Example], tokenizer: Tokenizer, average: Callable) -> pd.DataFrame:
+    """Chapter 2's exercise 4: a trained attention model decoded with its attention replaced.
+
+    Args:
+        model: a trained :class:`Seq2Seq` with attention (left unchanged: a copy is modified).
+        examples: held-out examples.
+        tokenizer: the task's tokenizer.
+        average: ``average(h (B, S, d), mask (B, S)) -> (B, d)``, the context every step gets instead.
+
+    Returns:
+        :func:`minitransformer.train.accuracy_by_length` of the modified copy.
+    """
+    if model.config.attention is None:
+        raise ValueError("ablate_attention needs a model with attention (its config.attention is None)")
+    ablated = copy.deepcopy(model).eval()
+    ablated.attn = _AverageAttention(average)
+    return accuracy_by_length(ablated, examples, tokenizer)

@@ -239,3 +239,81 @@ register(
         ],
     )
 )
+
+
+# -- 4. change the experiment: hold the update gate fixed --------------------------------
+
+
+def fixed_gate_step_solution(
+    x: torch.Tensor,
+    h: torch.Tensor,
+    W_ih: torch.Tensor,
+    W_hh: torch.Tensor,
+    b_ih: torch.Tensor,
+    b_hh: torch.Tensor,
+    z: float,
+) -> torch.Tensor:
+    """A GRU step (nn.GRUCell's layout) whose update gate is the constant z instead of the computed one.
+    x (B, I), h (B, H), W_ih (3H, I), W_hh (3H, H), b_ih (3H,), b_hh (3H,), z a float in [0, 1]
+    -> h_new (B, H)."""
+    gi = x @ W_ih.T + b_ih  # (B, 3H): input parts of r, z, n
+    gh = h @ W_hh.T + b_hh  # (B, 3H): hidden parts of r, z, n
+    i_r, _, i_n = gi.chunk(3, dim=-1)  # (B, H) each; the computed update gate is not used
+    h_r, _, h_n = gh.chunk(3, dim=-1)  # (B, H) each
+    r = torch.sigmoid(i_r + h_r)  # the reset gate is computed as usual
+    n = torch.tanh(i_n + r * h_n)  # candidate
+    return (1 - z) * n + z * h  # (B, H): keep the share z of the old state, at every feature
+
+
+def _fixed_gate_swapped(x, h, W_ih, W_hh, b_ih, b_hh, z):
+    return fixed_gate_step_solution(x, h, W_ih, W_hh, b_ih, b_hh, 1 - z)
+
+
+def _fixed_gate_ignored(x, h, W_ih, W_hh, b_ih, b_hh, z):
+    return gru_step_solution(x, h, W_ih, W_hh, b_ih, b_hh)
+
+
+def _fixed_gate_cases() -> list[Case]:
+    g = _gen(14)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
+
+    def case(desc, B, I, H, z):
+        return Case(desc, (r(B, I), r(B, H), r(3 * H, I) * 0.8, r(3 * H, H) * 0.8, r(3 * H), r(3 * H), z))
+
+    return [
+        case("B = 2, input size 3, hidden size 4, z = 0.9", 2, 3, 4, 0.9),
+        case("B = 3, input size 5, hidden size 2, z = 0.25", 3, 5, 2, 0.25),
+        case("B = 1, input size 2, hidden size 6, z = 0 (no memory)", 1, 2, 6, 0.0),
+        case("B = 2, input size 4, hidden size 3, z = 1 (the state never changes)", 2, 4, 3, 1.0),
+    ]
+
+
+register(
+    Exercise(
+        "ch01.fixed_gate",
+        "change the experiment: a GRU step with its update gate held at a constant z",
+        fixed_gate_step_solution,
+        _fixed_gate_cases,
+        hint="compute r and the candidate n exactly as in exercise 1 (ignore the update-gate rows), then "
+        "h_new = (1 - z) * n + z * h with the given number z.",
+        mistakes=[
+            Mistake(
+                _fixed_gate_swapped,
+                "you swapped z and 1 - z: in PyTorch's convention z is the share of the OLD state kept, "
+                "h_new = (1 - z) * n + z * h.",
+            ),
+            Mistake(
+                _fixed_gate_ignored,
+                "your step computes the update gate from x and h: the experiment replaces it by the "
+                "constant z passed in (use z, not sigmoid(i_z + h_z)).",
+            ),
+        ],
+        forbidden=[
+            Forbidden(
+                "nn.GRUCell computes its own update gate; write the step yourself with the constant z.",
+                torch_names=("gru_cell", "gru"),
+                functions=("torch.nn.modules.rnn:GRUCell.forward", "torch.nn.modules.rnn:GRU.forward"),
+            )
+        ],
+    )
+)

@@ -183,3 +183,62 @@ register(
         ],
     )
 )
+
+
+# -- 4. change the experiment: replace the learned weights by a uniform average ------------
+
+
+def uniform_context_solution(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The context a decoder step gets if every REAL source position has the same weight 1/S_b.
+    h (B, S, d): encoder states;  mask bool (B, S) (True = real source position).
+    Returns c (B, d): the mean of each row's real states."""
+    weights = mask.to(h.dtype)  # (B, S): 1 on real positions, 0 on padding
+    weights = weights / weights.sum(dim=-1, keepdim=True)  # (B, S): each row sums to 1
+    return (weights.unsqueeze(-1) * h).sum(dim=1)  # (B, d)
+
+
+def _uniform_cases() -> list[Case]:
+    g = _gen(24)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
+    return [
+        Case("B = 1, S = 4 source positions, d = 3, no padding", (r(1, 4, 3), torch.ones(1, 4, dtype=torch.bool))),
+        Case(
+            "B = 2, S = 5, d = 2, the first row padded after 2 positions",
+            (r(2, 5, 2), torch.tensor([[True, True, False, False, False], [True] * 5])),
+        ),
+        Case(
+            "B = 3, S = 3, d = 4, padded states set to 100 (they must not count)",
+            (
+                torch.where(
+                    torch.tensor([[1, 1, 0], [1, 0, 0], [1, 1, 1]], dtype=torch.bool)[..., None],
+                    r(3, 3, 4),
+                    torch.full((3, 3, 4), 100.0, dtype=torch.float64),
+                ),
+                torch.tensor([[True, True, False], [True, False, False], [True, True, True]]),
+            ),
+        ),
+    ]
+
+
+register(
+    Exercise(
+        "ch02.uniform_context",
+        "change the experiment: attention replaced by a uniform average over the real source positions",
+        uniform_context_solution,
+        _uniform_cases,
+        hint="turn the mask into weights 1 (real) and 0 (padding), divide each row by its number of real "
+        "positions, and sum the weighted states over the source axis: (B, S, d) -> (B, d).",
+        mistakes=[
+            Mistake(
+                lambda h, m: h.mean(dim=1),
+                "you averaged over every position, padding included: a padded row must average only its "
+                "real positions (use the mask).",
+            ),
+            Mistake(
+                lambda h, m: (m.to(h.dtype).unsqueeze(-1) * h).sum(dim=1),
+                "you summed the real states without dividing by their number: the weights must sum to 1, "
+                "as attention weights do.",
+            ),
+        ],
+    )
+)

@@ -169,3 +169,33 @@ WRONG = {
         inputs_shift_in_place,  # in-place mutation of tgt_out
     ],
 }
+
+
+def fixed_gate_swapped(x, h, W_ih, W_hh, b_ih, b_hh, z):
+    r, _, i_n, h_n = _gates(x, h, W_ih, W_hh, b_ih, b_hh)
+    n = torch.tanh(i_n + r * h_n)
+    return z * n + (1 - z) * h  # z and 1 - z swapped
+
+
+def fixed_gate_computed(x, h, W_ih, W_hh, b_ih, b_hh, z):
+    r, z_computed, i_n, h_n = _gates(x, h, W_ih, W_hh, b_ih, b_hh)
+    n = torch.tanh(i_n + r * h_n)
+    return (1 - z_computed) * n + z_computed * h  # the constant z ignored
+
+
+def fixed_gate_reset_fixed_too(x, h, W_ih, W_hh, b_ih, b_hh, z):
+    _, _, i_n, h_n = _gates(x, h, W_ih, W_hh, b_ih, b_hh)
+    n = torch.tanh(i_n + z * h_n)  # the reset gate replaced by z as well
+    return (1 - z) * n + z * h
+
+
+def fixed_gate_no_candidate(x, h, W_ih, W_hh, b_ih, b_hh, z):
+    return z * h  # the candidate dropped
+
+
+WRONG["ch01.fixed_gate"] = [
+    fixed_gate_swapped,
+    fixed_gate_computed,
+    fixed_gate_reset_fixed_too,
+    fixed_gate_no_candidate,
+]

@@ -50,3 +50,23 @@ WRONG = {
         lambda e, h, m: masked_softmax(e, m.unsqueeze(1)) @ h,  # the package's own masked softmax
     ],
 }
+
+
+def uniform_with_padding(h, mask):
+    return h.mean(dim=1)  # padding counted
+
+
+def uniform_sum(h, mask):
+    return (mask.to(h.dtype).unsqueeze(-1) * h).sum(dim=1)  # weights do not sum to 1
+
+
+def uniform_divides_by_S(h, mask):
+    return (mask.to(h.dtype).unsqueeze(-1) * h).sum(dim=1) / h.shape[1]  # padding counted in the count
+
+
+def uniform_float32(h, mask):
+    w = mask.float() / mask.float().sum(-1, keepdim=True)  # float32 weights
+    return (w.unsqueeze(-1) * h.float()).sum(dim=1)
+
+
+WRONG["ch02.uniform_context"] = [uniform_with_padding, uniform_sum, uniform_divides_by_S, uniform_float32]
