@@ -27,10 +27,11 @@ counted); greedy BLEU on the validation books every 400 steps and at the end pic
 stored weights. The test books are not used.
 
 Published run (2026-12-04, afternoon): the four models trained at the same time on the 2-core
-machine, beside other jobs, so 900 CPU seconds took PLACEHOLDER_WALL of wall time each.
-Steps, CPU seconds, FLOPs and wall time of each are in its checkpoint's ``info`` and in
-``benchmarks/RESULTS.md``. (An earlier run of 150 CPU seconds per model did not translate:
-BLEU about 1 for all four.)
+machine, beside other jobs (load average 6-9), so 900 CPU seconds took about 61 minutes of wall
+time each. They were started with a budget of 1200 CPU s, which ``--budget-file`` lowered to
+900 for all four while they ran, so that the session could evaluate them. Steps, CPU seconds,
+FLOPs and wall time of each are in its checkpoint's ``info`` and in ``benchmarks/RESULTS.md``.
+(An earlier run of 150 CPU seconds per model did not translate: BLEU about 1 for all four.)
 """
 
 from __future__ import annotations

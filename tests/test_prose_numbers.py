@@ -72,6 +72,7 @@ ALLOWED: dict[str, dict[str, str]] = {
         "over lengths 5–30 and ROLE on the unseen lengths 31–35": "setup constants",
     },
     "02_bahdanau_luong.ipynb": {
+        "In verse 0 (Judges 8:13)": "a verse reference (book chapter:verse)",
         # section 6, English->French verses: the recipe of scripts/train_translation.py and BLEU's definition
         "warms up for 300 steps": "setup constant",
         "Every 400 steps, greedy BLEU": "setup constant",
@@ -172,6 +173,7 @@ ALLOWED: dict[str, dict[str, str]] = {
         "is 10 steps of warmup enough": "setup constant (the checker's case)",
     },
     "07_encoder_decoder.ipynb": {
+        "Those verses, of 31–40 words,": "setup constants (the longest test bucket's bounds)",
         # exercise 4: the lengths of the runs it compares with (setup constants of Lab 2)
         "The GPT after 300 iterations?": "setup constant (the notebook's short run)",
         "and than the GPT after 300 iterations": "setup constant (the notebook's short run)",

@@ -93,6 +93,45 @@ def test_checkpoints_are_small_fp16_and_match_their_record(results):
     assert total < 10 * 2**20
 
 
+def test_what_chapters_2_and_7_say_about_the_stored_results(results):
+    """The sentences of chapters 2 and 7 that are not numbers, checked against the stored results."""
+    m = results["models"]
+    greedy = {k: m[k]["greedy"]["bleu"] for k in MODEL_KINDS}
+    # the expected order, each step outside the paired bootstrap's noise
+    assert greedy["transformer"] > greedy["luong-general"] > greedy["bahdanau"] > greedy["gru"]
+    for pair in ("transformer vs luong-general", "bahdanau vs gru", "luong-general vs bahdanau"):
+        assert results["paired"][pair]["low"] > 0, pair
+    # "the intervals are far apart" (chapter 2)
+    assert m["bahdanau"]["greedy"]["low"] > m["gru"]["greedy"]["high"]
+    # chapter 2: the attention models lead in every length bucket; the GRU without attention's
+    # short and long buckets overlap (no clear Figure-2 fall)
+    for b in results["data"]["test_by_bucket"]:
+        assert (
+            min(m["bahdanau"]["buckets"][b]["bleu"], m["luong-general"]["buckets"][b]["bleu"])
+            > m["gru"]["buckets"][b]["bleu"]
+        )
+    short, long = m["gru"]["buckets"]["11-15"], m["gru"]["buckets"]["31-40"]
+    assert long["bleu"] < short["bleu"] and long["high"] > short["low"]
+    # chapter 2: names kept and 1-gram precision rise with attention; brevity plays little part
+    for k in ("bahdanau", "luong-general"):
+        assert m[k]["errors"]["names"] > m["gru"]["errors"]["names"]
+        assert m[k]["errors"]["p1"] > m["gru"]["errors"]["p1"]
+    assert all(0.8 <= m[k]["errors"]["length_ratio"] <= 1.05 for k in MODEL_KINDS)
+    # chapter 7: the transformer ahead at every length, its lead smallest on the longest verses,
+    # where it falls more than any GRU (from its best bucket)
+    buckets = list(results["data"]["test_by_bucket"])
+    lead = {
+        b: m["transformer"]["buckets"][b]["bleu"] - max(m[k]["buckets"][b]["bleu"] for k in MODEL_KINDS[:3])
+        for b in buckets
+    }
+    assert min(lead.values()) > 0 and min(lead, key=lead.get) == "31-40"
+    fall = {k: max(v["bleu"] for v in m[k]["buckets"].values()) - m[k]["buckets"]["31-40"]["bleu"] for k in MODEL_KINDS}
+    assert max(fall, key=fall.get) == "transformer"
+    # chapter 7: arithmetic within a factor of two, the GRU without attention did the most
+    flops = {k: m[k]["training"]["train_flops"] for k in MODEL_KINDS}
+    assert max(flops.values()) / min(flops.values()) < 2 and max(flops, key=flops.get) == "gru"
+
+
 def test_results_md_holds_the_stored_tables(results):
     """benchmarks/RESULTS.md shows the tables that `evaluate_translation.py --markdown` prints."""
     import importlib.util
@@ -164,3 +203,35 @@ def test_alignment_heatmaps(tmp_path):
         np.testing.assert_allclose(w.sum(1), 1, atol=0.02 * len(row.src))  # each output step: a distribution
     spec = json.loads(tr.alignment_picker(frame, "t").to_json())
     assert [p["name"] for p in spec["params"]] == ["sentence", "model"]
+
+
+@pytest.mark.bible
+@pytest.mark.slow
+def test_the_alignments_chapter_2_describes():
+    """Chapter 2's sentences about its heatmaps: the source piece each named output piece looks at most."""
+    from minitransformer.book.translation_experiments import load_translation_model, translation_data
+
+    data = translation_data()
+    models = {k: load_translation_model(k, data.tokenizer).model for k in ("bahdanau", "luong-general")}
+    frame = tr.alignment_frame(
+        {tr.LABELS[k]: m for k, m in models.items()}, tr.example_pairs(data.pairs["test"]), data.tokenizer
+    )
+
+    def looks(kind, ref, piece, nth=0):
+        row = frame[(frame.model == tr.LABELS[kind]) & (frame.ref == ref)].iloc[0]
+        t = [i for i, p in enumerate(row.tgt) if p == piece][nth]
+        return row.src[int(np.argmax(row.w[t]))]
+
+    for kind in ("bahdanau", "luong-general"):
+        assert looks(kind, "Judges 8:13", "▁fils") == "▁son" and looks(kind, "Judges 8:13", "▁de") == "▁of"
+        assert looks(kind, "Romans 4:8", "▁Seigneur") == "▁Lord"
+    assert looks("luong-general", "Romans 4:8", "▁ne") == "▁not"
+    assert (
+        looks("luong-general", "Acts 5:7", "▁son") == "▁his" and looks("luong-general", "Acts 5:7", "▁femme") == "▁wife"
+    )
+    assert looks("luong-general", "Acts 5:7", "▁ne") == "▁not" and looks("luong-general", "Acts 5:7", "▁pas") == "▁not"
+    assert (
+        looks("luong-general", "Acts 5:7", "▁ne", 1) == "▁not"
+        and looks("luong-general", "Acts 5:7", "▁sa", 1) == "▁know"
+    )
+    assert all(looks("luong-general", "Romans 4:8", "homme", i) == "▁man" for i in range(3))
