@@ -378,5 +378,11 @@ register(
                 "previous TWO characters.",
             ),
         ],
+        forbidden=[
+            Forbidden(
+                "count the triples yourself; the package's ngram_loss is what the book measures the other orders with.",
+                functions=("minitransformer.book.char_lm:ngram_loss",),
+            )
+        ],
     )
 )

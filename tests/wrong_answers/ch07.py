@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from minitransformer.book.char_lm import ngram_loss
 from minitransformer.book.explanation import null_space_projection
 from minitransformer.gpt import sampling_probs
 
@@ -132,4 +133,5 @@ WRONG["ch07.trigram_loss"] = [
     _tri_no_accumulate,  # fancy-index += counts each repeated triple once
     _tri_context_from_all_pairs,  # context counts include the last pair, which no character follows
     lambda tr, va, V: _tri(tr, tr, V),  # measured on the training characters
+    lambda tr, va, V: torch.tensor(ngram_loss(tr, va, V, 3), dtype=torch.float64),  # the package's function
 ]
