@@ -147,6 +147,19 @@ def padding_mask(tokens: Tensor, pad_id: int) -> Tensor:
     return (tokens != pad_id)[:, None, None, :]  # (B, 1, 1, S)
 
 
+def _check_broadcasts_to_scores(name: str, t: Tensor, q: Tensor, k: Tensor) -> None:
+    """Raise a ValueError unless ``t`` broadcasts to the scores' shape ``(..., Lq, Lk)`` without enlarging it."""
+    scores_shape = (*q.shape[:-1], k.shape[-2])  # k never enlarges q's leading dims (heads included, with GQA)
+    try:
+        full = torch.broadcast_shapes(t.shape, scores_shape)
+    except RuntimeError:
+        full = None
+    if full != torch.Size(scores_shape):
+        raise ValueError(
+            f"{name} of shape {tuple(t.shape)} does not broadcast to the scores' shape {scores_shape} (..., Lq, Lk)"
+        )
+
+
 def _check_mask(mask: Tensor, q: Tensor, k: Tensor) -> None:
     """A bool mask on ``q``'s device that broadcasts to the scores' shape ``(..., Lq, Lk)``."""
     if not isinstance(mask, Tensor):
@@ -156,15 +169,7 @@ def _check_mask(mask: Tensor, q: Tensor, k: Tensor) -> None:
             f"mask must have dtype torch.bool (True = may attend), got {mask.dtype}; "
             "for an additive float mask use mask == 0 or build the bool mask directly"
         )
-    scores_shape = (*q.shape[:-1], k.shape[-2])  # k never enlarges q's leading dims (heads included, with GQA)
-    try:
-        full = torch.broadcast_shapes(mask.shape, scores_shape)
-    except RuntimeError:
-        full = None
-    if full != torch.Size(scores_shape):
-        raise ValueError(
-            f"mask of shape {tuple(mask.shape)} does not broadcast to the scores' shape {scores_shape} (..., Lq, Lk)"
-        )
+    _check_broadcasts_to_scores("mask", mask, q, k)
     if mask.device != q.device:
         raise ValueError(f"mask is on {mask.device} but q is on {q.device}; put them on one device")
 
@@ -187,16 +192,7 @@ def check_attn_bias(attn_bias: Tensor, q: Tensor, k: Tensor) -> None:
             f"attn_bias must be a floating tensor added to the scores, got {got}; "
             "to hide keys with a bool tensor pass it as mask (True = may attend)"
         )
-    scores_shape = (*q.shape[:-1], k.shape[-2])
-    try:
-        full = torch.broadcast_shapes(attn_bias.shape, scores_shape)
-    except RuntimeError:
-        full = None
-    if full != torch.Size(scores_shape):
-        raise ValueError(
-            f"attn_bias of shape {tuple(attn_bias.shape)} does not broadcast to the scores' shape "
-            f"{tuple(scores_shape)} (..., Lq, Lk)"
-        )
+    _check_broadcasts_to_scores("attn_bias", attn_bias, q, k)
     if attn_bias.device != q.device:
         raise ValueError(f"attn_bias is on {attn_bias.device} but q is on {q.device}; put them on one device")
     if torch.isnan(attn_bias).any() or (attn_bias == float("inf")).any():
